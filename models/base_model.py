@@ -1,0 +1,225 @@
+"""The model base class: devices and DDP, schedulers, saving and loading networks and the full
+training state, visuals and losses. Subclasses define the networks, losses and one optimisation step."""
+from __future__ import annotations
+
+import argparse
+import os
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+
+import torch
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+
+from util import seed
+from util.checkpoint import atomic_save, network_file, plain_options, read_network_file, safe_load
+from util.image_pool import ImagePool
+from . import networks
+
+# options that decide a network's shape: quoted when a checkpoint does not fit
+SHAPE_OPTIONS = ('model', 'netG', 'netD', 'ngf', 'ndf', 'norm', 'input_nc', 'output_nc', 'n_layers_D', 'no_dropout',
+                 'direction')
+
+
+class BaseModel(ABC):
+    """Subclasses set ``loss_names``, ``model_names``, ``visual_names`` and ``optimizers`` in ``__init__``
+    and implement ``set_input``, ``forward`` and ``optimize_parameters``.
+
+    A network listed in ``model_names`` as 'G' is the attribute ``netG``.
+    """
+
+    def __init__(self, opt: argparse.Namespace):
+        self.opt = opt
+        self.gpu_ids = opt.gpu_ids
+        self.isTrain = opt.isTrain
+        self.device = getattr(opt, 'device', torch.device('cpu'))
+        self.save_dir = os.path.join(opt.checkpoints_dir, opt.name)
+        self.loss_names: list[str] = []
+        self.model_names: list[str] = []
+        self.visual_names: list[str] = []
+        self.optimizers: list[torch.optim.Optimizer] = []
+        self.schedulers: list = []
+        self.image_paths: list[str] = []
+        self.metric = 0.0  # used by the 'plateau' learning-rate policy
+
+    @staticmethod
+    def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
+        """Add model-specific flags and change defaults of existing ones."""
+        return parser
+
+    @abstractmethod
+    def set_input(self, input: dict) -> None:
+        """Unpack a batch from the data loader."""
+
+    @abstractmethod
+    def forward(self) -> None:
+        """Run the generator(s); called by ``optimize_parameters`` and ``test``."""
+
+    @abstractmethod
+    def optimize_parameters(self) -> None:
+        """One training step: losses, gradients, optimiser updates."""
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, opt: argparse.Namespace) -> None:
+        """Move networks to the device, wrap them for DDP, create schedulers and load checkpoints.
+
+        Training from scratch loads nothing; ``--continue_train`` is handled by :meth:`load_training_state`;
+        testing loads ``--epoch`` (or ``iter_<load_iter>``).
+        """
+        for name in self.model_names:
+            net = getattr(self, 'net' + name).to(self.device)
+            if getattr(opt, 'distributed', False) and any(p.requires_grad for p in net.parameters()):
+                net = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == 'cuda'
+                                              else None, find_unused_parameters=True)
+            setattr(self, 'net' + name, net)
+        if self.isTrain:
+            self.schedulers = [networks.get_scheduler(optimizer, opt) for optimizer in self.optimizers]
+        if not self.isTrain:
+            self.load_networks(f'iter_{opt.load_iter}' if opt.load_iter > 0 else opt.epoch)
+        self.print_networks(opt.verbose)
+
+    def unwrap(self, name: str) -> nn.Module:
+        """The network ``net<name>`` without its DDP wrapper."""
+        net = getattr(self, 'net' + name)
+        return net.module if isinstance(net, DistributedDataParallel) else net
+
+    def eval(self) -> None:
+        for name in self.model_names:
+            getattr(self, 'net' + name).eval()
+
+    def test(self) -> None:
+        """Forward pass without gradients, then :meth:`compute_visuals`."""
+        with torch.no_grad():
+            self.forward()
+            self.compute_visuals()
+
+    def compute_visuals(self) -> None:
+        """Extra visuals for visdom and HTML; nothing by default."""
+
+    def get_image_paths(self) -> list[str]:
+        return self.image_paths
+
+    def update_learning_rate(self) -> float:
+        """Step every scheduler once (at the end of an epoch); returns the new learning rate."""
+        for scheduler in self.schedulers:
+            if self.opt.lr_policy == 'plateau':
+                scheduler.step(self.metric)
+            else:
+                scheduler.step()
+        return self.optimizers[0].param_groups[0]['lr']
+
+    def get_current_visuals(self) -> OrderedDict:
+        """name -> Tensor (N, C, H, W) in [-1, 1]."""
+        return OrderedDict((name, getattr(self, name)) for name in self.visual_names if isinstance(name, str))
+
+    def get_current_losses(self) -> OrderedDict:
+        """name -> float of the last step's losses."""
+        return OrderedDict((name, float(getattr(self, 'loss_' + name))) for name in self.loss_names)
+
+    @staticmethod
+    def set_requires_grad(nets, requires_grad: bool = False) -> None:
+        for net in nets if isinstance(nets, (list, tuple)) else [nets]:
+            if net is not None:
+                for param in net.parameters():
+                    param.requires_grad = requires_grad
+
+    def print_networks(self, verbose: bool) -> None:
+        if getattr(self.opt, 'rank', 0) != 0:
+            return
+        print('---------- Networks initialized -------------')
+        for name in self.model_names:
+            net = self.unwrap(name)
+            if verbose:
+                print(net)
+            total = sum(p.numel() for p in net.parameters())
+            trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+            print(f'[Network {name}] Total number of parameters : {total / 1e6:.3f} M ({trainable / 1e6:.3f} M trainable)')
+        print('-----------------------------------------------')
+
+    # ------------------------------------------------------------------ save / load networks
+    def network_path(self, epoch: str | int, name: str) -> str:
+        return os.path.join(self.save_dir, f'{epoch}_net_{name}.pth')
+
+    def save_networks(self, epoch: str | int) -> None:
+        """Write ``<epoch>_net_<name>.pth`` for every network (atomically, CPU tensors)."""
+        options = plain_options(self.opt)
+        for name in self.model_names:
+            net = self.unwrap(name)
+            state = net.checkpoint_state() if hasattr(net, 'checkpoint_state') else net.state_dict()
+            meta = net.checkpoint_meta() if hasattr(net, 'checkpoint_meta') else {}
+            state = {k: v.detach().cpu() for k, v in state.items()}
+            atomic_save(network_file(state, meta, options), self.network_path(epoch, name))
+
+    def load_networks(self, epoch: str | int) -> None:
+        """Load ``<epoch>_net_<name>.pth`` into every network; a mismatch names the file and the options."""
+        for name in self.model_names:
+            path = self.network_path(epoch, name)
+            net = self.unwrap(name)
+            state, meta, options = read_network_file(path, map_location=self.device)
+            if getattr(self.opt, 'rank', 0) == 0:
+                print(f'loading the model from {path}')
+            try:
+                if hasattr(net, 'load_checkpoint_state'):
+                    net.load_checkpoint_state(state, meta)
+                else:
+                    net.load_state_dict(state, strict=True)
+            except RuntimeError as exc:
+                raise RuntimeError(self._mismatch_message(path, net, state, options, exc)) from None
+
+    def _mismatch_message(self, path: str, net: nn.Module, state: dict, options: dict, exc: Exception) -> str:
+        expected = net.state_dict()
+        missing = [k for k in expected if k not in state]
+        unexpected = [k for k in state if k not in expected]
+        shapes = [f'{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(v.shape)}'
+                  for k, v in expected.items() if k in state and state[k].shape != v.shape]
+        saved = ', '.join(f'--{k} {options[k]}' for k in SHAPE_OPTIONS if k in options) or 'unknown (no options stored)'
+        now = ', '.join(f'--{k} {getattr(self.opt, k)}' for k in SHAPE_OPTIONS if hasattr(self.opt, k))
+
+        def first(items: list[str]) -> str:
+            return '; '.join(items[:5]) + (f' (+{len(items) - 5} more)' if len(items) > 5 else '') if items else 'none'
+        return (f'checkpoint {path} does not fit the network.\n  saved with: {saved}\n  this run:   {now}\n'
+                f'  missing keys: {first(missing)}\n  unexpected keys: {first(unexpected)}\n'
+                f'  shape mismatches: {first(shapes)}\n  ({str(exc).splitlines()[0]})')
+
+    # ------------------------------------------------------------------ full training state (resume)
+    def image_pools(self) -> dict[str, ImagePool]:
+        return {k: v for k, v in vars(self).items() if isinstance(v, ImagePool)}
+
+    def save_training_state(self, label: str | int, counters: dict) -> None:
+        """Networks plus ``<label>_state.pth``: optimisers, schedulers, image pools, RNG state and the
+        loop counters (epoch, epoch_iter, total_iters), so ``--continue_train`` loses nothing.
+
+        The networks are written first; the state file, written last, marks the checkpoint complete.
+        """
+        self.save_networks(label)
+        state = {
+            'counters': dict(counters),
+            'optimizers': [o.state_dict() for o in self.optimizers],
+            'schedulers': [s.state_dict() for s in self.schedulers],
+            'pools': {k: p.state_dict() for k, p in self.image_pools().items()},
+            'rng': seed.rng_state(),
+        }
+        atomic_save(state, os.path.join(self.save_dir, f'{label}_state.pth'))
+
+    def load_training_state(self, label: str | int = 'latest') -> dict:
+        """Restore what :meth:`save_training_state` wrote; returns the counters.
+
+        A checkpoint from the classic toolkit (networks only) is accepted: then the counters start from
+        ``--epoch_count`` and optimisers start fresh, with a warning.
+        """
+        self.load_networks(label)
+        path = os.path.join(self.save_dir, f'{label}_state.pth')
+        if not os.path.exists(path):
+            print(f'warning: {path} not found: resuming with weights only (fresh optimisers, '
+                  f'epoch counting from --epoch_count {self.opt.epoch_count})')
+            return {'epoch': self.opt.epoch_count - 1, 'epoch_iter': 0, 'total_iters': 0}
+        state = safe_load(path, map_location='cpu')  # optimisers move their state to the parameters' device
+        for optimizer, s in zip(self.optimizers, state['optimizers']):
+            optimizer.load_state_dict(s)
+        for scheduler, s in zip(self.schedulers, state['schedulers']):
+            scheduler.load_state_dict(s)
+        for name, pool in self.image_pools().items():
+            if name in state['pools']:
+                pool.load_state_dict(state['pools'][name], self.device)
+        seed.set_rng_state(state['rng'])
+        return state['counters']

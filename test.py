@@ -1,0 +1,60 @@
+"""Run a trained model on a test set:
+
+    python test.py --dataroot DIR --name NAME --model pix2pix --direction BtoA
+    python test.py --model mrnet --dataset_mode triplanar_aligned            # + NIfTI volumes and metrics
+
+Writes ``results/NAME/<phase>_<epoch>/index.html`` with ``images/<name>_<visual>.png`` (``--save_raw``: also
+float .npy/.tif), ``metrics.csv`` for paired data, and what the dataset's evaluator adds (volumes).
+"""
+from __future__ import annotations
+
+import os
+
+from data import create_dataset
+from models import create_model
+from options.test_options import TestOptions
+from util.html import HTML
+from util.seed import seed_everything
+from util.visualizer import save_images
+
+
+def main(args: list[str] | None = None) -> str:
+    """Returns the path of the result page."""
+    opt = TestOptions().parse(args)
+    seed_everything(opt.seed)
+    dataset = create_dataset(opt)
+    model = create_model(opt)
+    model.setup(opt)
+    label = f'{opt.phase}_{opt.epoch}' + (f'_iter{opt.load_iter}' if opt.load_iter > 0 else '')
+    web_dir = os.path.join(opt.results_dir, opt.name, label)
+    webpage = HTML(web_dir, f'Experiment = {opt.name}, Phase = {opt.phase}, Epoch = {opt.epoch}')
+    evaluator = dataset.dataset.make_evaluator(opt, web_dir)
+    if opt.eval:
+        model.eval()
+    total = len(dataset) if opt.num_test <= 0 else min(opt.num_test, len(dataset))
+    if total < len(dataset):
+        print(f'--num_test {opt.num_test}: testing {total} of {len(dataset)} items')
+    done = 0
+    for data in dataset:
+        if done >= total:
+            break
+        model.set_input(data)
+        model.test()
+        visuals = model.get_current_visuals()
+        names = data.get('name', data['A_paths'])
+        for j in range(min(len(names), total - done)):
+            save_images(webpage, {k: v[j:j + 1] for k, v in visuals.items()}, [names[j]],
+                        aspect_ratio=opt.aspect_ratio, width=opt.display_winsize, save_raw=opt.save_raw)
+        evaluator.add(data, visuals)
+        done += len(names)
+        if done % 50 < len(names):
+            print(f'processing ({done:04d}/{total})-th item... {names[0]}')
+    evaluator.finish(webpage)
+    webpage.save()
+    page = os.path.join(web_dir, 'index.html')
+    print(f'results: {page}')
+    return page
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,100 @@
+"""Train any model on any dataset:
+
+    python train.py --dataroot DIR --name NAME --model pix2pix --direction BtoA
+    python train.py --model mrnet --dataset_mode triplanar_aligned           # demo data when no --dataroot
+    torchrun --nproc_per_node 2 train.py --model mrnet ...                   # several GPUs (or CPU processes)
+
+Writes checkpoints, options, loss_log.txt and HTML pages under ``checkpoints/NAME/``. ``--continue_train``
+resumes from the latest checkpoint with networks, optimisers, schedulers, pools, counters and RNG state.
+"""
+from __future__ import annotations
+
+import time
+
+from tqdm import tqdm
+
+from data import create_dataset
+from models import create_model
+from options.train_options import TrainOptions
+from util import distributed
+from util.seed import seed_everything
+
+
+def main(args: list[str] | None = None) -> None:
+    opt = TrainOptions().parse(args)
+    seed_everything(opt.seed + opt.rank)
+    main_process = opt.rank == 0
+    dataset = create_dataset(opt)
+    model = create_model(opt)
+    model.setup(opt)
+    visualizer = None
+    if main_process:
+        from util.visualizer import Visualizer
+        visualizer = Visualizer(opt)
+
+    counters = {'epoch': opt.epoch_count, 'epoch_iter': 0, 'total_iters': 0}
+    if opt.continue_train:
+        counters = model.load_training_state('latest')
+        if main_process:
+            print(f'resuming at epoch {counters["epoch"]}, image {counters["epoch_iter"]} of that epoch, '
+                  f'{counters["total_iters"]} images seen')
+    last_epoch = opt.n_epochs + opt.n_epochs_decay
+    batches_per_epoch = -(-len(dataset) // opt.batch_size)
+    total_iters = counters['total_iters']
+
+    for epoch in range(counters['epoch'], last_epoch + 1):
+        skip = counters['epoch_iter'] // opt.batch_size if epoch == counters['epoch'] else 0
+        epoch_iter = skip * opt.batch_size * opt.world_size
+        dataset.set_epoch(epoch, skip)
+        epoch_start = time.time()
+        if visualizer is not None:
+            visualizer.reset()
+        progress = tqdm(total=batches_per_epoch, initial=skip, desc=f'epoch {epoch}/{last_epoch}', unit='it',
+                        disable=not main_process, dynamic_ncols=True, leave=False)
+        iter_data_time = time.time()
+        for data in dataset:
+            iter_start = time.time()
+            t_data = iter_start - iter_data_time
+            n = data['A'].shape[0] * opt.world_size
+            total_iters += n
+            epoch_iter += n
+            model.set_input(data)
+            model.optimize_parameters()
+            progress.update(1)
+
+            if total_iters % opt.print_freq < n:
+                losses = distributed.average_across_ranks(model.get_current_losses())
+                if main_process:
+                    t_comp = (time.time() - iter_start) / opt.batch_size
+                    visualizer.print_current_losses(epoch, epoch_iter, losses, t_comp, t_data)
+                    visualizer.plot_current_losses(epoch, epoch_iter / (len(dataset) * opt.world_size), losses)
+                    progress.set_postfix({k: f'{v:.3f}' for k, v in losses.items()})
+            if main_process and total_iters % opt.display_freq < n:
+                save_result = total_iters % opt.update_html_freq < n
+                visualizer.display_current_results(model.get_current_visuals(), epoch, save_result)
+            if main_process and total_iters % opt.save_latest_freq < n:
+                label = f'iter_{total_iters}' if opt.save_by_iter else 'latest'
+                state = {'epoch': epoch, 'epoch_iter': epoch_iter // opt.world_size, 'total_iters': total_iters}
+                model.save_training_state(label, state)
+                if opt.save_by_iter:
+                    model.save_training_state('latest', state)
+            iter_data_time = time.time()
+        progress.close()
+
+        model.update_learning_rate()
+        counters = {'epoch': epoch + 1, 'epoch_iter': 0, 'total_iters': total_iters}
+        if main_process:
+            model.save_training_state('latest', counters)
+            if epoch % opt.save_epoch_freq == 0 or epoch == last_epoch:
+                model.save_networks(epoch)
+            lr = model.optimizers[0].param_groups[0]['lr']
+            print(f'End of epoch {epoch} / {last_epoch} \t Time Taken: {time.time() - epoch_start:.1f} sec, '
+                  f'learning rate {lr:.7f}')
+        distributed.barrier()
+    if main_process:
+        print(f'training done: checkpoints in {model.save_dir}')
+    distributed.cleanup()
+
+
+if __name__ == '__main__':
+    main()
