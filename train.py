@@ -47,8 +47,6 @@ def main(args: list[str] | None = None) -> None:
         epoch_iter = skip * opt.batch_size * opt.world_size
         dataset.set_epoch(epoch, skip)
         epoch_start = time.time()
-        if visualizer is not None:
-            visualizer.reset()
         progress = tqdm(total=batches_per_epoch, initial=skip, desc=f'epoch {epoch}/{last_epoch}', unit='it',
                         disable=not main_process, dynamic_ncols=True, leave=False)
         iter_data_time = time.time()

@@ -208,7 +208,8 @@ class ResnetGenerator(nn.Module):
         super().__init__()
         self.input_nc = input_nc
         use_bias = conv_bias_needed(norm_layer)
-        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, kernel_size=7, padding=0, bias=use_bias),
+        layers: list[nn.Module] = [nn.ReflectionPad2d(3),
+                                   nn.Conv2d(input_nc, ngf, kernel_size=7, padding=0, bias=use_bias),
                                    norm_layer(ngf), nn.ReLU(True)]
         n_downsampling = 2
         for i in range(n_downsampling):
@@ -251,8 +252,8 @@ class UnetSkipConnectionBlock(nn.Module):
 
         if outermost:
             down: list[nn.Module] = [downconv]
-            up: list[nn.Module] = [nn.ReLU(True), nn.ConvTranspose2d(up_in, outer_nc, kernel_size=4, stride=2, padding=1),
-                                   nn.Tanh()]
+            up: list[nn.Module] = [nn.ReLU(True),
+                                   nn.ConvTranspose2d(up_in, outer_nc, kernel_size=4, stride=2, padding=1), nn.Tanh()]
         else:
             upconv = nn.ConvTranspose2d(up_in, outer_nc, kernel_size=4, stride=2, padding=1, bias=use_bias)
             down = [nn.LeakyReLU(0.2), downconv] + ([] if innermost else [norm_layer(inner_nc)])
@@ -340,7 +341,8 @@ class NLayerDiscriminator(nn.Module):
             raise ValueError(f'n_layers_D must be >= 1, got {n_layers}')
         super().__init__()
         use_bias = conv_bias_needed(norm_layer)
-        layers: list[nn.Module] = [nn.Conv2d(input_nc, ndf, kernel_size=4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
+        layers: list[nn.Module] = [nn.Conv2d(input_nc, ndf, kernel_size=4, stride=2, padding=1),
+                                   nn.LeakyReLU(0.2, True)]
         width = ndf
         for n in range(1, n_layers + 1):
             next_width = ndf * min(2 ** n, 8)
@@ -406,7 +408,8 @@ class GANLoss(nn.Module):
         self.gan_mode = gan_mode
         self.register_buffer('real_label', torch.tensor(target_real_label))
         self.register_buffer('fake_label', torch.tensor(target_fake_label))
-        self.loss: nn.Module | None = {'lsgan': nn.MSELoss(), 'vanilla': nn.BCEWithLogitsLoss(), 'wgangp': None}[gan_mode]
+        losses = {'lsgan': nn.MSELoss(), 'vanilla': nn.BCEWithLogitsLoss(), 'wgangp': None}
+        self.loss: nn.Module | None = losses[gan_mode]
 
     def get_target_tensor(self, prediction: torch.Tensor, target_is_real: bool) -> torch.Tensor:
         """Label tensor shaped like ``prediction``, on its device and in its dtype."""

@@ -108,7 +108,8 @@ def save_raw(array: np.ndarray, path_without_ext: str) -> None:
     """Save float data without loss as ``<path>.npy`` and ``<path>.tif`` (float32)."""
     data = np.asarray(array, dtype=np.float32)
     np.save(path_without_ext + '.npy', data)
-    tifffile.imwrite(path_without_ext + '.tif', data)
+    tifffile.imwrite(path_without_ext + '.tif', data,
+                     photometric='rgb' if data.ndim == 3 and data.shape[-1] == 3 else 'minisblack')
 
 
 def mkdir(path: str) -> None:

@@ -1,0 +1,455 @@
+"""Paired 3D volumes cut into 2D slices along x, y and z (the paper's triplanar slicing, section IV-A).
+
+Layouts, one folder per subject under ``--dataroot``:
+
+- SynthRAD2023 Task 1: ``<subject>/mr.nii.gz``, ``ct.nii.gz`` and optionally ``mask.nii.gz`` (A = MR, B = CT);
+- BraTS 2018-2021: ``<subject>/<subject>_{flair,t1,t1ce,t2}.nii[.gz]``; ``--modality_A flair --modality_B t2``.
+
+A modality ``M`` is the file ``M.nii[.gz]`` or ``<subject>_M.nii[.gz]``; a ``mask`` file, when present, is the body
+mask (otherwise one is computed). ``--direction BtoA`` swaps A and B. Without ``--dataroot`` the demo dataset
+``./datasets/demo_synthrad`` (``demo_brats`` for BraTS modalities) is used and made on first use.
+
+Each subject is read, checked, reoriented to RAS and normalised to [-1, 1] once, into a slice store
+``<cache_dir>/triplanar_<key>/<subject>/`` (``<modality>.npy``, ``mask.npy``, ``meta.json``) that later runs reuse;
+items are memory-mapped slices resized with torch. Splits are per subject: ``<dataroot>/splits/<phase>.txt``, made
+8:1:1 with ``--split_seed`` when there are none.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from data.base_dataset import BaseDataset
+from util.volume import (CT_WINDOW, MR_PERCENTILES, PLANES, RESIZE_MODES, Geometry, IntensityMap, body_mask,
+                         intensity_map, load_nifti, modality_kind, plane_axis, slice_spacing, take_slice, to_square)
+
+DEMO_ROOTS = {'synthrad': os.path.join('datasets', 'demo_synthrad'), 'brats': os.path.join('datasets', 'demo_brats')}
+BRATS_MODALITIES = ('flair', 't1', 't1ce', 't2')
+MASK_NAME = 'mask'
+SPLITS_DIR = 'splits'
+SPLIT_RATIOS = {'train': 8, 'val': 1, 'test': 1}
+STORE_VERSION = 1
+
+
+# ----------------------------------------------------------------------------- layout
+
+def nifti_candidates(subject_dir: str, subject: str, name: str) -> list[str]:
+    """Where modality ``name`` of ``subject`` may be: ``name.nii.gz``, ``name.nii``, ``<subject>_name.nii[.gz]``."""
+    return [os.path.join(subject_dir, stem + ext) for stem in (name, f'{subject}_{name}') for ext in ('.nii.gz', '.nii')]
+
+
+def find_nifti(subject_dir: str, subject: str, name: str) -> str | None:
+    return next((p for p in nifti_candidates(subject_dir, subject, name) if os.path.isfile(p)), None)
+
+
+def list_subjects(root: str) -> list[str]:
+    """Sorted subject folder names under ``root`` (hidden folders and ``splits/`` left out)."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f'--dataroot {root}: folder not found')
+    names = sorted(e for e in os.listdir(root)
+                   if not e.startswith('.') and e != SPLITS_DIR and os.path.isdir(os.path.join(root, e)))
+    if not names:
+        raise FileNotFoundError(f'{root}: no subject folders found; expected one folder per subject, e.g. '
+                                f'<subject>/mr.nii.gz + ct.nii.gz (SynthRAD2023) or <subject>/<subject>_flair.nii.gz '
+                                f'+ <subject>_t2.nii.gz (BraTS)')
+    return names
+
+
+# ----------------------------------------------------------------------------- splits
+
+def split_subjects(subjects: list[str], seed: int) -> dict[str, list[str]]:
+    """A deterministic 8:1:1 train/val/test split of subject names (val and test get at least one subject each
+    when there are 3 or more)."""
+    order = sorted(subjects)
+    n = len(order)
+    total = sum(SPLIT_RATIOS.values())
+    n_val = max(1, round(n * SPLIT_RATIOS['val'] / total)) if n >= 3 else 0
+    n_test = max(1, round(n * SPLIT_RATIOS['test'] / total)) if n >= 3 else 0
+    perm = np.random.default_rng(seed).permutation(n)
+    parts = {'test': perm[:n_test], 'val': perm[n_test:n_test + n_val], 'train': perm[n_test + n_val:]}
+    return {phase: sorted(order[i] for i in idx) for phase, idx in parts.items()}
+
+
+def write_splits(root: str, splits: dict[str, list[str]]) -> None:
+    """``<root>/splits/<phase>.txt``, one subject per line (each file written atomically)."""
+    folder = os.path.join(root, SPLITS_DIR)
+    os.makedirs(folder, exist_ok=True)
+    for phase, names in splits.items():
+        fd, tmp = tempfile.mkstemp(prefix=f'.{phase}.', dir=folder)
+        with os.fdopen(fd, 'w') as f:
+            f.write(''.join(f'{n}\n' for n in names))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, os.path.join(folder, f'{phase}.txt'))
+
+
+def read_splits(root: str) -> dict[str, list[str]]:
+    """Every ``<root>/splits/<phase>.txt`` (blank lines and ``#`` comments ignored)."""
+    folder = os.path.join(root, SPLITS_DIR)
+    if not os.path.isdir(folder):
+        return {}
+    out = {}
+    for file in sorted(f for f in os.listdir(folder) if f.endswith('.txt') and not f.startswith('.')):
+        with open(os.path.join(folder, file)) as f:
+            out[file[:-4]] = [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith('#')]
+    return out
+
+
+def load_split(root: str, phase: str, subjects: list[str], seed: int) -> list[str]:
+    """The subjects of ``phase``: read from ``splits/<phase>.txt``, or, when there are no split files at all, a
+    new 8:1:1 split (seed ``seed``) written there first. Checks that no subject is in two splits and that every
+    listed subject has a folder."""
+    splits = read_splits(root)
+    folder = os.path.join(root, SPLITS_DIR)
+    if not splits:
+        splits = split_subjects(subjects, seed)
+        try:
+            write_splits(root, splits)
+            print(f'wrote a new {":".join(map(str, SPLIT_RATIOS.values()))} subject split (seed {seed}) to {folder}')
+        except OSError as e:
+            print(f'WARNING: could not write the subject split to {folder} ({e}); using it unsaved', file=sys.stderr)
+    if phase not in splits:
+        raise FileNotFoundError(f'{os.path.join(folder, phase + ".txt")} not found (--phase {phase}); the split '
+                                f'folder has {", ".join(sorted(splits))}. Write it, or remove {folder} to make a '
+                                f'new split')
+    seen: dict[str, str] = {}
+    for name, members in splits.items():
+        for s in members:
+            if s in seen and seen[s] != name:
+                raise ValueError(f'subject {s} is in two splits: {folder}/{seen[s]}.txt and {folder}/{name}.txt')
+            seen[s] = name
+    known = set(subjects)
+    missing = [s for s in splits[phase] if s not in known]
+    if missing:
+        raise FileNotFoundError(f'{folder}/{phase}.txt lists subjects with no folder under {root}: '
+                                f'{", ".join(missing[:10])}')
+    if not splits[phase]:
+        raise ValueError(f'{folder}/{phase}.txt is empty: no subjects for --phase {phase}')
+    return splits[phase]
+
+
+# ----------------------------------------------------------------------------- slice store
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Everything the stored arrays depend on; its hash names the store folder."""
+    modalities: tuple[str, str]                 # (modality_A, modality_B), as on the command line
+    ct_window: tuple[float, float]
+    mr_percentiles: tuple[float, float]
+    dtype: str
+    affine_tol: float
+
+    def key(self) -> str:
+        text = json.dumps({'version': STORE_VERSION, **self.__dict__}, sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+@dataclass
+class Subject:
+    """One stored subject: source files, geometry, intensity maps and body fraction per slice."""
+    name: str
+    paths: dict[str, str]                       # modality -> source NIfTI
+    mask_path: str | None
+    geometry: Geometry                          # shared by all modalities
+    maps: dict[str, IntensityMap]               # modality -> map to [-1, 1]
+    foreground: dict[str, list[float]]          # plane -> body fraction of each slice
+    store: str                                  # folder of <modality>.npy and mask.npy (canonical RAS)
+
+    def to_json(self) -> dict:
+        return {'version': STORE_VERSION, 'name': self.name, 'paths': self.paths, 'mask_path': self.mask_path,
+                'stamps': _stamps([*self.paths.values(), self.mask_path]), 'geometry': self.geometry.to_json(),
+                'maps': {m: [v.low, v.high] for m, v in self.maps.items()}, 'foreground': self.foreground}
+
+    @classmethod
+    def from_json(cls, d: dict, store: str) -> 'Subject':
+        return cls(d['name'], d['paths'], d['mask_path'], Geometry.from_json(d['geometry']),
+                   {m: IntensityMap(*v) for m, v in d['maps'].items()}, d['foreground'], store)
+
+
+def _stamps(paths: list[str | None]) -> list:
+    """(size, mtime) of each file, to notice a changed source."""
+    return [None if p is None else [os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in paths]
+
+
+def subject_sources(root: str, name: str, modalities: tuple[str, str]) -> tuple[dict[str, str], str | None]:
+    """The NIfTI path of each modality and of the optional mask; FileNotFoundError names a missing modality."""
+    folder = os.path.join(root, name)
+    paths = {}
+    for m in modalities:
+        path = find_nifti(folder, name, m)
+        if path is None:
+            tried = ', '.join(os.path.basename(c) for c in nifti_candidates(folder, name, m))
+            raise FileNotFoundError(f'{folder}: modality "{m}" is missing (looked for {tried})')
+        paths[m] = path
+    return paths, find_nifti(folder, name, MASK_NAME)
+
+
+def build_subject(root: str, name: str, settings: StoreSettings, store: str) -> Subject:
+    """Read, check, normalise and store one subject (written to a temporary folder, then renamed)."""
+    paths, mask_path = subject_sources(root, name, settings.modalities)
+    volumes = {m: load_nifti(p) for m, p in paths.items()}
+    (ref, (_, ref_img)), *others = volumes.items()
+    geometry = Geometry.of(ref_img)
+    for m, (_, img) in others:
+        why = geometry.mismatch(Geometry.of(img), settings.affine_tol)
+        if why:
+            raise ValueError(f'subject {name} refused: {paths[ref]} (shape {geometry.shape}) and {paths[m]} '
+                             f'(shape {tuple(img.shape[:3])}) are not on the same voxel grid: {why}')
+    if mask_path:
+        mask_data, mask_img = load_nifti(mask_path)
+        why = geometry.mismatch(Geometry.of(mask_img), settings.affine_tol)
+        if why:
+            raise ValueError(f'subject {name} refused: mask {mask_path} does not match {paths[ref]}: {why}')
+        mask = mask_data > 0
+        if not mask.any():
+            raise ValueError(f'{mask_path}: the body mask is empty')
+    else:
+        mask = body_mask([(data, modality_kind(m)) for m, (data, _) in volumes.items()])
+        if not mask.any():
+            raise ValueError(f'subject {name}: no body found in {", ".join(paths.values())}')
+    maps = {m: intensity_map(modality_kind(m), data, mask, paths[m], settings.ct_window, settings.mr_percentiles)
+            for m, (data, _) in volumes.items()}
+    canon_mask = geometry.to_canonical(mask)
+    foreground = {p: canon_mask.mean(axis=tuple(a for a in range(3) if a != ax)).round(6).tolist()
+                  for p, ax in PLANES.items()}
+    subject = Subject(name, paths, mask_path, geometry, maps, foreground, store)
+    parent = os.path.dirname(store)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f'.{name}-', dir=parent)
+    try:
+        for m, (data, _) in volumes.items():
+            np.save(os.path.join(tmp, f'{m}.npy'), geometry.to_canonical(maps[m].normalise(data)).astype(settings.dtype))
+        np.save(os.path.join(tmp, 'mask.npy'), canon_mask.astype(np.uint8))
+        with open(os.path.join(tmp, 'meta.json'), 'w') as f:
+            json.dump(subject.to_json(), f)
+        shutil.rmtree(store, ignore_errors=True)
+        try:
+            os.replace(tmp, store)
+        except OSError:
+            if not os.path.isfile(os.path.join(store, 'meta.json')):  # not stored meanwhile by another process
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return subject
+
+
+def load_subject(root: str, name: str, settings: StoreSettings, store: str) -> Subject:
+    """The stored subject when its store is complete and its sources unchanged, else a freshly built one."""
+    meta_path = os.path.join(store, 'meta.json')
+    if os.path.isfile(meta_path):
+        with open(meta_path) as f:
+            meta = json.load(f)
+        paths, mask_path = subject_sources(root, name, settings.modalities)
+        if (meta.get('version') == STORE_VERSION and meta['paths'] == paths and meta['mask_path'] == mask_path
+                and meta['stamps'] == _stamps([*paths.values(), mask_path])):
+            return Subject.from_json(meta, store)
+    return build_subject(root, name, settings, store)
+
+
+# ----------------------------------------------------------------------------- the dataset
+
+class TriplanarAlignedDataset(BaseDataset):
+    """Paired slices of co-registered volumes. Items: ``A``, ``B`` (FloatTensor (C, size, size) in [-1, 1], A the
+    model input after ``--direction``), ``A_paths``/``B_paths`` (source NIfTI files), ``name``
+    (``<subject>_<plane><index>``), ``subject``, ``plane`` ('x', 'y' or 'z'), ``slice_index`` and ``mask``
+    ((1, size, size) body mask, 0 or 1), which is what :class:`util.evaluation.VolumeEvaluator` needs."""
+
+    @staticmethod
+    def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
+        parser.add_argument('--modality_A', default='mr', help='modality name of A: file <name>.nii[.gz] or '
+                            '<subject>_<name>.nii[.gz]; "ct" is read in HU, any other name as MR')
+        parser.add_argument('--modality_B', default='ct', help='modality name of B (see --modality_A)')
+        parser.add_argument('--planes', default='xyz', help='slice along these axes: any of x (sagittal), '
+                            'y (coronal), z (axial)')
+        parser.add_argument('--min_foreground', type=float, default=0.05 if is_train else 0.0,
+                            help='skip slices whose body-mask fraction is below this')
+        parser.add_argument('--fuse', default='mean', choices=['mean', 'median'],
+                            help='how test.py fuses the per-plane volumes')
+        parser.add_argument('--split_seed', type=int, default=2024,
+                            help='seed of the 8:1:1 subject split made when <dataroot>/splits/ has none')
+        parser.add_argument('--skip_bad_subjects', action='store_true',
+                            help='leave out (and list) subjects that cannot be read instead of stopping')
+        parser.add_argument('--ct_window', type=float, nargs=2, default=list(CT_WINDOW), metavar=('LOW', 'HIGH'),
+                            help='HU window of CT mapped to [-1, 1]')
+        parser.add_argument('--mr_percentiles', type=float, nargs=2, default=list(MR_PERCENTILES),
+                            metavar=('LOW', 'HIGH'), help='body percentiles of each MR volume mapped to [-1, 1]')
+        parser.add_argument('--affine_tol', type=float, default=1e-3,
+                            help='largest difference (mm) between the affines of a subject\'s files')
+        parser.add_argument('--cache_dir', default='', help='folder of the slice store (default <dataroot>/.cache)')
+        parser.add_argument('--cache_dtype', default='float16', choices=['float16', 'float32'],
+                            help='precision of the slice store (float16: < 1 HU for CT)')
+        parser.add_argument('--open_volumes', type=int, default=16,
+                            help='stored subjects each loader worker keeps memory-mapped')
+        parser.add_argument('--augment', action='store_true', help='training only: random flips (unless '
+                            '--no_flip) and small affine transforms, the same for A, B and mask')
+        parser.set_defaults(preprocess='resize')
+        return parser
+
+    def __init__(self, opt: argparse.Namespace):
+        super().__init__(opt)
+        self.root = opt.dataroot = resolve_dataroot(opt)
+        if opt.preprocess not in RESIZE_MODES:
+            raise ValueError(f'--dataset_mode triplanar_aligned supports --preprocess {" or ".join(RESIZE_MODES)} '
+                             f'(got {opt.preprocess})')
+        if opt.modality_A == opt.modality_B:
+            raise ValueError(f'--modality_A and --modality_B are both "{opt.modality_A}"')
+        self.mode, self.size = opt.preprocess, opt.crop_size
+        self.planes = parse_planes(opt.planes)
+        self.source, self.target = ((opt.modality_A, opt.modality_B) if opt.direction == 'AtoB'
+                                    else (opt.modality_B, opt.modality_A))
+        self.augment = bool(opt.isTrain and opt.augment)
+        settings = StoreSettings((opt.modality_A, opt.modality_B), tuple(opt.ct_window), tuple(opt.mr_percentiles),
+                                 opt.cache_dtype, opt.affine_tol)
+        self.store_root = os.path.join(opt.cache_dir or os.path.join(self.root, '.cache'), f'triplanar_{settings.key()}')
+        names = load_split(self.root, opt.phase, list_subjects(self.root), opt.split_seed)
+        self.subjects: dict[str, Subject] = {}
+        self.skipped: dict[str, str] = {}
+        for name in names:
+            try:
+                self.subjects[name] = load_subject(self.root, name, settings, os.path.join(self.store_root, name))
+            except (FileNotFoundError, ValueError) as e:
+                if not opt.skip_bad_subjects:
+                    raise
+                self.skipped[name] = str(e)
+            except PermissionError as e:
+                raise RuntimeError(f'cannot write the slice store under {self.store_root} ({e}); '
+                                   f'pass --cache_dir with a writable folder') from None
+        if self.skipped:
+            print(f'--skip_bad_subjects: skipped {len(self.skipped)} subject(s):\n' +
+                  '\n'.join(f'  {n}: {why}' for n, why in self.skipped.items()), file=sys.stderr)
+        if not self.subjects:
+            raise ValueError(f'{self.root}: no usable subjects in the {opt.phase} split')
+        self.index = self._make_index(opt.min_foreground)
+        if len(self.index) == 0:
+            raise ValueError(f'{self.root}: no slice of the {opt.phase} split reaches --min_foreground '
+                             f'{opt.min_foreground}')
+        self._names = list(self.subjects)
+        self._open: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
+
+    def _make_index(self, min_foreground: float) -> np.ndarray:
+        """(N, 3) int array of (subject number, axis, slice index), subject by subject, plane by plane."""
+        rows = [(s, PLANES[p], i) for s, subject in enumerate(self.subjects.values()) for p in self.planes
+                for i, f in enumerate(subject.foreground[p]) if f >= min_foreground]
+        return np.asarray(rows, np.int32).reshape(-1, 3)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getstate__(self) -> dict:
+        """Workers get the dataset without open memory maps; each opens its own."""
+        state = self.__dict__.copy()
+        state['_open'] = OrderedDict()
+        return state
+
+    def arrays(self, name: str) -> dict[str, np.ndarray]:
+        """Memory-mapped canonical arrays of subject ``name``: each modality in [-1, 1] and 'mask' (0/1)."""
+        if name in self._open:
+            self._open.move_to_end(name)
+            return self._open[name]
+        store = self.subjects[name].store
+        arrays = {k: np.load(os.path.join(store, f'{k}.npy'), mmap_mode='r') for k in (self.source, self.target, 'mask')}
+        self._open[name] = arrays
+        while len(self._open) > max(1, self.opt.open_volumes):
+            self._open.popitem(last=False)
+        return arrays
+
+    def slice_counts(self) -> dict[str, dict[str, int]]:
+        """How many slices of each subject and plane the dataset holds."""
+        counts: dict[str, dict[str, int]] = {n: {} for n in self.subjects}
+        for s, axis, _ in self.index:
+            plane = 'xyz'[axis]
+            name = self._names[s]
+            counts[name][plane] = counts[name].get(plane, 0) + 1
+        return counts
+
+    def __getitem__(self, i: int) -> dict:
+        s, axis, index = (int(v) for v in self.index[i])
+        name = self._names[s]
+        subject = self.subjects[name]
+        arrays = self.arrays(name)
+        stack = np.stack([take_slice(arrays[self.source], axis, index), take_slice(arrays[self.target], axis, index),
+                          take_slice(arrays['mask'], axis, index) * 2.0 - 1.0])
+        spacing = slice_spacing(subject.geometry.zooms, axis)
+        x = to_square(torch.from_numpy(stack), spacing, self.size, self.mode, fill=-1.0)
+        if self.augment:
+            x = augment(x, flip=not self.opt.no_flip)
+        plane = 'xyz'[axis]
+        return {'A': x[0:1].repeat(self.opt.input_nc, 1, 1), 'B': x[1:2].repeat(self.opt.output_nc, 1, 1),
+                'A_paths': subject.paths[self.source], 'B_paths': subject.paths[self.target],
+                'name': f'{name}_{plane}{index:03d}', 'subject': name, 'plane': plane, 'slice_index': index,
+                'mask': (x[2:3] > 0).float()}
+
+    def make_evaluator(self, opt: argparse.Namespace, result_dir: str):
+        """Reassembles predictions into NIfTI volumes and scores them (see util.evaluation.VolumeEvaluator)."""
+        from util.evaluation import VolumeEvaluator
+        return VolumeEvaluator(opt, result_dir, self)
+
+
+def parse_planes(planes: str) -> list[str]:
+    """'xyz', 'z', 'xz'... -> list of planes in x, y, z order."""
+    chosen = [p for p in PLANES if p in planes]
+    if not planes or len(set(planes)) != len(planes) or len(chosen) != len(planes):
+        raise ValueError(f'--planes "{planes}": use one or more of x, y, z, each once')
+    for p in chosen:
+        plane_axis(p)
+    return chosen
+
+
+def resolve_dataroot(opt: argparse.Namespace) -> str:
+    """``--dataroot``, or the demo dataset (made now if missing): demo_brats for BraTS modalities, else
+    demo_synthrad."""
+    if opt.dataroot:
+        return opt.dataroot
+    kind = 'brats' if {opt.modality_A, opt.modality_B} <= set(BRATS_MODALITIES) else 'synthrad'
+    from scripts.make_demo_data import ensure_demo_dataset
+    return ensure_demo_dataset(DEMO_ROOTS[kind], kind)
+
+
+def augment(x: torch.Tensor, flip: bool, max_degrees: float = 10.0, max_scale: float = 0.1,
+            max_shift: float = 0.05) -> torch.Tensor:
+    """Random horizontal flip (if ``flip``) and small rotation/scale/shift of a (C, H, W) stack in [-1, 1]
+    (areas moved in are -1). ``max_shift`` is a fraction of the image size."""
+    if flip and torch.rand(()) < 0.5:
+        x = x.flip(-1)
+    r = torch.rand(4) * 2 - 1
+    angle, scale = math.radians(float(r[0]) * max_degrees), 1 + float(r[1]) * max_scale
+    cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
+    theta = torch.tensor([[cos, -sin, float(r[2]) * 2 * max_shift], [sin, cos, float(r[3]) * 2 * max_shift]])
+    grid = F.affine_grid(theta[None], [1, *x.shape], align_corners=False)
+    return F.grid_sample(x[None] + 1, grid, mode='bilinear', padding_mode='zeros', align_corners=False)[0] - 1
+
+
+def benchmark_loader(opt: argparse.Namespace, num_workers: int, max_items: int = 3000) -> dict[str, float]:
+    """Slices per second of a shuffled DataLoader (batch ``opt.batch_size``) over this dataset, after the first
+    batch (worker start-up and store building excluded), and the peak resident memory in MB of this process and
+    of its (finished) workers. Build the store first (construct the dataset once) for steady-state figures."""
+    dataset = TriplanarAlignedDataset(opt)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=opt.batch_size, shuffle=True, num_workers=num_workers,
+                                         generator=torch.Generator().manual_seed(opt.seed))
+    n, start = 0, None
+    for batch in loader:
+        if start is None:
+            start = time.perf_counter()
+        else:
+            n += batch['A'].shape[0]
+        if n >= max_items:
+            break
+    elapsed = time.perf_counter() - start
+    del loader
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {'slices_per_s': n / elapsed, 'slices': n, 'seconds': elapsed, 'size': opt.crop_size,
+            'num_workers': num_workers, 'peak_rss_mb': rss, 'peak_worker_rss_mb': children}

@@ -1,0 +1,49 @@
+"""A starting point for a new model: copy this file to ``models/<name>_model.py``, rename the class to
+``<Name>Model`` and fill in the four methods; ``--model <name>`` then finds it. This template is itself a
+working model: a generator trained with an L1 loss only (a useful regression baseline)."""
+from __future__ import annotations
+
+import torch
+
+from . import networks
+from .base_model import BaseModel
+
+
+class TemplateModel(BaseModel):
+    """G(A) -> B trained with lambda_regression * |G(A) - B|_1 and no discriminator."""
+
+    @staticmethod
+    def modify_commandline_options(parser, is_train=True):
+        """Add flags and change defaults (here: aligned data, U-Net generator)."""
+        parser.set_defaults(dataset_mode='aligned', netG='unet_256')
+        if is_train:
+            parser.add_argument('--lambda_regression', type=float, default=1.0, help='weight of the L1 loss')
+        return parser
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        self.loss_names = ['G']                        # printed and plotted as loss_G
+        self.visual_names = ['real_A', 'fake_B', 'real_B']  # shown in visdom and the HTML pages
+        self.model_names = ['G']                       # saved as <epoch>_net_G.pth
+        self.netG = networks.define_G(opt.input_nc, opt.output_nc, opt.ngf, opt.netG, opt.norm,
+                                      not opt.no_dropout, opt.init_type, opt.init_gain, opt=opt)
+        if self.isTrain:
+            self.criterionLoss = torch.nn.L1Loss()
+            self.optimizer = torch.optim.Adam(self.netG.parameters(), lr=opt.lr, betas=(opt.beta1, 0.999))
+            self.optimizers = [self.optimizer]
+
+    def set_input(self, input: dict) -> None:
+        """input: {'A', 'B': (N, C, H, W) in [-1, 1], 'A_paths', 'B_paths'}."""
+        self.real_A = input['A'].to(self.device)
+        self.real_B = input['B'].to(self.device)
+        self.image_paths = input['A_paths']
+
+    def forward(self) -> None:
+        self.fake_B = self.netG(self.real_A)
+
+    def optimize_parameters(self) -> None:
+        self.forward()
+        self.optimizer.zero_grad()
+        self.loss_G = self.criterionLoss(self.fake_B, self.real_B) * self.opt.lambda_regression
+        self.loss_G.backward()
+        self.optimizer.step()

@@ -1,0 +1,65 @@
+"""The classic toolkit's regression commands, run as a user would, on tiny datasets."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+from conftest import ROOT, run_script
+
+TRAIN, TEST = str(ROOT / 'train.py'), str(ROOT / 'test.py')
+
+
+def test_cycle_gan_train_then_test_one_direction(unaligned_root: Path, tmp_path: Path):
+    root = str(unaligned_root)
+    run_script(TRAIN, '--model', 'cycle_gan', '--name', 'temp_cyclegan', '--dataroot', root, '--n_epochs', '1',
+               '--n_epochs_decay', '0', '--save_latest_freq', '10', '--print_freq', '1', '--display_id', '-1',
+               '--gpu_ids', '-1', '--num_threads', '0', cwd=tmp_path)
+    ckpt = tmp_path / 'checkpoints' / 'temp_cyclegan'
+    for name in ('G_A', 'G_B', 'D_A', 'D_B'):
+        assert (ckpt / f'latest_net_{name}.pth').exists()
+        assert (ckpt / f'1_net_{name}.pth').exists()
+    log = (ckpt / 'loss_log.txt').read_text()
+    assert 'cycle_A' in log and '(epoch: 1' in log
+    assert 'lambda_identity' in (ckpt / 'train_opt.txt').read_text()
+
+    run_script(TEST, '--model', 'test', '--name', 'temp_cyclegan', '--dataroot', root, '--num_test', '1',
+               '--model_suffix', '_A', '--no_dropout', '--gpu_ids', '-1', cwd=tmp_path)
+    out = tmp_path / 'results' / 'temp_cyclegan' / 'test_latest'
+    assert (out / 'index.html').exists()
+    pngs = sorted(p.name for p in (out / 'images').glob('*.png'))
+    assert len(pngs) == 2 and any(p.endswith('_real.png') for p in pngs) and any(p.endswith('_fake.png') for p in pngs)
+
+
+def test_pix2pix_train_then_test(aligned_root: Path, tmp_path: Path):
+    root = str(aligned_root)
+    proc = run_script(TRAIN, '--model', 'pix2pix', '--name', 'temp_pix2pix', '--dataroot', root, '--n_epochs', '1',
+                      '--n_epochs_decay', '5', '--save_latest_freq', '10', '--display_id', '-1', '--gpu_ids', '-1',
+                      '--num_threads', '0', cwd=tmp_path)
+    assert 'End of epoch 6 / 6' in proc.stdout
+    ckpt = tmp_path / 'checkpoints' / 'temp_pix2pix'
+    opt_txt = (ckpt / 'train_opt.txt').read_text()
+    assert 'unet_256' in opt_txt and '[default: 100]' in opt_txt  # n_epochs_decay 5 marked non-default
+    run_script(TEST, '--model', 'pix2pix', '--name', 'temp_pix2pix', '--dataroot', root, '--num_test', '1',
+               '--gpu_ids', '-1', cwd=tmp_path)
+    out = tmp_path / 'results' / 'temp_pix2pix' / 'test_latest'
+    html = (out / 'index.html').read_text()
+    for visual in ('real_A', 'fake_B', 'real_B'):
+        assert (out / 'images' / f'0_{visual}.png').exists()
+        assert f'0_{visual}.png' in html
+    assert Image.open(out / 'images' / '0_fake_B.png').size == (256, 256)
+    assert (out / 'metrics.csv').exists()
+
+
+def test_cycle_gan_full_test_writes_all_visuals(unaligned_root: Path, tmp_path: Path):
+    root = str(unaligned_root)
+    common = ['--name', 'cg', '--dataroot', root, '--gpu_ids', '-1', '--ngf', '8', '--ndf', '8',
+              '--netG', 'resnet_6blocks', '--load_size', '64', '--crop_size', '64']
+    run_script(TRAIN, '--model', 'cycle_gan', *common, '--n_epochs', '1', '--n_epochs_decay', '0', '--display_id',
+               '0', '--num_threads', '0', cwd=tmp_path)
+    run_script(TEST, '--model', 'cycle_gan', '--dataset_mode', 'unaligned', *common, cwd=tmp_path)
+    images = tmp_path / 'results' / 'cg' / 'test_latest' / 'images'
+    for visual in ('real_A', 'fake_B', 'rec_A', 'real_B', 'fake_A', 'rec_B'):
+        assert (images / f'testA_0_{visual}.png').exists(), visual
+    # the default --num_test runs the whole test set
+    assert len(list(images.glob('*_fake_B.png'))) == 2
