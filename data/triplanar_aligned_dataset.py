@@ -387,7 +387,7 @@ class TriplanarAlignedDataset(BaseDataset):
         if self.augment:
             x = augment(x, flip=not self.opt.no_flip)
         plane = 'xyz'[axis]
-        return {'A': x[0:1].repeat(self.opt.input_nc, 1, 1), 'B': x[1:2].repeat(self.opt.output_nc, 1, 1),
+        return {'A': x[0:1].expand(self.opt.input_nc, -1, -1), 'B': x[1:2].expand(self.opt.output_nc, -1, -1),
                 'A_paths': subject.paths[self.source], 'B_paths': subject.paths[self.target],
                 'name': f'{name}_{plane}{index:03d}', 'subject': name, 'plane': plane, 'slice_index': index,
                 'mask': (x[2:3] > 0).float()}

@@ -9,7 +9,6 @@ The MRNet generator ('sam_unet') lives in ``models/sam_unet.py``; ``define_G`` d
 from __future__ import annotations
 
 import functools
-import warnings
 from typing import Callable
 
 import torch
@@ -35,33 +34,101 @@ def _choices(names: tuple[str, ...]) -> str:
 
 # --------------------------------------------------------------------------- normalisation
 
-class SyncBatchNorm(nn.SyncBatchNorm):
-    """nn.SyncBatchNorm that also runs where statistics cannot be synchronised.
+class _AllReduceSum(torch.autograd.Function):
+    """Differentiable SUM all-reduce over ``group``: every process gets the sum of all
+    processes' tensors, and the gradient w.r.t. each process's tensor is the sum of all
+    processes' incoming gradients (each process's output depends on every input)."""
 
-    PyTorch only synchronises CUDA/XPU/HPU tensors; under an initialised process group it
-    raises for CPU input (e.g. gloo DDP on CPU). This layer then normalises with the local
-    batch statistics instead, like BatchNorm2d, and warns once when that means the
-    statistics of the other processes are ignored. Without a process group, or in eval
-    mode, it is plain batch norm, as nn.SyncBatchNorm is.
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
+        ctx.group = group
+        total = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total, group=group)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        total = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total, group=ctx.group)
+        return total, None
+
+
+class SyncBatchNorm(_BatchNorm):
+    """Batch norm whose training statistics are those of the whole DDP batch, CPU included.
+
+    PyTorch's nn.SyncBatchNorm synchronises only CUDA/XPU/HPU/PrivateUse1 tensors and raises
+    for CPU ones, and DistributedDataParallel refuses CPU modules that contain one; so this
+    layer is a plain _BatchNorm that borrows nn.SyncBatchNorm's forward for those devices.
+    For other tensors, in training mode under an initialised process group
+    (``process_group`` or WORLD) of more than one process, it normalises input (N, C, *)
+    with the statistics of the whole distributed batch: per channel it all-reduces the
+    element count n and sum (float64), forms the global mean, then all-reduces the sum of
+    squared deviations from it to get the biased global variance (two passes, which avoids
+    the cancellation of E[x^2] - mean^2). Both collectives are differentiable, so input and
+    affine gradients equal those of batch norm on the concatenated batch (each process's
+    weight/bias gradient is its share; DDP sums them). running_mean / running_var are
+    updated with the global mean and unbiased variance var * n / (n - 1), with ``momentum``
+    (or the cumulative average when it is None), exactly as BatchNorm does. With one
+    process, without a process group, or in eval mode it is plain batch norm.
     """
 
     _SYNC_DEVICES = ('cuda', 'xpu', 'hpu')
-    _warned = False
+    _check_input_dim = nn.SyncBatchNorm._check_input_dim                  # any (N, C, *) input
+    _check_non_zero_input_channels = nn.SyncBatchNorm._check_non_zero_input_channels
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, process_group: dist.ProcessGroup | None = None,
+                 device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device=device, dtype=dtype)
+        self.process_group = process_group
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        syncing = self.training and dist.is_available() and dist.is_initialized()
-        if syncing and input.device.type not in self._sync_devices():
-            group = self.process_group or dist.group.WORLD
-            if dist.get_world_size(group) > 1 and not SyncBatchNorm._warned:
-                warnings.warn(f'SyncBatchNorm cannot synchronise {input.device.type} tensors; '
-                              'using per-process batch statistics', RuntimeWarning)
-                SyncBatchNorm._warned = True
-            return _BatchNorm.forward(self, input)
-        return super().forward(input)
+        if input.device.type in self._sync_devices():
+            return nn.SyncBatchNorm.forward(self, input)  # torch's own synchronised kernels
+        group = self._group_to_sync()
+        return super().forward(input) if group is None else self._synced_forward(input, group)
 
     @classmethod
     def _sync_devices(cls) -> tuple[str, ...]:
         return cls._SYNC_DEVICES + (torch._C._get_privateuse1_backend_name(),)
+
+    def _group_to_sync(self) -> dist.ProcessGroup | None:
+        """The process group to synchronise over: None unless training with more than one process."""
+        if not (self.training and dist.is_available() and dist.is_initialized()):
+            return None
+        group = self.process_group or dist.group.WORLD
+        return group if dist.get_world_size(group) > 1 else None
+
+    def _synced_forward(self, x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
+        """Batch norm of x (N, C, *) with mean and variance all-reduced over ``group``."""
+        self._check_input_dim(x)
+        self._check_non_zero_input_channels(x)
+        dims = [0, *range(2, x.dim())]
+        per_channel = (1, -1) + (1,) * (x.dim() - 2)
+        count = x.new_tensor([x.numel() // x.shape[1]], dtype=torch.float64)
+        local = torch.cat([x.sum(dims, dtype=torch.float64), count])  # (C + 1,): sums, then n
+        total = _AllReduceSum.apply(local, group)
+        n = int(total[-1].item())
+        if n <= 1:
+            raise ValueError(f'SyncBatchNorm expects more than 1 value per channel when training, '
+                             f'got {n} over {dist.get_world_size(group)} processes')
+        mean = (total[:-1] / n).to(x.dtype)
+        centred = x - mean.reshape(per_channel)
+        var = _AllReduceSum.apply(centred.square().sum(dims, dtype=torch.float64), group) / n
+        out = centred * torch.rsqrt(var.to(x.dtype) + self.eps).reshape(per_channel)
+        if self.affine:
+            out = out * self.weight.reshape(per_channel) + self.bias.reshape(per_channel)
+        if self.track_running_stats:
+            self._update_running_stats(mean.detach(), var.detach() * n / (n - 1))
+        return out
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
+        """running = (1 - f) * running + f * batch statistic, f = momentum or 1 / batches seen."""
+        self.num_batches_tracked.add_(1)
+        factor = 1.0 / self.num_batches_tracked.item() if self.momentum is None else self.momentum
+        self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
+        self.running_var.lerp_(unbiased_var.to(self.running_var.dtype), factor)
 
 
 def _no_norm(num_features: int) -> nn.Module:

@@ -55,7 +55,7 @@ def unaligned_root(tmp_path: Path) -> Path:
 def run_script(*args: str, cwd: Path, timeout: float = 600, env_extra: dict | None = None,
                check: bool = True) -> subprocess.CompletedProcess:
     """Run ``python <args>`` from ``cwd`` with the repository on the path; returns the finished process."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='2', **(env_extra or {}))
+    env = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '2', **(env_extra or {})}
     proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
     if check and proc.returncode != 0:

@@ -84,7 +84,10 @@ def test_norm_layer_settings_and_conv_bias():
     batch, instance = get_norm_layer('batch')(5), get_norm_layer('instance')(5)
     assert batch.affine and batch.track_running_stats
     assert not instance.affine and not instance.track_running_stats
-    assert isinstance(get_norm_layer('syncbatch')(5), nn.SyncBatchNorm)
+    sync = get_norm_layer('syncbatch')(5)
+    assert sync.affine and sync.track_running_stats
+    # not an nn.SyncBatchNorm: DistributedDataParallel refuses CPU modules that contain one
+    assert not isinstance(sync, nn.SyncBatchNorm)
     # batch norm brings its own shift, so the conv before it has no bias; the others keep it
     assert [networks.conv_bias_needed(get_norm_layer(n)) for n in ('batch', 'syncbatch', 'instance', 'none')] \
         == [False, False, True, True]

@@ -1,0 +1,152 @@
+"""Speed and memory benchmarks (not tests: these machines are noisy, so compare ratios taken in one run).
+
+    python scripts/benchmark.py train --model pix2pix            # it/s at batch 1 and 4, 256x256, peak memory
+    python scripts/benchmark.py train --model mrnet              # MRNet step vs pix2pix unet_256, SAM 256/1024,
+                                                                 # frozen and fine-tuned
+    python scripts/benchmark.py data                             # triplanar slices/s with 0 and 2 workers
+
+Each configuration runs in a fresh process so its peak memory is its own (CPU: peak RSS; GPU: peak allocated).
+Add ``--device cuda`` on a machine with a GPU; ``--quick`` shortens every run for a smoke check.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def _peak_memory_mb(device: str) -> float:
+    import torch
+    if device.startswith('cuda'):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_train_config(cfg: dict) -> dict:
+    """Time ``cfg['iters']`` training steps of one model configuration on random 256x256 data."""
+    import torch
+    from models import create_model
+    from options.train_options import TrainOptions
+    gpu = '0' if cfg['device'].startswith('cuda') else '-1'
+    args = ['--model', cfg['model'], '--gpu_ids', gpu, '--batch_size', str(cfg['batch']), '--display_id', '0',
+            '--checkpoints_dir', cfg['tmp'], '--name', 'bench', '--crop_size', str(cfg['size'])] + cfg['extra']
+    import contextlib
+    import io
+    with contextlib.redirect_stdout(io.StringIO()):
+        opt = TrainOptions().parse(args)
+        model = create_model(opt)
+        model.setup(opt)
+    nc_in, nc_out = opt.input_nc, opt.output_nc
+    batch = {'A': torch.rand(cfg['batch'], nc_in, cfg['size'], cfg['size']) * 2 - 1,
+             'B': torch.rand(cfg['batch'], nc_out, cfg['size'], cfg['size']) * 2 - 1,
+             'A_paths': ['x'] * cfg['batch'], 'B_paths': ['x'] * cfg['batch']}
+
+    def step():
+        model.set_input(batch)
+        model.optimize_parameters()
+        if opt.device.type == 'cuda':
+            torch.cuda.synchronize()
+    for _ in range(cfg['warmup']):
+        step()
+    start = time.perf_counter()
+    for _ in range(cfg['iters']):
+        step()
+    seconds = (time.perf_counter() - start) / cfg['iters']
+    params = sum(p.numel() for name in model.model_names if name.startswith('G')
+                 for p in model.unwrap(name).parameters())
+    return {'step_s': seconds, 'it_per_s': 1 / seconds, 'peak_mb': _peak_memory_mb(cfg['device']),
+            'params_G': params}
+
+
+def run_data_config(cfg: dict) -> dict:
+    """Slices per second from the triplanar loader (256x256, demo data) with ``cfg['workers']`` workers."""
+    import contextlib
+    import io
+    from data import create_dataset
+    from options.train_options import TrainOptions
+    args = ['--model', 'pix2pix', '--dataset_mode', 'triplanar_aligned', '--gpu_ids', '-1', '--display_id', '0',
+            '--checkpoints_dir', cfg['tmp'], '--name', 'bench', '--num_threads', str(cfg['workers']),
+            '--batch_size', '4', '--input_nc', '1', '--output_nc', '1'] + cfg['extra']
+    with contextlib.redirect_stdout(io.StringIO()):
+        opt = TrainOptions().parse(args)
+        loader = create_dataset(opt)
+    n, start, first = 0, None, True
+    for _ in range(cfg['epochs']):
+        for data in loader:
+            if first:  # the first batch pays for worker start-up and the one-off slice store
+                start, first = time.perf_counter(), False
+                continue
+            n += data['A'].shape[0]
+    seconds = time.perf_counter() - start
+    return {'slices_per_s': n / seconds, 'slices': n, 'peak_mb': _peak_memory_mb('cpu'), 'items': len(loader)}
+
+
+def _in_subprocess(kind: str, cfg: dict) -> dict:
+    out = subprocess.run([sys.executable, __file__, '_one', kind, json.dumps(cfg)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f'benchmark {kind} {cfg} failed:\n{out.stderr[-2000:]}')
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_train(args: argparse.Namespace) -> None:
+    import tempfile
+    tmp = tempfile.mkdtemp(prefix='bench_')
+    iters, warmup = (1, 1) if args.quick else (args.iters, 2)
+    base = {'device': args.device, 'size': 256, 'tmp': tmp, 'iters': iters, 'warmup': warmup}
+    rows = []
+    if args.model == 'pix2pix':
+        for b in (1, 4):
+            rows.append((f'pix2pix unet_256 batch {b}', _in_subprocess('train', {**base, 'model': 'pix2pix',
+                                                                                  'batch': b, 'extra': []})))
+    else:
+        ref = _in_subprocess('train', {**base, 'model': 'pix2pix', 'batch': 4, 'extra': []})
+        rows.append(('pix2pix unet_256 batch 4 (reference)', ref))
+        sam_sizes = (256,) if args.quick else (256, 1024)
+        for size in sam_sizes:
+            for finetune in (False, True):
+                extra = ['--sam_input_size', str(size)] + (['--sam_finetune'] if finetune else [])
+                res = _in_subprocess('train', {**base, 'model': args.model, 'batch': 4, 'extra': extra + args.extra})
+                res['ratio_vs_pix2pix'] = res['step_s'] / ref['step_s']
+                rows.append((f'{args.model} batch 4 SAM {size} {"fine-tuned" if finetune else "frozen"}', res))
+    print(f'device: {args.device}, torch threads: {os.environ.get("OMP_NUM_THREADS", "default")}')
+    for name, r in rows:
+        ratio = f'  x{r["ratio_vs_pix2pix"]:.2f} of pix2pix' if 'ratio_vs_pix2pix' in r else ''
+        print(f'{name:<45} {r["step_s"]:8.3f} s/step {r["it_per_s"]:8.3f} it/s  peak {r["peak_mb"]:8.0f} MB  '
+              f'G params {r["params_G"] / 1e6:.2f} M{ratio}')
+
+
+def bench_data(args: argparse.Namespace) -> None:
+    import tempfile
+    tmp = tempfile.mkdtemp(prefix='bench_')
+    for workers in (0, 2):
+        r = _in_subprocess('data', {'tmp': tmp, 'workers': workers, 'epochs': 1 if args.quick else 3,
+                                    'extra': args.extra})
+        print(f'triplanar_aligned 256x256, {workers} workers: {r["slices_per_s"]:8.1f} slices/s over {r["slices"]} '
+              f'slices, peak RSS {r["peak_mb"]:.0f} MB (main process)')
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == '_one':
+        fn = run_train_config if sys.argv[2] == 'train' else run_data_config
+        print(json.dumps(fn(json.loads(sys.argv[3]))))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('what', choices=['train', 'data'])
+    parser.add_argument('--model', default='pix2pix', help='pix2pix, or mrnet (compared with pix2pix)')
+    parser.add_argument('--device', default='cpu', help='cpu or cuda')
+    parser.add_argument('--iters', type=int, default=5, help='timed steps per configuration')
+    parser.add_argument('--quick', action='store_true', help='one short run per configuration (smoke check)')
+    args, extra = parser.parse_known_args()
+    args.extra = extra  # passed on to the options parser, e.g. --ngf 32 --sam_checkpoint PATH
+    bench_train(args) if args.what == 'train' else bench_data(args)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,214 @@
+"""Scoring test results for test.py.
+
+- :class:`SliceEvaluator` (2D paired data): PSNR and SSIM of every predicted slice against its target in [-1, 1]
+  (data range 2), written to ``metrics.csv`` with a mean +- std table at the top of the result page.
+- :class:`VolumeEvaluator` (triplanar_aligned): the same per-slice rows, plus every subject's slices put back
+  into one volume per plane and a fused one, at the source shape, orientation, affine and intensity scale (HU
+  for CT), written as float32 NIfTI under ``volumes/`` and scored with the SynthRAD2023 set (MAE, PSNR, SSIM in
+  the body mask); the page gets a summary per plane and fused, and per subject the three orthogonal mid-slices
+  of input, synthesized, ground truth and absolute error (as in the paper's Figs. 3-4).
+
+Both follow ``add(data: collated batch, visuals: name -> Tensor (N, C, H, W)) -> None`` and
+``finish(webpage) -> dict``.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib import colormaps
+
+from util.metrics import SYNTHRAD_HU_RANGE, slice_metrics, volume_metrics
+from util.util import save_image
+from util.volume import PLANES, PLANE_NAMES, VolumeAssembler, load_nifti, modality_kind, save_nifti, slice_spacing, \
+    take_slice
+
+CSV_FIELDS = ['level', 'subject', 'plane', 'slice', 'name', 'mae', 'psnr', 'ssim']
+FIGURE_HEIGHT = 160      # pixels of each mid-slice montage in the result page
+
+
+def mean_std(values: list[float]) -> str:
+    """'mean ± std' of the finite values (identical images give PSNR = inf and are left out)."""
+    v = np.asarray([x for x in values if math.isfinite(x)], np.float64)
+    return f'{v.mean():.4f} ± {v.std():.4f}' if v.size else '-'
+
+
+def write_csv(path: str, rows: list[dict]) -> None:
+    """``rows`` (dicts with keys from CSV_FIELDS) as a CSV file with a header."""
+    with open(path, 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+class SliceEvaluator:
+    """Per-slice PSNR/SSIM of visual ``pred`` against ``target`` (both in [-1, 1], data range 2). Batches without
+    both visuals (e.g. single or unaligned test sets) are skipped silently."""
+
+    def __init__(self, opt, result_dir: str, pred: str = 'fake_B', target: str = 'real_B'):
+        self.result_dir, self.pred, self.target = result_dir, pred, target
+        self.rows: list[dict] = []
+
+    def add(self, data: dict, visuals: dict[str, torch.Tensor]) -> None:
+        if self.pred not in visuals or self.target not in visuals:
+            return
+        pred = visuals[self.pred].detach().float().cpu().numpy()
+        target = visuals[self.target].detach().float().cpu().numpy()
+        names = data.get('name', data.get('A_paths'))
+        for k in range(pred.shape[0]):
+            row = {'level': 'slice', 'name': os.path.splitext(os.path.basename(str(names[k])))[0],
+                   **slice_metrics(pred[k], target[k])}
+            if 'subject' in data:
+                row.update(subject=data['subject'][k], plane=data['plane'][k], slice=int(data['slice_index'][k]))
+            self.rows.append(row)
+
+    def summary(self, rows: list[dict] | None = None) -> dict[str, float]:
+        rows = self.rows if rows is None else rows
+        return {'n': len(rows), **{m: float(np.mean([r[m] for r in rows if math.isfinite(r[m])] or [math.nan]))
+                                   for m in ('psnr', 'ssim')}}
+
+    def finish(self, webpage) -> dict:
+        """Write ``metrics.csv`` and the summary table; returns {'n', 'psnr', 'ssim'} (means), {} when nothing
+        was scored."""
+        if not self.rows:
+            return {}
+        write_csv(os.path.join(self.result_dir, 'metrics.csv'), self.rows)
+        webpage.add_header(f'Per-slice metrics ({self.pred} vs {self.target}, images in [-1, 1], data range 2)',
+                           top=True)
+        webpage.add_table(['', 'slices', 'PSNR (dB)', 'SSIM'],
+                          [['all', len(self.rows), mean_std([r['psnr'] for r in self.rows]),
+                            mean_std([r['ssim'] for r in self.rows])]], top=True)
+        return self.summary()
+
+
+class VolumeEvaluator:
+    """Reassembles the predicted slices (visual ``pred``) of a TriplanarAlignedDataset into volumes and scores
+    them. A subject is finished (written, scored, freed) as soon as all its slices have arrived; subjects left
+    incomplete (--num_test, --max_dataset_size) are reported and not written."""
+
+    def __init__(self, opt, result_dir: str, dataset, pred: str = 'fake_B', target: str = 'real_B'):
+        self.dataset, self.pred, self.fuse = dataset, pred, opt.fuse
+        self.result_dir = result_dir
+        self.volume_dir = os.path.join(result_dir, 'volumes')
+        self.slices = SliceEvaluator(opt, result_dir, pred, target)
+        self.expected = {name: sum(c.values()) for name, c in dataset.slice_counts().items()}
+        self.kind = modality_kind(dataset.target)
+        self.assemblers: dict[str, VolumeAssembler] = {}
+        self.rows: list[dict] = []
+        self.figures: list[tuple[str, list[np.ndarray], list[str]]] = []
+
+    def add(self, data: dict, visuals: dict[str, torch.Tensor]) -> None:
+        self.slices.add(data, visuals)
+        pred = visuals[self.pred].detach().float().cpu()
+        for k, name in enumerate(data['subject']):
+            if name not in self.assemblers:
+                geometry = self.dataset.subjects[name].geometry
+                self.assemblers[name] = VolumeAssembler(geometry.canonical_shape, geometry.zooms, self.dataset.mode)
+            assembler = self.assemblers[name]
+            assembler.add(data['plane'][k], int(data['slice_index'][k]), pred[k])
+            if assembler.n_slices == self.expected[name]:
+                self._finish_subject(name)
+
+    def window(self, subject) -> tuple[float, float]:
+        """Clip range and data range of the volume metrics: SynthRAD2023's [-1024, 3000] HU for CT, the
+        target's normalisation window (source units) for MR."""
+        if self.kind == 'ct':
+            return SYNTHRAD_HU_RANGE
+        m = subject.maps[self.dataset.target]
+        return m.low, m.high
+
+    def _finish_subject(self, name: str) -> None:
+        subject = self.dataset.subjects[name]
+        assembler = self.assemblers.pop(name)
+        target_map = subject.maps[self.dataset.target]
+        truth, reference = load_nifti(subject.paths[self.dataset.target])
+        truth = subject.geometry.to_canonical(truth)
+        arrays = self.dataset.arrays(name)
+        mask = np.asarray(arrays['mask']) > 0
+        window = self.window(subject)
+        os.makedirs(self.volume_dir, exist_ok=True)
+        volumes = {p: assembler.volumes[p] for p in assembler.planes}
+        volumes['fused'] = assembler.fused(self.fuse)
+        scores = {}
+        for label, volume in volumes.items():
+            pred = target_map.denormalise(volume)
+            save_nifti(subject.geometry.from_canonical(pred), reference,
+                       os.path.join(self.volume_dir, f'{name}_{self.pred}_{label}.nii.gz'))
+            scores[label] = volume_metrics(pred, truth, mask, window)
+            self.rows.append({'level': 'volume', 'subject': name, 'plane': label, **scores[label]})
+        fused = volumes['fused']
+        error = np.abs(target_map.denormalise(fused) - truth)
+        self.figures.append(self._figure(name, subject, [np.asarray(arrays[self.dataset.source], np.float32), fused,
+                                                        target_map.normalise(truth), error], scores['fused'],
+                                         assembler.planes))
+
+    def _figure(self, name: str, subject, volumes: list[np.ndarray], scores: dict,
+                planes: list[str]) -> tuple[str, list[np.ndarray], list[str]]:
+        """Montages (sagittal | coronal | axial mid-slices) of input, synthesized, truth and |error|."""
+        low, high = self.window(subject)
+        error_max = (high - low) / 8
+        unit = 'HU' if self.kind == 'ct' else 'a.u.'
+        zooms = subject.geometry.zooms
+        gray = [_montage(v, zooms) for v in volumes[:3]]
+        error = _montage(volumes[3] / error_max * 2 - 1, zooms)
+        error_rgb = (colormaps['inferno']((error.astype(np.float32) / 255))[..., :3] * 255).astype(np.uint8)
+        captions = [f'{name}: input {self.dataset.source}',
+                    f'synthesized {self.dataset.target} ({self.fuse} of {"".join(planes)}): MAE {scores["mae"]:.2f} '
+                    f'{unit}, PSNR {scores["psnr"]:.2f} dB, SSIM {scores["ssim"]:.4f}',
+                    f'ground truth {self.dataset.target}', f'|error|, 0 to {error_max:.0f} {unit}']
+        return name, [*gray, error_rgb], captions
+
+    def finish(self, webpage) -> dict:
+        """Write metrics.csv (slice and volume rows), the summary table and the subject rows at the top of the
+        page; returns {'slice': {...}, 'x' | 'y' | 'z' | 'fused': {'n', 'mae', 'psnr', 'ssim'}}."""
+        for name, assembler in self.assemblers.items():
+            print(f'WARNING: {name}: {assembler.n_slices} of {self.expected[name]} slices were predicted; '
+                  f'its volume is not written (run the whole test set to get it)', file=sys.stderr)
+        write_csv(os.path.join(self.result_dir, 'metrics.csv'), self.slices.rows + self.rows)
+        unit = 'HU' if self.kind == 'ct' else 'source units'
+        window = 'clipped to [-1024, 3000] HU' if self.kind == 'ct' else "clipped to the target's window"
+        webpage.add_header(f'Volume metrics of {self.dataset.target} (MAE in {unit}; PSNR and SSIM {window}; inside '
+                           f'the body mask) and per-slice metrics ([-1, 1], data range 2), mean ± std', top=True)
+        table, summary = [], {'slice': self.slices.summary()}
+        for label in [*PLANES, 'fused']:
+            rows = [r for r in self.rows if r['plane'] == label]
+            slices = [r for r in self.slices.rows if r.get('plane') == label]
+            if not rows and not slices:
+                continue
+            title = f'{label} ({PLANE_NAMES[label]})' if label in PLANE_NAMES else label
+            table.append([title, len(rows), *(mean_std([r[m] for r in rows]) for m in ('mae', 'psnr', 'ssim')),
+                          len(slices), mean_std([r['psnr'] for r in slices]), mean_std([r['ssim'] for r in slices])])
+            if rows:
+                summary[label] = {'n': len(rows), **{m: float(np.mean([r[m] for r in rows]))
+                                                     for m in ('mae', 'psnr', 'ssim')}}
+        webpage.add_table(['plane', 'subjects', f'MAE ({unit})', 'PSNR (dB)', 'SSIM', 'slices', 'slice PSNR (dB)',
+                           'slice SSIM'], table, top=True)
+        if self.assemblers:
+            webpage.add_text(f'incomplete, not written: {", ".join(self.assemblers)}', top=True)
+        for name, images, captions in self.figures:
+            files = []
+            for label, image in zip(('input', 'synthesized', 'truth', 'error'), images):
+                files.append(f'{name}_volume_{label}.png')
+                save_image(image, os.path.join(webpage.get_image_dir(), files[-1]))
+            webpage.add_images(files, captions, files, width=3 * FIGURE_HEIGHT, top=True)
+        return summary
+
+
+def _montage(volume: np.ndarray, zooms: tuple[float, float, float]) -> np.ndarray:
+    """uint8 image of the sagittal, coronal and axial mid-slices of a canonical volume in [-1, 1], each at its
+    physical aspect ratio and FIGURE_HEIGHT pixels high, side by side with a 4-pixel gap."""
+    parts = []
+    for axis in range(3):
+        image = take_slice(volume, axis, volume.shape[axis] // 2)
+        row_mm, col_mm = slice_spacing(zooms, axis)
+        width = max(1, round(FIGURE_HEIGHT * image.shape[1] * col_mm / (image.shape[0] * row_mm)))
+        t = F.interpolate(torch.from_numpy(image)[None, None], size=(FIGURE_HEIGHT, width), mode='bilinear',
+                          align_corners=False)[0, 0]
+        parts += [((t.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy(),
+                  np.zeros((FIGURE_HEIGHT, 4), np.uint8)]
+    return np.concatenate(parts[:-1], axis=1)
