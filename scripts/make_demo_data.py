@@ -87,7 +87,7 @@ def render(labels: np.ndarray, values: np.ndarray, rng: np.random.Generator, noi
     return (img + rng.normal(0, noise, labels.shape)).astype(np.float32)
 
 
-def _stored(data: np.ndarray, spacing: tuple[float, float, float], axcodes: str) -> tuple[np.ndarray, np.ndarray]:
+def orient_as(data: np.ndarray, spacing: tuple[float, float, float], axcodes: str) -> tuple[np.ndarray, np.ndarray]:
     """A canonical (RAS) array and the affine of the same voxels stored in ``axcodes`` orientation."""
     ras_affine = np.diag([*spacing, 1.0])
     ras_affine[:3, 3] = -(np.array(data.shape) - 1) / 2 * np.array(spacing)
@@ -121,7 +121,7 @@ def make_synthrad(root: str, n: int, seed: int) -> None:
         out = os.path.join(root, f'demo{i + 1:03d}')
         os.makedirs(out, exist_ok=True)
         for name, vol, dtype in (('mr', mr, np.float32), ('ct', np.round(ct), np.int16), ('mask', mask, np.uint8)):
-            data, affine = _stored(vol, spacing, axcodes)
+            data, affine = orient_as(vol, spacing, axcodes)
             _save(data, affine, os.path.join(out, f'{name}.nii.gz'), dtype)
 
 
@@ -140,7 +140,7 @@ def make_brats(root: str, n: int, seed: int) -> None:
                    for m, v in zip(BRATS_MODALITIES, (MR_FLAIR, MR_T2))}
         volumes['seg'] = np.where(labels == LESION, 2, 0)
         for mod, vol in volumes.items():
-            data, affine = _stored(vol, SPACING_ISO, 'LPS')
+            data, affine = orient_as(vol, SPACING_ISO, 'LPS')
             _save(data, affine, os.path.join(out, f'{name}_{mod}{ext}'), np.uint8 if mod == 'seg' else np.int16)
 
 

@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -87,6 +88,9 @@ def _worker(rank: int, store: str, out_dir: str) -> None:
     try:
         res = _run_all(networks.SyncBatchNorm, _rows(rank), DistributedDataParallel)
         torch.save(res, Path(out_dir) / f'rank{rank}.pt')
+        # one value per channel over both processes (rank 1 holds none) is refused on every rank
+        with pytest.raises(ValueError, match='more than 1 value per channel .* got 1 over 2 processes'):
+            networks.SyncBatchNorm(3)(torch.ones(1 - rank, 3, 1, 1))
     finally:
         dist.destroy_process_group()
 
@@ -113,3 +117,17 @@ def test_syncbatchnorm_over_two_gloo_processes_equals_full_batch_batchnorm(tmp_p
     # the statistics really are global: rank 1's own batch statistics would give other outputs
     local = _layer(nn.BatchNorm2d, 0.3)(_batch(0)[0][_rows(1)]).detach()
     assert (ranks[1]['layer_m0.3/out0'] - local).abs().max() > 0.05
+
+
+def test_torch_path_borrowed_for_accelerators_runs_on_this_class():
+    """On CUDA/XPU/HPU the layer runs nn.SyncBatchNorm.forward; check it works on this class (here
+    without a process group, where it is plain batch norm) and that bad input gives a clear error."""
+    x = torch.randn(4, 3, 5) * 2 + 1
+    layer, plain = networks.SyncBatchNorm(3, momentum=0.2), nn.BatchNorm1d(3, momentum=0.2)
+    torch.testing.assert_close(nn.SyncBatchNorm.forward(layer, x), plain(x))
+    torch.testing.assert_close(layer.running_var, plain.running_var)
+    assert layer.num_batches_tracked.item() == 1
+    with pytest.raises(ValueError, match='expected at least 2D input'):
+        layer(torch.randn(3))
+    with pytest.raises(ValueError, match='number of input channels should be non-zero'):
+        nn.SyncBatchNorm.forward(networks.SyncBatchNorm(0), torch.randn(2, 0))

@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from nibabel.filebasedimages import ImageFileError
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 from scipy import ndimage
-from skimage.filters import threshold_otsu
 
 from util.metrics import SYNTHRAD_HU_RANGE
 
@@ -32,6 +31,7 @@ RAS = axcodes2ornt(('R', 'A', 'S'))
 CT_WINDOW = SYNTHRAD_HU_RANGE        # HU mapped to [-1, 1] for CT
 MR_PERCENTILES = (0.5, 99.5)         # body percentiles mapped to [-1, 1] for MR
 CT_BODY_HU = -500.0                  # CT voxels above this are tissue when no mask file is given
+MR_BODY_FRACTION = 0.1               # MR voxels this far up from the minimum to the 99th percentile are tissue
 RESIZE_MODES = ('resize', 'pad')
 
 
@@ -176,12 +176,12 @@ def intensity_map(kind: str, data: np.ndarray, mask: np.ndarray, path: str,
 
 
 def foreground(data: np.ndarray, kind: str) -> np.ndarray:
-    """Tissue voxels of one volume: CT above -500 HU; MR above half its Otsu threshold."""
+    """Tissue voxels of one volume: CT above -500 HU; MR above a tenth of its 99th percentile (above the noise
+    of the air, below every tissue but bone, whose holes :func:`body_mask` fills)."""
     if kind == 'ct':
         return data > CT_BODY_HU
-    if float(data.min()) == float(data.max()):
-        return np.zeros(data.shape, bool)
-    return data > 0.5 * threshold_otsu(data)
+    low, high = np.percentile(data, [0, 99])
+    return data > low + MR_BODY_FRACTION * (high - low)
 
 
 def body_mask(volumes: list[tuple[np.ndarray, str]]) -> np.ndarray:

@@ -1,0 +1,85 @@
+"""MRNet (paper section III): pix2pix's conditional GAN with the SAM-fused U-Net generator 'sam_unet'
+and the mask losses of eqs. 8-11."""
+from __future__ import annotations
+
+import torch
+
+from .pix2pix_model import Pix2PixModel
+from .sam_unet import add_sam_options
+
+
+def feature_discard_loss(steps: list[torch.Tensor], masks: list[torch.Tensor]) -> torch.Tensor:
+    """L_feature = sum_k mean |y_{k-1} * (1 - M_k)| (eqs. 8-9); 0 without masks.
+
+    steps: [y_0..y_n] (N, C, H, W); masks: [M_1..M_n] (N, 1, H, W) in [0, 1].
+    Choice: eq. 9's y_i is read as the features mask i acts on, y_{i-1}, so each term is exactly
+    what step i discards (y_{i-1} - y_i, "the corresponding discarded features" of eq. 8). The
+    other reading, y_i * (1 - M_i) = y_{i-1} * M_i * (1 - M_i), vanishes at M_i = 0 as at M_i = 1
+    and so would not penalise discarding at all. The norm is a mean (as nn.L1Loss), so the
+    paper's lambdas weigh terms of the scale of the L1 pixel loss.
+    """
+    total = steps[0].new_zeros(())
+    for y_prev, mask in zip(steps[:-1], masks):
+        total = total + (y_prev * (1.0 - mask)).abs().mean()
+    return total
+
+
+def mask_sparsity_loss(masks: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """L_mask = sum_k mean |1 - M_k| (eq. 10): pushes every mask towards keeping everything; 0 without masks."""
+    total = like.new_zeros(())
+    for mask in masks:
+        total = total + (1.0 - mask).abs().mean()
+    return total
+
+
+class MrnetModel(Pix2PixModel):
+    """G = sam_unet (SAM-fused U-Net, SoftClamp, light decoder, n masks), D = conditional 70x70 PatchGAN.
+
+    Generator loss (eq. 11): L_GAN (LSGAN, eq. 6) + lambda_L1 * L1 (eq. 7) + lambda_feature * L_feature
+    (eq. 9) + lambda_mask * L_mask (eq. 10); D as in pix2pix. The stored losses G_L1, G_feature and
+    G_mask are the weighted terms, as pix2pix stores G_L1.
+
+    Defaults are the paper's (section IV-B): Adam lr 1e-4, beta1 0.5, batch 4, 40 epochs at a
+    constant learning rate (n_epochs 40, n_epochs_decay 0; the paper mentions no decay), instance
+    norm, seed 2024, 3-channel triplanar slices. The paper's decoder (transposed conv, InstanceNorm,
+    ReLU) has no dropout, so --no_dropout is on.
+    Ablations: --n_masks 0..7 (Table IV), --lambda_feature 0 --lambda_mask 0 (Table V, row A),
+    --no_sam (the same U-Net without SAM).
+    """
+
+    @staticmethod
+    def modify_commandline_options(parser, is_train=True):
+        parser = Pix2PixModel.modify_commandline_options(parser, is_train)
+        parser.set_defaults(netG='sam_unet', netD='basic', norm='instance', no_dropout=True,
+                            dataset_mode='triplanar_aligned', input_nc=3, output_nc=3)
+        if is_train:
+            parser.set_defaults(gan_mode='lsgan', pool_size=0, lr=1e-4, beta1=0.5, batch_size=4,
+                                n_epochs=40, n_epochs_decay=0)
+            parser.add_argument('--lambda_feature', type=float, default=0.1,
+                                help='weight of the feature-discarding loss (eq. 9)')
+            parser.add_argument('--lambda_mask', type=float, default=0.05,
+                                help='weight of the mask sparsity loss (eq. 10)')
+        return add_sam_options(parser)
+
+    def __init__(self, opt):
+        if opt.netG != 'sam_unet':
+            raise ValueError(f'--model mrnet needs --netG sam_unet (its masks feed the MRNet losses); got {opt.netG!r}. '
+                             'Use --model pix2pix for other generators.')
+        super().__init__(opt)
+        self.loss_names = ['G_GAN', 'G_L1', 'G_feature', 'G_mask', 'D_real', 'D_fake']
+        self.mask_names = [f'mask_{k}' for k in range(1, opt.n_masks + 1)]
+        self.visual_names = ['real_A', 'fake_B', 'real_B'] + self.mask_names
+
+    def forward(self) -> None:
+        """fake_B = y_n; also keeps [y_0..y_n] and [M_1..M_n], and the masks in [-1, 1] for display."""
+        out = self.netG(self.real_A, return_all=True)
+        self.fake_B, self.mask_steps, self.masks = out.image, out.steps, out.masks
+        for name, mask in zip(self.mask_names, self.masks):
+            setattr(self, name, mask.detach() * 2.0 - 1.0)
+
+    def generator_loss(self) -> torch.Tensor:
+        """Eq. 11: pix2pix's L_GAN + lambda_L1 * L1, plus lambda_feature * L_feature + lambda_mask * L_mask."""
+        loss = super().generator_loss()
+        self.loss_G_feature = feature_discard_loss(self.mask_steps, self.masks) * self.opt.lambda_feature
+        self.loss_G_mask = mask_sparsity_loss(self.masks, self.fake_B) * self.opt.lambda_mask
+        return loss + self.loss_G_feature + self.loss_G_mask
