@@ -37,6 +37,7 @@ def test_pix2pix_train_then_test(aligned_root: Path, tmp_path: Path):
                       '--n_epochs_decay', '5', '--save_latest_freq', '10', '--display_id', '-1', '--gpu_ids', '-1',
                       '--num_threads', '0', cwd=tmp_path)
     assert 'End of epoch 6 / 6' in proc.stdout
+    assert 'epoch 6/6' in proc.stderr and ('it/s' in proc.stderr or 's/it' in proc.stderr)  # tqdm bar with rate
     ckpt = tmp_path / 'checkpoints' / 'temp_pix2pix'
     opt_txt = (ckpt / 'train_opt.txt').read_text()
     assert 'unet_256' in opt_txt and '[default: 100]' in opt_txt  # n_epochs_decay 5 marked non-default

@@ -279,3 +279,22 @@ def test_visuals_grid_pads_smaller_images_white():
     assert grid.shape == (2, 3, 4, 6) and grid.dtype == np.float32
     assert (grid[0] == 0).all()
     assert (grid[1] == 1).all()  # the 2x2 white image, padded with white
+
+
+def test_training_shows_visuals_and_losses_in_a_real_server(aligned_root, tmp_path, visdom_server):
+    """train.py with a live server: the loss curve and the current visuals are readable through the client API."""
+    from conftest import ROOT, run_script
+    port = visdom_server[0]
+    env = f'train_{uuid.uuid4().hex[:8]}'
+    proc = run_script(str(ROOT / 'train.py'), '--model', 'pix2pix', '--name', 'live', '--dataroot', str(aligned_root),
+                      '--netG', 'unet_128', '--ngf', '8', '--ndf', '8', '--load_size', '128', '--crop_size', '128',
+                      '--gpu_ids', '-1', '--num_threads', '0', '--n_epochs', '3', '--n_epochs_decay', '0',
+                      '--print_freq', '1', '--display_freq', '1', '--display_id', '5', '--display_port', str(port),
+                      '--display_server', 'http://127.0.0.1', '--display_env', env, cwd=tmp_path)
+    assert 'WARNING' not in proc.stderr
+    client = visdom.Visdom(server='http://127.0.0.1', port=port, env=env, raise_exceptions=True)
+    plot = json.loads(client.get_window_data(win='6', env=env))
+    names = sorted(trace['name'] for trace in plot['content']['data'])
+    assert names == ['D_fake', 'D_real', 'G_GAN', 'G_L1']
+    assert all(len(trace['x']) == 3 for trace in plot['content']['data'])  # one point per iteration
+    assert client.win_exists('5', env=env)

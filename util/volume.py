@@ -190,7 +190,6 @@ def body_mask(volumes: list[tuple[np.ndarray, str]]) -> np.ndarray:
     fg = np.zeros(volumes[0][0].shape, bool)
     for data, kind in volumes:
         fg |= foreground(data, kind)
-    fg = ndimage.binary_opening(fg)
     labels, n = ndimage.label(fg)
     if n > 1:
         sizes = ndimage.sum_labels(fg, labels, index=np.arange(1, n + 1))
