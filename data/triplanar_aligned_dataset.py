@@ -10,7 +10,8 @@ mask (otherwise one is computed). ``--direction BtoA`` swaps A and B. Without ``
 ``./datasets/demo_synthrad`` (``demo_brats`` for BraTS modalities) is used and made on first use.
 
 Each subject is read, checked, reoriented to RAS and normalised to [-1, 1] once, into a slice store
-``<cache_dir>/triplanar_<key>/<subject>/`` (``<modality>.npy``, ``mask.npy``, ``meta.json``) that later runs reuse;
+``<cache_dir>/triplanar_<key>/<subject>/`` (``volumes.npy``: canonical (X, Y, Z, 3) array of modality A, modality B
+and body mask, interleaved so that one strided read gives all three slices; ``meta.json``) that later runs reuse;
 items are memory-mapped slices resized with torch. Splits are per subject: ``<dataroot>/splits/<phase>.txt``, made
 8:1:1 with ``--split_seed`` when there are none.
 """
@@ -21,11 +22,9 @@ import hashlib
 import json
 import math
 import os
-import resource
 import shutil
 import sys
 import tempfile
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -35,21 +34,23 @@ import torch.nn.functional as F
 
 from data.base_dataset import BaseDataset
 from util.volume import (CT_WINDOW, MR_PERCENTILES, PLANES, RESIZE_MODES, Geometry, IntensityMap, body_mask,
-                         intensity_map, load_nifti, modality_kind, plane_axis, slice_spacing, take_slice, to_square)
+                         intensity_map, load_nifti, modality_kind, slice_spacing, take_slice, to_square)
 
 DEMO_ROOTS = {'synthrad': os.path.join('datasets', 'demo_synthrad'), 'brats': os.path.join('datasets', 'demo_brats')}
 BRATS_MODALITIES = ('flair', 't1', 't1ce', 't2')
 MASK_NAME = 'mask'
 SPLITS_DIR = 'splits'
 SPLIT_RATIOS = {'train': 8, 'val': 1, 'test': 1}
-STORE_VERSION = 1
+STORE_VERSION = 3
+STORE_FILE = 'volumes.npy'
 
 
 # ----------------------------------------------------------------------------- layout
 
 def nifti_candidates(subject_dir: str, subject: str, name: str) -> list[str]:
     """Where modality ``name`` of ``subject`` may be: ``name.nii.gz``, ``name.nii``, ``<subject>_name.nii[.gz]``."""
-    return [os.path.join(subject_dir, stem + ext) for stem in (name, f'{subject}_{name}') for ext in ('.nii.gz', '.nii')]
+    stems = (name, f'{subject}_{name}')
+    return [os.path.join(subject_dir, stem + ext) for stem in stems for ext in ('.nii.gz', '.nii')]
 
 
 def find_nifti(subject_dir: str, subject: str, name: str) -> str | None:
@@ -166,22 +167,25 @@ class Subject:
     geometry: Geometry                          # shared by all modalities
     maps: dict[str, IntensityMap]               # modality -> map to [-1, 1]
     foreground: dict[str, list[float]]          # plane -> body fraction of each slice
-    store: str                                  # folder of <modality>.npy and mask.npy (canonical RAS)
+    store: str                                  # folder of volumes.npy (canonical RAS) and meta.json
 
     def to_json(self) -> dict:
-        return {'version': STORE_VERSION, 'name': self.name, 'paths': self.paths, 'mask_path': self.mask_path,
-                'stamps': _stamps([*self.paths.values(), self.mask_path]), 'geometry': self.geometry.to_json(),
-                'maps': {m: [v.low, v.high] for m, v in self.maps.items()}, 'foreground': self.foreground}
+        """What meta.json keeps; source files by name and (size, mtime), so the store survives a different
+        spelling of --dataroot but not a changed file."""
+        return {'version': STORE_VERSION, 'name': self.name, 'sources': _sources(self.paths, self.mask_path),
+                'geometry': self.geometry.to_json(), 'maps': {m: [v.low, v.high] for m, v in self.maps.items()},
+                'foreground': self.foreground}
 
     @classmethod
-    def from_json(cls, d: dict, store: str) -> 'Subject':
-        return cls(d['name'], d['paths'], d['mask_path'], Geometry.from_json(d['geometry']),
+    def from_json(cls, d: dict, paths: dict[str, str], mask_path: str | None, store: str) -> 'Subject':
+        return cls(d['name'], paths, mask_path, Geometry.from_json(d['geometry']),
                    {m: IntensityMap(*v) for m, v in d['maps'].items()}, d['foreground'], store)
 
 
-def _stamps(paths: list[str | None]) -> list:
-    """(size, mtime) of each file, to notice a changed source."""
-    return [None if p is None else [os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in paths]
+def _sources(paths: dict[str, str], mask_path: str | None) -> list:
+    """[file name, size, mtime] of each source file (modalities, then the mask or None)."""
+    return [None if p is None else [os.path.basename(p), os.stat(p).st_size, os.stat(p).st_mtime_ns]
+            for p in (*paths.values(), mask_path)]
 
 
 def subject_sources(root: str, name: str, modalities: tuple[str, str]) -> tuple[dict[str, str], str | None]:
@@ -200,6 +204,7 @@ def subject_sources(root: str, name: str, modalities: tuple[str, str]) -> tuple[
 def build_subject(root: str, name: str, settings: StoreSettings, store: str) -> Subject:
     """Read, check, normalise and store one subject (written to a temporary folder, then renamed)."""
     paths, mask_path = subject_sources(root, name, settings.modalities)
+    print(f'slice store: adding {name}', flush=True)
     volumes = {m: load_nifti(p) for m, p in paths.items()}
     (ref, (_, ref_img)), *others = volumes.items()
     geometry = Geometry.of(ref_img)
@@ -208,31 +213,31 @@ def build_subject(root: str, name: str, settings: StoreSettings, store: str) -> 
         if why:
             raise ValueError(f'subject {name} refused: {paths[ref]} (shape {geometry.shape}) and {paths[m]} '
                              f'(shape {tuple(img.shape[:3])}) are not on the same voxel grid: {why}')
+    canonical = {m: geometry.to_canonical(data) for m, (data, _) in volumes.items()}
+    del volumes
     if mask_path:
         mask_data, mask_img = load_nifti(mask_path)
         why = geometry.mismatch(Geometry.of(mask_img), settings.affine_tol)
         if why:
             raise ValueError(f'subject {name} refused: mask {mask_path} does not match {paths[ref]}: {why}')
-        mask = mask_data > 0
+        mask = geometry.to_canonical(mask_data > 0)
         if not mask.any():
             raise ValueError(f'{mask_path}: the body mask is empty')
     else:
-        mask = body_mask([(data, modality_kind(m)) for m, (data, _) in volumes.items()])
+        mask = body_mask([(data, modality_kind(m)) for m, data in canonical.items()])
         if not mask.any():
             raise ValueError(f'subject {name}: no body found in {", ".join(paths.values())}')
     maps = {m: intensity_map(modality_kind(m), data, mask, paths[m], settings.ct_window, settings.mr_percentiles)
-            for m, (data, _) in volumes.items()}
-    canon_mask = geometry.to_canonical(mask)
-    foreground = {p: canon_mask.mean(axis=tuple(a for a in range(3) if a != ax)).round(6).tolist()
+            for m, data in canonical.items()}
+    foreground = {p: mask.mean(axis=tuple(a for a in range(3) if a != ax)).round(6).tolist()
                   for p, ax in PLANES.items()}
     subject = Subject(name, paths, mask_path, geometry, maps, foreground, store)
     parent = os.path.dirname(store)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f'.{name}-', dir=parent)
     try:
-        for m, (data, _) in volumes.items():
-            np.save(os.path.join(tmp, f'{m}.npy'), geometry.to_canonical(maps[m].normalise(data)).astype(settings.dtype))
-        np.save(os.path.join(tmp, 'mask.npy'), canon_mask.astype(np.uint8))
+        channels = [maps[m].normalise(canonical[m]) for m in settings.modalities]
+        np.save(os.path.join(tmp, STORE_FILE), np.stack([*channels, mask], axis=-1).astype(settings.dtype))
         with open(os.path.join(tmp, 'meta.json'), 'w') as f:
             json.dump(subject.to_json(), f)
         shutil.rmtree(store, ignore_errors=True)
@@ -250,12 +255,14 @@ def load_subject(root: str, name: str, settings: StoreSettings, store: str) -> S
     """The stored subject when its store is complete and its sources unchanged, else a freshly built one."""
     meta_path = os.path.join(store, 'meta.json')
     if os.path.isfile(meta_path):
-        with open(meta_path) as f:
-            meta = json.load(f)
+        try:
+            with open(meta_path) as f:
+                meta = json.load(f)
+        except ValueError:          # damaged: store again
+            meta = {}
         paths, mask_path = subject_sources(root, name, settings.modalities)
-        if (meta.get('version') == STORE_VERSION and meta['paths'] == paths and meta['mask_path'] == mask_path
-                and meta['stamps'] == _stamps([*paths.values(), mask_path])):
-            return Subject.from_json(meta, store)
+        if meta.get('version') == STORE_VERSION and meta.get('sources') == _sources(paths, mask_path):
+            return Subject.from_json(meta, paths, mask_path, store)
     return build_subject(root, name, settings, store)
 
 
@@ -265,7 +272,7 @@ class TriplanarAlignedDataset(BaseDataset):
     """Paired slices of co-registered volumes. Items: ``A``, ``B`` (FloatTensor (C, size, size) in [-1, 1], A the
     model input after ``--direction``), ``A_paths``/``B_paths`` (source NIfTI files), ``name``
     (``<subject>_<plane><index>``), ``subject``, ``plane`` ('x', 'y' or 'z'), ``slice_index`` and ``mask``
-    ((1, size, size) body mask, 0 or 1), which is what :class:`util.evaluation.VolumeEvaluator` needs."""
+    ((1, size, size) bool body mask), which is what :class:`util.evaluation.VolumeEvaluator` needs."""
 
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
@@ -313,31 +320,38 @@ class TriplanarAlignedDataset(BaseDataset):
         self.augment = bool(opt.isTrain and opt.augment)
         settings = StoreSettings((opt.modality_A, opt.modality_B), tuple(opt.ct_window), tuple(opt.mr_percentiles),
                                  opt.cache_dtype, opt.affine_tol)
-        self.store_root = os.path.join(opt.cache_dir or os.path.join(self.root, '.cache'), f'triplanar_{settings.key()}')
+        cache = opt.cache_dir or os.path.join(self.root, '.cache')
+        self.store_root = os.path.join(cache, f'triplanar_{settings.key()}')
         names = load_split(self.root, opt.phase, list_subjects(self.root), opt.split_seed)
-        self.subjects: dict[str, Subject] = {}
-        self.skipped: dict[str, str] = {}
-        for name in names:
-            try:
-                self.subjects[name] = load_subject(self.root, name, settings, os.path.join(self.store_root, name))
-            except (FileNotFoundError, ValueError) as e:
-                if not opt.skip_bad_subjects:
-                    raise
-                self.skipped[name] = str(e)
-            except PermissionError as e:
-                raise RuntimeError(f'cannot write the slice store under {self.store_root} ({e}); '
-                                   f'pass --cache_dir with a writable folder') from None
-        if self.skipped:
-            print(f'--skip_bad_subjects: skipped {len(self.skipped)} subject(s):\n' +
-                  '\n'.join(f'  {n}: {why}' for n, why in self.skipped.items()), file=sys.stderr)
-        if not self.subjects:
-            raise ValueError(f'{self.root}: no usable subjects in the {opt.phase} split')
+        self.subjects, self.skipped = self._load_subjects(names, settings)
         self.index = self._make_index(opt.min_foreground)
         if len(self.index) == 0:
             raise ValueError(f'{self.root}: no slice of the {opt.phase} split reaches --min_foreground '
                              f'{opt.min_foreground}')
         self._names = list(self.subjects)
-        self._open: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
+        channels = [opt.modality_A, opt.modality_B]
+        self._order = [channels.index(self.source), channels.index(self.target), 2]   # source, target, mask
+        self._open: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def _load_subjects(self, names: list[str], settings: StoreSettings) -> tuple[dict[str, Subject], dict[str, str]]:
+        """Stored (or newly stored) subjects, and with --skip_bad_subjects the refused ones with the reason."""
+        subjects, skipped = {}, {}
+        for name in names:
+            try:
+                subjects[name] = load_subject(self.root, name, settings, os.path.join(self.store_root, name))
+            except (FileNotFoundError, ValueError) as e:
+                if not self.opt.skip_bad_subjects:
+                    raise
+                skipped[name] = str(e)
+            except PermissionError as e:
+                raise RuntimeError(f'cannot write the slice store under {self.store_root} ({e}); '
+                                   f'pass --cache_dir with a writable folder') from None
+        if skipped:
+            print(f'--skip_bad_subjects: skipped {len(skipped)} subject(s):\n' +
+                  '\n'.join(f'  {n}: {why}' for n, why in skipped.items()), file=sys.stderr)
+        if not subjects:
+            raise ValueError(f'{self.root}: no usable subjects in the {self.opt.phase} split')
+        return subjects, skipped
 
     def _make_index(self, min_foreground: float) -> np.ndarray:
         """(N, 3) int array of (subject number, axis, slice index), subject by subject, plane by plane."""
@@ -354,17 +368,21 @@ class TriplanarAlignedDataset(BaseDataset):
         state['_open'] = OrderedDict()
         return state
 
-    def arrays(self, name: str) -> dict[str, np.ndarray]:
-        """Memory-mapped canonical arrays of subject ``name``: each modality in [-1, 1] and 'mask' (0/1)."""
+    def volumes(self, name: str) -> np.ndarray:
+        """Memory-mapped canonical (X, Y, Z, 3) store of subject ``name``: modality_A, modality_B in [-1, 1] and
+        the body mask (0/1); each worker keeps the last ``--open_volumes`` subjects open."""
         if name in self._open:
             self._open.move_to_end(name)
             return self._open[name]
-        store = self.subjects[name].store
-        arrays = {k: np.load(os.path.join(store, f'{k}.npy'), mmap_mode='r') for k in (self.source, self.target, 'mask')}
-        self._open[name] = arrays
+        self._open[name] = np.load(os.path.join(self.subjects[name].store, STORE_FILE), mmap_mode='r')
         while len(self._open) > max(1, self.opt.open_volumes):
             self._open.popitem(last=False)
-        return arrays
+        return self._open[name]
+
+    def arrays(self, name: str) -> dict[str, np.ndarray]:
+        """Canonical (X, Y, Z) views of subject ``name``: source and target modality in [-1, 1], 'mask' (0/1)."""
+        v = self.volumes(name)
+        return {self.source: v[..., self._order[0]], self.target: v[..., self._order[1]], 'mask': v[..., 2]}
 
     def slice_counts(self) -> dict[str, dict[str, int]]:
         """How many slices of each subject and plane the dataset holds."""
@@ -379,18 +397,18 @@ class TriplanarAlignedDataset(BaseDataset):
         s, axis, index = (int(v) for v in self.index[i])
         name = self._names[s]
         subject = self.subjects[name]
-        arrays = self.arrays(name)
-        stack = np.stack([take_slice(arrays[self.source], axis, index), take_slice(arrays[self.target], axis, index),
-                          take_slice(arrays['mask'], axis, index) * 2.0 - 1.0])
-        spacing = slice_spacing(subject.geometry.zooms, axis)
-        x = to_square(torch.from_numpy(stack), spacing, self.size, self.mode, fill=-1.0)
+        # (3, h, w): modality A, modality B, mask; float16 -> float32 in torch, several times faster than numpy
+        stack = torch.from_numpy(take_slice(self.volumes(name), axis, index)).float()
+        x = to_square(stack, slice_spacing(subject.geometry.zooms, axis), self.size, self.mode, fill=-1.0)
         if self.augment:
             x = augment(x, flip=not self.opt.no_flip)
+        src, tgt, _ = self._order
         plane = 'xyz'[axis]
-        return {'A': x[0:1].expand(self.opt.input_nc, -1, -1), 'B': x[1:2].expand(self.opt.output_nc, -1, -1),
+        return {'A': x[src:src + 1].expand(self.opt.input_nc, -1, -1),
+                'B': x[tgt:tgt + 1].expand(self.opt.output_nc, -1, -1),
                 'A_paths': subject.paths[self.source], 'B_paths': subject.paths[self.target],
                 'name': f'{name}_{plane}{index:03d}', 'subject': name, 'plane': plane, 'slice_index': index,
-                'mask': (x[2:3] > 0).float()}
+                'mask': x[2:3] > 0.5}
 
     def make_evaluator(self, opt: argparse.Namespace, result_dir: str):
         """Reassembles predictions into NIfTI volumes and scores them (see util.evaluation.VolumeEvaluator)."""
@@ -403,8 +421,6 @@ def parse_planes(planes: str) -> list[str]:
     chosen = [p for p in PLANES if p in planes]
     if not planes or len(set(planes)) != len(planes) or len(chosen) != len(planes):
         raise ValueError(f'--planes "{planes}": use one or more of x, y, z, each once')
-    for p in chosen:
-        plane_axis(p)
     return chosen
 
 
@@ -430,26 +446,3 @@ def augment(x: torch.Tensor, flip: bool, max_degrees: float = 10.0, max_scale: f
     theta = torch.tensor([[cos, -sin, float(r[2]) * 2 * max_shift], [sin, cos, float(r[3]) * 2 * max_shift]])
     grid = F.affine_grid(theta[None], [1, *x.shape], align_corners=False)
     return F.grid_sample(x[None] + 1, grid, mode='bilinear', padding_mode='zeros', align_corners=False)[0] - 1
-
-
-def benchmark_loader(opt: argparse.Namespace, num_workers: int, max_items: int = 3000) -> dict[str, float]:
-    """Slices per second of a shuffled DataLoader (batch ``opt.batch_size``) over this dataset, after the first
-    batch (worker start-up and store building excluded), and the peak resident memory in MB of this process and
-    of its (finished) workers. Build the store first (construct the dataset once) for steady-state figures."""
-    dataset = TriplanarAlignedDataset(opt)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=opt.batch_size, shuffle=True, num_workers=num_workers,
-                                         generator=torch.Generator().manual_seed(opt.seed))
-    n, start = 0, None
-    for batch in loader:
-        if start is None:
-            start = time.perf_counter()
-        else:
-            n += batch['A'].shape[0]
-        if n >= max_items:
-            break
-    elapsed = time.perf_counter() - start
-    del loader
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {'slices_per_s': n / elapsed, 'slices': n, 'seconds': elapsed, 'size': opt.crop_size,
-            'num_workers': num_workers, 'peak_rss_mb': rss, 'peak_worker_rss_mb': children}

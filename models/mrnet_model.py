@@ -63,8 +63,8 @@ class MrnetModel(Pix2PixModel):
 
     def __init__(self, opt):
         if opt.netG != 'sam_unet':
-            raise ValueError(f'--model mrnet needs --netG sam_unet (its masks feed the MRNet losses); got {opt.netG!r}. '
-                             'Use --model pix2pix for other generators.')
+            raise ValueError(f'--model mrnet needs --netG sam_unet (its masks feed the MRNet losses); got '
+                             f'{opt.netG!r}. Use --model pix2pix for other generators.')
         super().__init__(opt)
         self.loss_names = ['G_GAN', 'G_L1', 'G_feature', 'G_mask', 'D_real', 'D_fake']
         self.mask_names = [f'mask_{k}' for k in range(1, opt.n_masks + 1)]

@@ -16,6 +16,7 @@ import argparse
 import functools
 import hashlib
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import Mapping, NamedTuple
@@ -24,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT
+
+from util.distributed import is_main_process
 
 from .networks import NormLayer, check_image_channels, conv_bias_needed, get_norm_layer, init_weights
 
@@ -240,15 +243,15 @@ _random_sam_warned = False
 
 
 def warn_random_sam(model_type: str) -> None:
-    """Say once per process that SAM is randomly initialised."""
+    """Say once per process (on the main process) that SAM is randomly initialised."""
     global _random_sam_warned
-    if _random_sam_warned:
+    if _random_sam_warned or not is_main_process():
         return
     _random_sam_warned = True
     name = SAM_OFFICIAL_FILES.get(model_type, SAM_OFFICIAL_FILES['vit_b'])
-    warnings.warn(f'no --sam_checkpoint given: the SAM image encoder ({model_type}) is RANDOMLY INITIALISED, so '
-                  f'results will not match the paper. Download {SAM_DOWNLOAD_URL}{name} and pass '
-                  f'--sam_checkpoint {name}.', UserWarning, stacklevel=3)
+    print(f'WARNING: no --sam_checkpoint given: the SAM image encoder ({model_type}) is RANDOMLY INITIALISED, so '
+          f'results will not match the paper. Download {SAM_DOWNLOAD_URL}{name} and pass --sam_checkpoint {name}.',
+          file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- parts

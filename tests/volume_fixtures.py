@@ -10,6 +10,7 @@ import numpy as np
 
 from options.test_options import TestOptions
 from options.train_options import TrainOptions
+from data.triplanar_aligned_dataset import write_splits
 from scripts.make_demo_data import orient_as
 
 SHAPE = (12, 14, 10)          # canonical RAS voxels: small enough for fast tests, big enough for a 7-voxel SSIM
@@ -55,3 +56,13 @@ def make_opt(root: Path | None, *args: str, train: bool = True, checkpoints: Pat
     if root is not None:
         base += ['--dataroot', str(root)]
     return (TrainOptions() if train else TestOptions()).parse([*base, *args], setup_device=False)
+
+
+def synthrad_root(tmp_path: Path) -> Path:
+    """``tmp_path/data`` with SynthRAD subjects 'ras' and 'lps' (LPS, 1 x 1 x 2.5 mm) in train, 'other' in test."""
+    data = tmp_path / 'data'
+    write_subject(data, 'ras')
+    write_subject(data, 'lps', spacing=(1.0, 1.0, 2.5), axcodes='LPS')
+    write_subject(data, 'other', volumes=phantom(seed=5), spacing=(1.0, 1.0, 2.5), axcodes='LPS')
+    write_splits(str(data), {'train': ['lps', 'ras'], 'test': ['other']})
+    return data

@@ -87,22 +87,31 @@ class SliceEvaluator:
 
 
 class VolumeEvaluator:
-    """Reassembles the predicted slices (visual ``pred``) of a TriplanarAlignedDataset into volumes and scores
-    them. A subject is finished (written, scored, freed) as soon as all its slices have arrived; subjects left
-    incomplete (--num_test, --max_dataset_size) are reported and not written."""
+    """Reassembles the predicted slices of a TriplanarAlignedDataset into volumes and scores them. The prediction
+    is the first of the visuals ``preds`` a model has ('fake_B' of pix2pix, CycleGAN and MRNet; 'fake' of
+    ``--model test``). A subject is finished (written, scored, freed) as soon as all its slices have arrived;
+    subjects left incomplete (--num_test, --max_dataset_size) are reported and not written."""
 
-    def __init__(self, opt, result_dir: str, dataset, pred: str = 'fake_B', target: str = 'real_B'):
-        self.dataset, self.pred, self.fuse = dataset, pred, opt.fuse
+    def __init__(self, opt, result_dir: str, dataset, preds: tuple[str, ...] = ('fake_B', 'fake'),
+                 target: str = 'real_B'):
+        self.dataset, self.preds, self.pred, self.fuse = dataset, preds, preds[0], opt.fuse
         self.result_dir = result_dir
         self.volume_dir = os.path.join(result_dir, 'volumes')
-        self.slices = SliceEvaluator(opt, result_dir, pred, target)
+        self.slices = SliceEvaluator(opt, result_dir, preds[0], target)
         self.expected = {name: sum(c.values()) for name, c in dataset.slice_counts().items()}
         self.kind = modality_kind(dataset.target)
+        self.unit = 'HU' if self.kind == 'ct' else 'source units'
         self.assemblers: dict[str, VolumeAssembler] = {}
         self.rows: list[dict] = []
         self.figures: list[tuple[str, list[np.ndarray], list[str]]] = []
 
     def add(self, data: dict, visuals: dict[str, torch.Tensor]) -> None:
+        if self.pred not in visuals:
+            self.pred = next((p for p in self.preds if p in visuals), None)
+            if self.pred is None:
+                raise ValueError(f'no prediction to put back into volumes: the model shows {", ".join(visuals)}, '
+                                 f'none of {", ".join(self.preds)}')
+            self.slices.pred = self.pred
         self.slices.add(data, visuals)
         pred = visuals[self.pred].detach().float().cpu()
         for k, name in enumerate(data['subject']):
@@ -152,7 +161,7 @@ class VolumeEvaluator:
         """Montages (sagittal | coronal | axial mid-slices) of input, synthesized, truth and |error|."""
         low, high = self.window(subject)
         error_max = (high - low) / 8
-        unit = 'HU' if self.kind == 'ct' else 'a.u.'
+        unit = self.unit
         zooms = subject.geometry.zooms
         gray = [_montage(v, zooms) for v in volumes[:3]]
         error = _montage(volumes[3] / error_max * 2 - 1, zooms)
@@ -170,7 +179,7 @@ class VolumeEvaluator:
             print(f'WARNING: {name}: {assembler.n_slices} of {self.expected[name]} slices were predicted; '
                   f'its volume is not written (run the whole test set to get it)', file=sys.stderr)
         write_csv(os.path.join(self.result_dir, 'metrics.csv'), self.slices.rows + self.rows)
-        unit = 'HU' if self.kind == 'ct' else 'source units'
+        unit = self.unit
         window = 'clipped to [-1024, 3000] HU' if self.kind == 'ct' else "clipped to the target's window"
         webpage.add_header(f'Volume metrics of {self.dataset.target} (MAE in {unit}; PSNR and SSIM {window}; inside '
                            f'the body mask) and per-slice metrics ([-1, 1], data range 2), mean ± std', top=True)
@@ -204,7 +213,7 @@ def _montage(volume: np.ndarray, zooms: tuple[float, float, float]) -> np.ndarra
     physical aspect ratio and FIGURE_HEIGHT pixels high, side by side with a 4-pixel gap."""
     parts = []
     for axis in range(3):
-        image = take_slice(volume, axis, volume.shape[axis] // 2)
+        image = take_slice(volume, axis, volume.shape[axis] // 2).astype(np.float32)
         row_mm, col_mm = slice_spacing(zooms, axis)
         width = max(1, round(FIGURE_HEIGHT * image.shape[1] * col_mm / (image.shape[0] * row_mm)))
         t = F.interpolate(torch.from_numpy(image)[None, None], size=(FIGURE_HEIGHT, width), mode='bilinear',

@@ -176,8 +176,8 @@ def intensity_map(kind: str, data: np.ndarray, mask: np.ndarray, path: str,
 
 
 def foreground(data: np.ndarray, kind: str) -> np.ndarray:
-    """Tissue voxels of one volume: CT above -500 HU; MR above a tenth of its 99th percentile (above the noise
-    of the air, below every tissue but bone, whose holes :func:`body_mask` fills)."""
+    """Tissue voxels of one volume: CT above -500 HU; MR above min + 0.1 (p99 - min) (above the noise of the
+    air, below every tissue but bone, whose holes :func:`body_mask` fills)."""
     if kind == 'ct':
         return data > CT_BODY_HU
     low, high = np.percentile(data, [0, 99])
@@ -185,8 +185,9 @@ def foreground(data: np.ndarray, kind: str) -> np.ndarray:
 
 
 def body_mask(volumes: list[tuple[np.ndarray, str]]) -> np.ndarray:
-    """Body mask of co-registered volumes [(data, kind)], used when no mask file is given: the union of their
-    foregrounds, its largest connected part, holes filled in 3D and in every axial (last-axis) slice."""
+    """Body mask of co-registered canonical (RAS) volumes [(data, kind)], used when no mask file is given: the
+    union of their foregrounds, its largest connected part, holes filled in 3D and in every axial slice (the
+    neck is open at the bottom of a head scan, so 3D filling alone leaves the skull's inside out)."""
     fg = np.zeros(volumes[0][0].shape, bool)
     for data, kind in volumes:
         fg |= foreground(data, kind)
@@ -215,11 +216,12 @@ def _in_plane_axes(axis: int) -> tuple[int, int]:
 
 
 def take_slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
-    """Slice ``index`` along canonical ``axis`` of a (X, Y, Z) array, shown anatomically: (rows=v, cols=u),
-    float32 copy."""
+    """Slice ``index`` along canonical ``axis`` of a (X, Y, Z) or (X, Y, Z, C) array, shown anatomically:
+    a copy (H, W) or (C, H, W) in the volume's dtype, rows = v (top: high v), columns = u."""
     sl = [slice(None)] * 3
     sl[axis] = index
-    return np.ascontiguousarray(volume[tuple(sl)].T[::-1], dtype=np.float32)
+    s = np.moveaxis(volume[tuple(sl)], (0, 1), (-1, -2))
+    return np.ascontiguousarray(s[..., ::-1, :])
 
 
 def put_slice(volume: np.ndarray, axis: int, index: int, image: np.ndarray) -> None:

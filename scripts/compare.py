@@ -1,0 +1,459 @@
+"""Compare models, or ablations of one model, on one subject split in one command; writes what a results
+section needs (the paper's Tables II-V and Figs. 3-4).
+
+    python scripts/compare.py --dataroot DIR --models mrnet,pix2pix,cycle_gan --name TAG [shared options]
+    python scripts/compare.py --dataroot DIR --models mrnet --ablation n_masks=1,2,3,4,6,7 --name TAG   # Table IV
+    python scripts/compare.py --dataroot DIR --ablation losses --name TAG   # Table V: GAN + L1 vs + feature + mask
+    python scripts/compare.py --dataroot DIR --ablation sam --name TAG      # with and without the SAM branch
+
+Every run trains with the same shared options: the paper's settings (section IV-B: triplanar 3x256x256 slices,
+batch 4, Adam lr 1e-4 and beta1 0.5, 40 epochs, seed 2024, 70x70 PatchGAN with the LSGAN objective) unless you
+pass others, which then apply to every run. A model keeps what it owns: its generator, normalisation, dropout,
+loss weights and image pool. Flags only some models know (e.g. --sam_checkpoint) go to those; ``--model_args
+MODEL="FLAGS"`` gives one model flags of its own. Training-only flags (--n_epochs, --max_dataset_size,
+--batch_size ...) are not passed to test.py, which always runs on the whole test split at batch 1.
+
+Each run is a normal experiment ``compare_TAG_<model>`` (ablations: ``compare_TAG_n_masks2`` ...) with its
+checkpoints under --checkpoints_dir and test results under --results_dir. The comparison is written to
+``<results_dir>/compare_TAG/``: table.md, table.csv, index.html, images/*.png (loss curves, per-plane box plots,
+slice strips), shared_options.json, runs/*.json and logs/*.log.
+
+Runs resume: a finished training (its final epoch done) and a finished test (metrics.csv present) are reused, an
+unfinished training continues from checkpoints/NAME/latest_state.pth; --force redoes the runs of this call. A TAG
+whose earlier runs used other shared options is refused, with the differing flags.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import io
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from util.comparison import (TEST_LABEL, option_differences, options_path, read_json, run_name,  # noqa: E402
+                             run_record_path, safe_label, tag_dir, write_json)
+
+TRAIN = os.path.join(ROOT, 'train.py')
+TEST = os.path.join(ROOT, 'test.py')
+# the shared options every run gets unless the command line says otherwise (the paper's section IV-B)
+PAPER_SHARED = {'--dataset_mode': ['triplanar_aligned'], '--crop_size': ['256'], '--load_size': ['256'],
+                '--input_nc': ['3'], '--output_nc': ['3'], '--batch_size': ['4'], '--lr': ['0.0001'],
+                '--beta1': ['0.5'], '--n_epochs': ['40'], '--n_epochs_decay': ['0'], '--seed': ['2024'],
+                '--netD': ['basic'], '--n_layers_D': ['3'], '--gan_mode': ['lsgan'], '--display_id': ['0']}
+# set by compare.py itself for every run
+RESERVED = ('--name', '--model', '--dataroot', '--checkpoints_dir', '--results_dir', '--continue_train', '--epoch',
+            '--epoch_count', '--phase', '--suffix', '--load_iter')
+# passed to train.py only: test.py scores the whole test split, one slice at a time
+TRAIN_ONLY = ('--max_dataset_size', '--batch_size')
+# options that do not change what a run learns or scores; left out of the check of a TAG's shared options
+NOT_COMPARED = ('gpu_ids', 'num_threads', 'display_id', 'display_freq', 'display_ncols', 'display_server',
+                'display_env', 'display_port', 'update_html_freq', 'print_freq', 'no_html', 'save_latest_freq',
+                'save_epoch_freq', 'save_by_iter', 'verbose', 'open_volumes', 'cache_dir', 'display_winsize')
+# named ablations: (key, label, flags)
+ABLATIONS = {
+    'losses': [('gan_l1', 'GAN + L1', ['--lambda_feature', '0', '--lambda_mask', '0']),
+               ('gan_l1_feature_mask', 'GAN + L1 + feature + mask', [])],
+    'sam': [('sam', 'with SAM', []), ('no_sam', 'without SAM', ['--no_sam'])],
+}
+TRUE_WORDS, FALSE_WORDS = ('1', 'true', 'yes', 'on'), ('0', 'false', 'no', 'off')
+
+
+@dataclass
+class Run:
+    """One model configuration of the comparison: ``key`` names its files, ``label`` its table row."""
+    key: str
+    label: str
+    model: str
+    args: list[str]             # flags of its own (--model_args, the ablation's setting)
+    name: str = ''              # experiment name compare_TAG_<key>
+    train_args: list[str] | None = None
+    test_args: list[str] | None = None
+
+    def entry(self, folder: str, results_dir: str, checkpoints_dir: str) -> dict:
+        """Its record in shared_options.json (paths relative to the comparison folder)."""
+        return {'key': self.key, 'label': self.label, 'model': self.model, 'args': self.args, 'name': self.name,
+                'test_dir': os.path.relpath(os.path.join(results_dir, self.name, TEST_LABEL), folder),
+                'loss_log': os.path.relpath(os.path.join(checkpoints_dir, self.name, 'loss_log.txt'), folder)}
+
+
+# ----------------------------------------------------------------------------- command line
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
+    p.add_argument('--name', required=True, help='TAG: results go to <results_dir>/compare_TAG/')
+    p.add_argument('--models', default=None,
+                   help='comma-separated models, the reference first (default mrnet,pix2pix,cycle_gan; with '
+                        '--ablation: mrnet)')
+    p.add_argument('--ablation', default=None,
+                   help='instead of several models, variants of one: "losses" (Table V), "sam" (with and without '
+                        'SAM) or FLAG=V1,V2,... (e.g. n_masks=1,2,3,4,6,7 for Table IV; true/false for switches)')
+    p.add_argument('--dataroot', default=None, help='one folder per subject (default: the demo dataset)')
+    p.add_argument('--checkpoints_dir', default='./checkpoints')
+    p.add_argument('--results_dir', default='./results')
+    p.add_argument('--model_args', action='append', default=[], metavar='MODEL="FLAGS"',
+                   help='flags for one model only, e.g. --model_args mrnet="--sam_input_size 512"; repeatable')
+    p.add_argument('--reference', default=None,
+                   help='row whose worst, median and best slices are shown (default: the first)')
+    p.add_argument('--slices', default='', help='more slices to show, comma-separated test slice names '
+                                               '<subject>_<plane><index>, e.g. 1BA001_z080')
+    p.add_argument('--time_slices', type=int, default=20, help='slices timed for the inference time per slice')
+    p.add_argument('--force', action='store_true', help='train and test the runs of this call again')
+    p.add_argument('--quiet', action='store_true', help='do not echo train.py/test.py output (logs/ keeps it)')
+    return p
+
+
+def group_flags(tokens: list[str]) -> dict[str, list[str]]:
+    """Shared tokens -> {'--flag': [values]} in order (``--flag=value`` accepted; a repeated flag: last wins)."""
+    groups: dict[str, list[str]] = {}
+    flag = None
+    for token in tokens:
+        if token.startswith('--'):
+            flag, eq, value = token.partition('=')
+            groups.pop(flag, None)
+            groups[flag] = [value] if eq else []
+        elif flag is None:
+            raise ValueError(f'unexpected argument "{token}": shared options are --flag [value] pairs')
+        else:
+            groups[flag].append(token)
+    return groups
+
+
+def flatten(groups: dict[str, list[str]]) -> list[str]:
+    return [t for flag, values in groups.items() for t in (flag, *values)]
+
+
+def parse_models(text: str | None, ablation: bool) -> list[str]:
+    """Model names of --models, checked against models/*_model.py; ValueError for an unknown or repeated one."""
+    import models
+    names = [m.strip() for m in (text or ('mrnet' if ablation else 'mrnet,pix2pix,cycle_gan')).split(',') if m.strip()]
+    available = models.available_models()
+    unknown = [m for m in names if m not in available]
+    if unknown:
+        raise ValueError(f'--models: unknown model(s) {", ".join(unknown)}; available: {", ".join(available)}')
+    if len(set(names)) != len(names):
+        raise ValueError(f'--models lists a model twice: {text}')
+    if ablation and len(names) != 1:
+        raise ValueError(f'--ablation varies one model; --models names {len(names)} ({text})')
+    if 'test' in names:
+        raise ValueError('--models: "test" is a test-only model and cannot be trained')
+    return names
+
+
+def parse_model_args(items: list[str], models: list[str]) -> dict[str, list[str]]:
+    """--model_args MODEL="FLAGS" -> {model: [flags]}."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        model, eq, flags = item.partition('=')
+        if not eq or model not in models:
+            raise ValueError(f'--model_args "{item}": expected MODEL="FLAGS" with MODEL one of {", ".join(models)}')
+        out[model] = out.get(model, []) + shlex.split(flags)
+    return out
+
+
+def train_parser(tokens: list[str]) -> argparse.ArgumentParser:
+    from options.train_options import TrainOptions
+    return TrainOptions().build_parser(tokens)
+
+
+def test_parser(tokens: list[str]) -> argparse.ArgumentParser:
+    from options.test_options import TestOptions
+    return TestOptions().build_parser(tokens)
+
+
+def ablation_runs(spec: str, model: str, own: list[str], base: list[str]) -> list[Run]:
+    """The runs of --ablation ``spec`` for ``model``."""
+    if spec in ABLATIONS:
+        return [Run(key, label, model, own + flags) for key, label, flags in ABLATIONS[spec]]
+    flag, eq, values = spec.partition('=')
+    choices = [v.strip() for v in values.split(',') if v.strip()]
+    if not eq or not flag or not choices:
+        raise ValueError(f'--ablation "{spec}": use one of {", ".join(ABLATIONS)} or FLAG=V1,V2,...')
+    parser = train_parser(['--model', model, *base, *own])
+    action = parser._option_string_actions.get('--' + flag)
+    if action is None:
+        raise ValueError(f'--ablation "{spec}": --{flag} is not an option of --model {model}')
+    runs = []
+    for value in choices:
+        if action.nargs == 0:  # a switch
+            if value.lower() not in TRUE_WORDS + FALSE_WORDS:
+                raise ValueError(f'--ablation "{spec}": --{flag} is a switch; use true/false values')
+            flags = ['--' + flag] if value.lower() in TRUE_WORDS else []
+        else:
+            flags = ['--' + flag, value]
+        runs.append(Run(safe_label(f'{flag}{value}'), f'{flag}={value}', model, own + flags))
+    return runs
+
+
+def make_runs(args: argparse.Namespace, base: list[str]) -> list[Run]:
+    models = parse_models(args.models, bool(args.ablation))
+    own = parse_model_args(args.model_args, models)
+    if args.ablation:
+        runs = ablation_runs(args.ablation, models[0], own.get(models[0], []), base)
+    else:
+        runs = [Run(m, m, m, own.get(m, [])) for m in models]
+    keys = [r.key for r in runs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f'two runs would share a name: {", ".join(keys)}')
+    for run in runs:
+        run.name = run_name(args.name, run.key)
+    return runs
+
+
+def route(groups: dict[str, list[str]], parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> list[str]:
+    """The flags of ``groups`` that ``parser`` knows (minus ``skip``), as tokens."""
+    known = parser._option_string_actions
+    return flatten({f: v for f, v in groups.items() if f in known and f not in skip})
+
+
+def typed_values(groups: dict[str, list[str]], parsers: list[argparse.ArgumentParser]) -> dict:
+    """{dest: value} of each flag as the first parser that knows it reads it (so 1e-4 equals 0.0001)."""
+    out = {}
+    for flag, values in groups.items():
+        parser = next(p for p in parsers if flag in p._option_string_actions)
+        action = parser._option_string_actions[flag]
+        value = getattr(parser.parse_known_args([flag, *values])[0], action.dest)
+        out[action.dest] = list(value) if isinstance(value, (list, tuple)) else value
+    return out
+
+
+# ----------------------------------------------------------------------------- planning
+
+def plan(args: argparse.Namespace, shared_tokens: list[str]) -> tuple[list[Run], dict]:
+    """Runs with their train.py/test.py arguments, and the comparison's record for shared_options.json.
+
+    Raises ValueError for an unknown model or option, an option compare.py sets itself, or a dataset mode
+    other than triplanar_aligned.
+    """
+    user = group_flags(shared_tokens)
+    reserved = [f for f in user if f in RESERVED]
+    if reserved:
+        raise ValueError(f'{", ".join(reserved)}: set by compare.py for every run; use its own --name, '
+                         f'--dataroot, --checkpoints_dir and --results_dir')
+    groups = {**{f: v for f, v in PAPER_SHARED.items() if f not in user}, **user}
+    dataroot = os.path.abspath(args.dataroot) if args.dataroot else None
+    runs = make_runs(args, flatten(groups))
+    parsers = []
+    for run in runs:
+        common = ['--model', run.model, '--name', run.name, '--checkpoints_dir', args.checkpoints_dir]
+        if dataroot:
+            common += ['--dataroot', dataroot]
+        tp = train_parser(common + flatten(groups) + run.args)
+        sp = test_parser(common + flatten(groups) + run.args)
+        unknown = [f for f in group_flags(run.args) if f not in tp._option_string_actions
+                   and f not in sp._option_string_actions]
+        if unknown:
+            raise ValueError(f'{run.label}: {", ".join(unknown)} is not an option of --model {run.model}')
+        own = group_flags(run.args)
+        run.train_args = common + route(groups, tp) + route(own, tp)
+        run.test_args = (common + ['--results_dir', args.results_dir, '--epoch', 'latest', '--phase', 'test']
+                         + route(groups, sp, TRAIN_ONLY) + route(own, sp, TRAIN_ONLY))
+        parsers += [tp, sp]
+    unknown = [f for f in groups if not any(f in p._option_string_actions for p in parsers)]
+    if unknown:
+        raise ValueError(f'{", ".join(unknown)}: not an option of train.py or test.py for '
+                         f'{", ".join(sorted({r.model for r in runs}))} (give full flag names)')
+    opt = train_parser(runs[0].train_args).parse_args(runs[0].train_args)
+    if opt.dataset_mode != 'triplanar_aligned':
+        raise ValueError(f'compare.py scores volumes: it needs --dataset_mode triplanar_aligned (got {opt.dataset_mode})')
+    record = {'tag': args.name, 'mode': 'ablation' if args.ablation else 'models',
+              'shared': {k: v for k, v in typed_values(groups, parsers).items() if k not in NOT_COMPARED},
+              'data': data_record(opt, dataroot), 'external': [],
+              'report': {'reference': args.reference or runs[0].label,
+                         'slices': [s.strip() for s in args.slices.split(',') if s.strip()]}}
+    if args.reference and args.reference not in [r.label for r in runs]:
+        raise ValueError(f'--reference {args.reference}: not a run of this call ({", ".join(r.label for r in runs)})')
+    return runs, record
+
+
+def data_record(opt: argparse.Namespace, dataroot: str | None) -> dict:
+    """Dataroot (the demo dataset when none is given, made now), modalities, intensity settings and the test
+    subjects of the split (written now with --split_seed when the dataroot has none)."""
+    from data.triplanar_aligned_dataset import list_subjects, load_split, resolve_dataroot
+    opt.dataroot = dataroot
+    root = os.path.abspath(resolve_dataroot(opt))
+    source, target = ((opt.modality_A, opt.modality_B) if opt.direction == 'AtoB'
+                      else (opt.modality_B, opt.modality_A))
+    subjects = list_subjects(root)
+    return {'dataroot': root, 'source': source, 'target': target, 'ct_window': list(opt.ct_window),
+            'mr_percentiles': list(opt.mr_percentiles), 'planes': opt.planes,
+            'test_subjects': load_split(root, 'test', subjects, opt.split_seed),
+            'train_subjects': load_split(root, 'train', subjects, opt.split_seed)}
+
+
+def merge_record(folder: str, record: dict, runs: list[Run], args: argparse.Namespace) -> dict:
+    """The comparison's record with this call's runs added; ValueError when the TAG's earlier runs used other
+    shared options, data, mode or flags for a run of the same name."""
+    path = options_path(folder)
+    entries = [r.entry(folder, args.results_dir, args.checkpoints_dir) for r in runs]
+    if not os.path.isfile(path):
+        return {**record, 'runs': entries}
+    old = read_json(path)
+    problems = []
+    if old['mode'] != record['mode']:
+        problems.append(f'it is {"an ablation" if old["mode"] == "ablation" else "a comparison of models"}')
+    problems += option_differences(old['shared'], record['shared'])
+    for key in ('dataroot', 'source', 'target', 'test_subjects', 'train_subjects'):
+        if old['data'][key] != record['data'][key]:
+            problems.append(f'{key}: earlier {old["data"][key]!r}, now {record["data"][key]!r}')
+    earlier = {e['key']: e for e in old['runs']}
+    for e in entries:
+        if e['key'] in earlier and (earlier[e['key']]['model'], earlier[e['key']]['args']) != (e['model'], e['args']):
+            problems.append(f'run {e["label"]}: earlier --model {earlier[e["key"]]["model"]} '
+                            f'{" ".join(earlier[e["key"]]["args"])}, now --model {e["model"]} {" ".join(e["args"])}')
+    if problems:
+        raise ValueError(f'{path}: comparison {args.name} was run with other settings, and runs made with different '
+                         f'settings must not be mixed in one table:\n  ' + '\n  '.join(problems) +
+                         f'\nUse another --name, or delete {folder} to start this comparison afresh.')
+    now = {e['key']: e for e in entries}
+    merged = [now.get(e['key'], e) for e in old['runs']] + [e for e in entries if e['key'] not in earlier]
+    report = old['report'] if not (args.reference or args.slices) else record['report']
+    return {**old, 'runs': merged, 'report': report}
+
+
+# ----------------------------------------------------------------------------- running
+
+def training_done(checkpoint_dir: str, last_epoch: int) -> bool:
+    """Whether the final epoch's networks (``<last_epoch>_net_*.pth``) or a latest state past it exist."""
+    if glob.glob(os.path.join(glob.escape(checkpoint_dir), f'{last_epoch}_net_*.pth')):
+        return True
+    state = os.path.join(checkpoint_dir, 'latest_state.pth')
+    if not os.path.isfile(state):
+        return False
+    from util.checkpoint import safe_load
+    return int(safe_load(state)['counters']['epoch']) > last_epoch
+
+
+def run_logged(cmd: list[str], log: str, quiet: bool) -> float:
+    """Run ``cmd``, its output appended to ``log`` (and echoed unless ``quiet``); returns the wall time in s.
+    RuntimeError with the output's tail when it fails."""
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    start = time.perf_counter()
+    tail: list[str] = []
+    with open(log, 'a') as f:
+        f.write(f'$ {shlex.join(cmd)}\n')
+        f.flush()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        for line in proc.stdout:
+            f.write(line)
+            tail = (tail + [line])[-40:]
+            if not quiet:
+                sys.stdout.write(line)
+        code = proc.wait()
+    if code != 0:
+        raise RuntimeError(f'{shlex.join(cmd)} failed (exit {code}); log {log}:\n{"".join(tail)}')
+    return time.perf_counter() - start
+
+
+def measure_generator(test_args: list[str], n_slices: int) -> dict:
+    """Parameters of the A -> B generator as loaded for testing (G, or G_A of a CycleGAN; total and frozen),
+    and its forward time per slice (batch 1, after two warm-up passes) on the test device."""
+    import torch
+    from models import create_model
+    from options.test_options import TestOptions
+    with contextlib.redirect_stdout(io.StringIO()):
+        opt = TestOptions().parse(test_args)
+        model = create_model(opt)
+        model.setup(opt)
+    if opt.eval:
+        model.eval()
+    name = 'G_A' if 'G_A' in model.model_names else model.model_names[0]
+    net = model.unwrap(name)
+    params = list(net.parameters())
+    x = torch.rand(1, opt.input_nc, opt.crop_size, opt.crop_size, generator=torch.Generator().manual_seed(0))
+    x = (x * 2 - 1).to(opt.device)
+
+    def sync() -> None:
+        if opt.device.type == 'cuda':
+            torch.cuda.synchronize(opt.device)
+    with torch.no_grad():
+        for _ in range(2):
+            net(x)
+        sync()
+        start = time.perf_counter()
+        for _ in range(max(1, n_slices)):
+            net(x)
+        sync()
+        seconds = (time.perf_counter() - start) / max(1, n_slices)
+    device = str(opt.device) + (f' ({torch.cuda.get_device_name(opt.device)})' if opt.device.type == 'cuda' else '')
+    return {'generator': name, 'params_total': sum(p.numel() for p in params),
+            'params_frozen': sum(p.numel() for p in params if not p.requires_grad),
+            'inference_ms': seconds * 1000, 'device': device}
+
+
+def execute(run: Run, folder: str, args: argparse.Namespace) -> dict:
+    """Train (or resume, or reuse), test (or reuse) and measure one run; returns its record."""
+    checkpoint_dir = os.path.join(args.checkpoints_dir, run.name)
+    result_dir = os.path.join(args.results_dir, run.name)
+    record_path = run_record_path(folder, run.key)
+    if args.force:
+        for path in (checkpoint_dir, result_dir):
+            shutil.rmtree(path, ignore_errors=True)
+        if os.path.isfile(record_path):
+            os.remove(record_path)
+    record = read_json(record_path) if os.path.isfile(record_path) else {}
+    record.update(label=run.label, model=run.model, name=run.name)
+    opt = train_parser(run.train_args).parse_args(run.train_args)
+    last_epoch = opt.n_epochs + opt.n_epochs_decay
+    logs = os.path.join(folder, 'logs')
+    trained = False
+    if training_done(checkpoint_dir, last_epoch):
+        print(f'[compare] {run.label}: reusing the trained {run.name} (epoch {last_epoch} done)', flush=True)
+    else:
+        resume = os.path.isfile(os.path.join(checkpoint_dir, 'latest_state.pth'))
+        print(f'[compare] {run.label}: {"resuming" if resume else "training"} {run.name}', flush=True)
+        cmd = [sys.executable, TRAIN, *run.train_args] + (['--continue_train'] if resume else [])
+        start = time.perf_counter()
+        try:
+            run_logged(cmd, os.path.join(logs, f'{run.key}_train.log'), args.quiet)
+        finally:
+            record['train_seconds'] = record.get('train_seconds', 0.0) + time.perf_counter() - start
+            record['train_sessions'] = record.get('train_sessions', 0) + 1
+            write_json(record_path, record)
+        trained = True
+    metrics = os.path.join(result_dir, TEST_LABEL, 'metrics.csv')
+    if trained or not os.path.isfile(metrics):
+        print(f'[compare] {run.label}: testing {run.name}', flush=True)
+        record['test_seconds'] = run_logged([sys.executable, TEST, *run.test_args],
+                                            os.path.join(logs, f'{run.key}_test.log'), args.quiet)
+    else:
+        print(f'[compare] {run.label}: reusing the test results {metrics}', flush=True)
+    if trained or not math.isfinite(record.get('inference_ms', math.nan)):
+        record.update(measure_generator(run.test_args, args.time_slices))
+    write_json(record_path, record)
+    return record
+
+
+def main(argv: list[str] | None = None) -> str:
+    """Run the comparison; returns the path of its index.html."""
+    args, shared_tokens = build_parser().parse_known_args(argv)
+    runs, record = plan(args, shared_tokens)
+    folder = tag_dir(args.results_dir, args.name)
+    record = merge_record(folder, record, runs, args)
+    write_json(options_path(folder), record)
+    for run in runs:
+        measured = execute(run, folder, args)
+        record['device'] = measured.get('device', record.get('device', ''))
+        write_json(options_path(folder), record)
+    from util.comparison_report import write_report
+    page = write_report(folder)
+    print(f'[compare] table: {os.path.join(folder, "table.md")}\n[compare] page: {page}')
+    return page
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        sys.exit(f'compare.py: error: {e}')

@@ -1,0 +1,192 @@
+"""Score synthesized NIfTI volumes made anywhere (another toolkit, a challenge submission) with this toolkit's
+metrics code: the SynthRAD2023 set (MAE in HU, PSNR, SSIM inside the body mask), exactly as test.py scores its
+own volumes; optionally add them as a row to a comparison made by scripts/compare.py.
+
+    python scripts/evaluate.py --pred DIR --gt DIR [--mask DIR] [--out scores.csv]
+    python scripts/evaluate.py --pred sub/ --pred_pattern '{subject}_sct.nii.gz' --gt /data/synthrad/brain
+    python scripts/evaluate.py --pred DIR --gt DIR --append TAG --label "Method X"   # a row in compare_TAG
+
+Predictions: files ``--pred_pattern`` (default ``{subject}.nii.gz``) under --pred. Ground truth: the
+``--modality`` volume of each subject under --gt, either in a subject folder (``<subject>/ct.nii.gz`` or
+``<subject>/<subject>_ct.nii.gz``, the dataset layouts) or flat (``<subject>.nii.gz``). Mask: the same under
+--mask (file ``mask`` in a subject folder, or ``<subject>.nii.gz``); without --mask, the ``mask`` file of the
+ground truth's subject folder, or else a body mask computed from the ground truth as the dataset does. A
+prediction must have the ground truth's shape and affine.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import sys
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from data.triplanar_aligned_dataset import find_nifti  # noqa: E402
+from util.comparison import (VOLUME_METRICS, VOLUME_PLANES, Stat, external_paths, options_path, read_json,  # noqa: E402
+                             safe_label, tag_dir, write_json)
+from util.evaluation import write_csv  # noqa: E402
+from util.metrics import SYNTHRAD_HU_RANGE, volume_metrics  # noqa: E402
+from util.volume import Geometry, body_mask, intensity_map, load_nifti, modality_kind  # noqa: E402
+
+SUBJECT = '{subject}'
+
+
+def find_predictions(pred_dir: str, pattern: str) -> dict[str, str]:
+    """{subject: path} of the files under ``pred_dir`` that match ``pattern`` (``{subject}`` stands for the
+    subject name; may contain '/'). FileNotFoundError when the folder is missing or nothing matches."""
+    if SUBJECT not in pattern:
+        raise ValueError(f'--pred_pattern "{pattern}" must contain {SUBJECT}')
+    if not os.path.isdir(pred_dir):
+        raise FileNotFoundError(f'--pred {pred_dir}: folder not found')
+    regex = re.compile(re.escape(pattern).replace(re.escape(SUBJECT), '(?P<subject>[^/]+)') + '$')
+    found = {}
+    for path in sorted(glob.glob(os.path.join(glob.escape(pred_dir), pattern.replace(SUBJECT, '*')))):
+        m = regex.match(os.path.relpath(path, pred_dir).replace(os.sep, '/'))
+        if m:
+            found[m.group('subject')] = path
+    if not found:
+        raise FileNotFoundError(f'--pred {pred_dir}: no file matches --pred_pattern "{pattern}"')
+    return found
+
+
+def find_subject_file(root: str, subject: str, name: str) -> str | None:
+    """``<root>/<subject>/`` holding ``name`` (``name.nii[.gz]`` or ``<subject>_name.nii[.gz]``), else the flat
+    ``<root>/<subject>.nii[.gz]``; None when neither exists."""
+    folder = os.path.join(root, subject)
+    if os.path.isdir(folder):
+        return find_nifti(folder, subject, name)
+    return next((p for p in (os.path.join(root, subject + ext) for ext in ('.nii.gz', '.nii')) if os.path.isfile(p)),
+                None)
+
+
+def check_same_grid(path: str, img, ref_path: str, ref_img, tol: float) -> None:
+    """ValueError naming both files when ``img`` is not on ``ref_img``'s voxel grid (shape, affine)."""
+    why = Geometry.of(ref_img).mismatch(Geometry.of(img), tol)
+    if why:
+        raise ValueError(f'{path} does not match the ground truth {ref_path}: {why}')
+
+
+def score_subject(pred_path: str, gt_path: str, mask_path: str | None, modality: str,
+                  affine_tol: float = 1e-3) -> dict[str, float]:
+    """{'mae', 'psnr', 'ssim'} of one predicted volume (source units, HU for CT) against its ground truth inside
+    the mask: CT clipped to [-1024, 3000] HU, MR to the ground truth's normalisation window (util.evaluation)."""
+    truth, truth_img = load_nifti(gt_path)
+    pred, pred_img = load_nifti(pred_path)
+    check_same_grid(pred_path, pred_img, gt_path, truth_img, affine_tol)
+    kind = modality_kind(modality)
+    if mask_path:
+        mask_data, mask_img = load_nifti(mask_path)
+        check_same_grid(mask_path, mask_img, gt_path, truth_img, affine_tol)
+        mask = mask_data > 0
+    else:
+        mask = body_mask([(truth, kind)])
+    if kind == 'ct':
+        window = SYNTHRAD_HU_RANGE
+    else:
+        m = intensity_map('mr', truth, mask, gt_path)
+        window = (m.low, m.high)
+    return volume_metrics(pred, truth, mask, window)
+
+
+def evaluate(pred: dict[str, str], gt_dir: str, mask_dir: str | None, modality: str, plane: str,
+             affine_tol: float = 1e-3) -> list[dict]:
+    """Rows in metrics.csv form (level 'volume', subject, plane, mae, psnr, ssim), one per predicted subject."""
+    rows = []
+    for subject, pred_path in pred.items():
+        gt_path = find_subject_file(gt_dir, subject, modality)
+        if gt_path is None:
+            raise FileNotFoundError(f'{pred_path}: no ground truth for subject {subject} under --gt {gt_dir} '
+                                    f'(looked for {subject}/{modality}.nii[.gz], {subject}/{subject}_{modality}'
+                                    f'.nii[.gz] and {subject}.nii[.gz])')
+        if mask_dir:
+            mask_path = find_subject_file(mask_dir, subject, 'mask')
+            if mask_path is None:
+                raise FileNotFoundError(f'--mask {mask_dir}: no mask for subject {subject}')
+        else:
+            mask_path = find_nifti(os.path.join(gt_dir, subject), subject, 'mask') \
+                if os.path.isdir(os.path.join(gt_dir, subject)) else None
+            if mask_path is None:
+                print(f'{subject}: no mask file, using a body mask computed from {gt_path}')
+        rows.append({'level': 'volume', 'subject': subject, 'plane': plane,
+                     **score_subject(pred_path, gt_path, mask_path, modality, affine_tol)})
+    return rows
+
+
+def append_to_comparison(results_dir: str, tag: str, label: str, rows: list[dict], meta: dict) -> str:
+    """Store ``rows`` as the outside result ``label`` of comparison ``tag`` and rebuild its report; returns the
+    page. ValueError when the TAG does not exist, the label is one of its runs, or the subjects are not its
+    test subjects."""
+    folder = tag_dir(results_dir, tag)
+    if not os.path.isfile(options_path(folder)):
+        raise FileNotFoundError(f'--append {tag}: no comparison at {folder} (run scripts/compare.py --name {tag} '
+                                f'first, or pass its --results_dir)')
+    options = read_json(options_path(folder))
+    if label in [r['label'] for r in options['runs']]:
+        raise ValueError(f'--label {label}: a trained run of {tag} already has this name')
+    expected, got = set(options['data']['test_subjects']), {r['subject'] for r in rows}
+    if got != expected:
+        raise ValueError(f'--append {tag}: the comparison\'s test subjects are {sorted(expected)}, but the '
+                         f'predictions cover {sorted(got)} (missing {sorted(expected - got)}, extra '
+                         f'{sorted(got - expected)}); score the same subjects')
+    key = safe_label(label)
+    meta_path, csv_path = external_paths(folder, key)
+    os.makedirs(os.path.dirname(csv_path), exist_ok=True)
+    write_csv(csv_path, rows)
+    write_json(meta_path, {**meta, 'label': label})
+    options['external'] = [k for k in options.get('external', []) if k != key] + [key]
+    write_json(options_path(folder), options)
+    from util.comparison_report import write_report
+    return write_report(folder)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--pred', required=True, help='folder of predicted volumes')
+    p.add_argument('--pred_pattern', default='{subject}.nii.gz',
+                   help='file names of the predictions under --pred; {subject} is the subject name')
+    p.add_argument('--gt', required=True, help='folder of the ground truth (dataset layout or flat)')
+    p.add_argument('--mask', default=None, help='folder of body masks (default: the ground truth\'s mask files)')
+    p.add_argument('--modality', default='ct', help='ground-truth modality name: ct (HU) or an MR name')
+    p.add_argument('--plane', default='fused', choices=VOLUME_PLANES,
+                   help='the table column the volumes belong to (a 3D prediction is "fused")')
+    p.add_argument('--affine_tol', type=float, default=1e-3, help='largest affine difference (mm) accepted')
+    p.add_argument('--out', default=None, help='write the per-subject scores to this CSV')
+    p.add_argument('--append', default=None, metavar='TAG', help='add the scores as a row of results/compare_TAG')
+    p.add_argument('--label', default=None, help='row name for --append (default: the --pred folder name)')
+    p.add_argument('--results_dir', default='./results', help='where compare_TAG is (with --append)')
+    return p
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = build_parser().parse_args(argv)
+    pred = find_predictions(args.pred, args.pred_pattern)
+    rows = evaluate(pred, args.gt, args.mask, args.modality, args.plane, args.affine_tol)
+    unit = ' (HU)' if modality_kind(args.modality) == 'ct' else ''
+    print(f'{"subject":<24}' + ''.join(f'{m.upper() + (unit if m == "mae" else ""):>22}' for m in VOLUME_METRICS))
+    for r in rows:
+        print(f'{r["subject"]:<24}' + ''.join(f'{r[m]:>22.4f}' for m in VOLUME_METRICS))
+    stats = {m: Stat.of(r[m] for r in rows) for m in VOLUME_METRICS}
+    print(f'{"mean ± std":<24}' + ''.join(f'{f"{stats[m].mean:.4f} ± {stats[m].std:.4f}":>22}' for m in VOLUME_METRICS))
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        write_csv(args.out, rows)
+    if args.append:
+        label = args.label or os.path.basename(os.path.normpath(args.pred))
+        meta = {'pred': os.path.abspath(args.pred), 'pattern': args.pred_pattern, 'gt': os.path.abspath(args.gt),
+                'mask': os.path.abspath(args.mask) if args.mask else None, 'modality': args.modality,
+                'plane': args.plane, 'files': {s: os.path.abspath(p) for s, p in pred.items()}}
+        page = append_to_comparison(args.results_dir, args.append, label, rows, meta)
+        print(f'added "{label}" to {page}')
+    return rows
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        sys.exit(f'evaluate.py: error: {e}')
