@@ -45,7 +45,12 @@ class DatasetDataLoader:
             print(f'dataset [{type(self.dataset).__name__}] was created with {len(self.dataset)} items')
         subset = self.dataset
         if len(self.dataset) > opt.max_dataset_size:
-            subset = torch.utils.data.Subset(self.dataset, range(int(opt.max_dataset_size)))
+            # training: a seeded random sample (slices of a volume come in order, the first N would be one
+            # subject's); serial runs (test): the first N, as in the classic toolkit
+            keep = int(opt.max_dataset_size)
+            indices = range(keep) if opt.serial_batches else \
+                torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(opt.seed))[:keep].sort()[0].tolist()
+            subset = torch.utils.data.Subset(self.dataset, indices)
         self.sampler = torch.utils.data.DistributedSampler(
             subset, num_replicas=getattr(opt, 'world_size', 1), rank=getattr(opt, 'rank', 0),
             shuffle=not opt.serial_batches, seed=opt.seed)

@@ -114,7 +114,8 @@ class BaseModel(ABC):
 
     def get_current_losses(self) -> OrderedDict:
         """name -> float of the last step's losses."""
-        return OrderedDict((name, float(getattr(self, 'loss_' + name))) for name in self.loss_names)
+        return OrderedDict((name, float(torch.as_tensor(getattr(self, 'loss_' + name)).detach()))
+                           for name in self.loss_names)
 
     @staticmethod
     def set_requires_grad(nets, requires_grad: bool = False) -> None:

@@ -99,3 +99,20 @@ def test_atomic_save_leaves_old_file_on_failure(tmp_path: Path):
         pass
     assert torch.equal(safe_load(str(path))['a'], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ['x.pth']
+
+
+def test_save_by_iter_load_iter_and_epoch(aligned_root: Path, tmp_path: Path):
+    """--save_by_iter keeps iter_<n> checkpoints; test.py picks them with --load_iter, or an epoch with --epoch."""
+    args = SMALL + ['--dataroot', str(aligned_root), '--name', 'byiter']
+    run_script(TRAIN, *args, '--n_epochs', '2', '--n_epochs_decay', '0', '--save_by_iter', '--save_latest_freq', '1',
+               '--save_epoch_freq', '1', cwd=tmp_path)
+    ckpt = tmp_path / 'checkpoints' / 'byiter'
+    for name in ('iter_1_net_G.pth', 'iter_2_net_G.pth', 'iter_2_state.pth', '1_net_G.pth', '2_net_G.pth',
+                 'latest_net_G.pth'):
+        assert (ckpt / name).exists(), name
+    test = SMALL[:-4] + ['--dataroot', str(aligned_root), '--name', 'byiter']  # without the display/print flags
+    proc = run_script(str(ROOT / 'test.py'), *test, '--load_iter', '1', cwd=tmp_path)
+    assert 'iter_1_net_G.pth' in proc.stdout
+    assert (tmp_path / 'results' / 'byiter' / 'test_latest_iter1' / 'index.html').exists()
+    proc = run_script(str(ROOT / 'test.py'), *test, '--epoch', '2', cwd=tmp_path)
+    assert '2_net_G.pth' in proc.stdout and (tmp_path / 'results' / 'byiter' / 'test_2' / 'index.html').exists()
