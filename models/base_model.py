@@ -23,7 +23,7 @@ SHAPE_OPTIONS = ('model', 'netG', 'netD', 'ngf', 'ndf', 'norm', 'input_nc', 'out
 
 class BaseModel(ABC):
     """Subclasses set ``loss_names``, ``model_names``, ``visual_names`` and ``optimizers`` in ``__init__``
-    and implement ``set_input``, ``forward`` and ``optimize_parameters``.
+    and implement ``forward`` and ``optimize_parameters`` (and ``set_input`` when the batch is not A/B pairs).
 
     A network listed in ``model_names`` as 'G' is the attribute ``netG``.
     """
@@ -47,9 +47,15 @@ class BaseModel(ABC):
         """Add model-specific flags and change defaults of existing ones."""
         return parser
 
-    @abstractmethod
     def set_input(self, input: dict) -> None:
-        """Unpack a batch from the data loader."""
+        """Unpack a batch: ``real_A`` (and ``real_B`` for paired data), (N, C, H, W) in [-1, 1], on the device.
+
+        The dataset has already applied ``--direction``; models with other inputs override this.
+        """
+        self.real_A = input['A'].to(self.device)
+        if 'B' in input:
+            self.real_B = input['B'].to(self.device)
+        self.image_paths = input['A_paths']
 
     @abstractmethod
     def forward(self) -> None:

@@ -57,12 +57,6 @@ class CycleGANModel(BaseModel):
                                                 lr=opt.lr, betas=(opt.beta1, 0.999))
             self.optimizers = [self.optimizer_G, self.optimizer_D]
 
-    def set_input(self, input: dict) -> None:
-        """input: {'A', 'B': (N, C, H, W) in [-1, 1], 'A_paths', 'B_paths'}; the dataset applies --direction."""
-        self.real_A = input['A'].to(self.device)
-        self.real_B = input['B'].to(self.device)
-        self.image_paths = input['A_paths']
-
     def forward(self) -> None:
         self.fake_B = self.netG_A(self.real_A)
         self.rec_A = self.netG_B(self.fake_B)

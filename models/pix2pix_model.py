@@ -39,12 +39,6 @@ class Pix2PixModel(BaseModel):
             self.optimizer_D = torch.optim.Adam(self.netD.parameters(), lr=opt.lr, betas=(opt.beta1, 0.999))
             self.optimizers = [self.optimizer_G, self.optimizer_D]
 
-    def set_input(self, input: dict) -> None:
-        """input: {'A', 'B': (N, C, H, W) in [-1, 1], 'A_paths', 'B_paths'}; the dataset applies --direction."""
-        self.real_A = input['A'].to(self.device)
-        self.real_B = input['B'].to(self.device)
-        self.image_paths = input['A_paths']
-
     def forward(self) -> None:
         self.fake_B = self.netG(self.real_A)
 

@@ -10,33 +10,15 @@
 # NPROC=4 runs on 4 GPUs with torchrun, keeping the total batch at 4 (1 per process), as the paper's 4-GPU runs.
 # Extra flags override these, e.g. --n_masks 3, --lambda_feature 0 --lambda_mask 0, --no_sam, --name NAME.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-
-usage="usage: bash scripts/train_mrnet.sh synthrad|brats DATAROOT [SAM_CHECKPOINT] [train.py flags]"
-task=${1:?$usage}
-dataroot=${2:?$usage}
-shift 2
-sam=sam_vit_b_01ec64.pth
-if [[ $# -gt 0 && $1 != --* ]]; then sam=$1; shift; fi
-case $task in
-  synthrad) data=(--modality_A mr --modality_B ct --planes xyz); name=mrnet_synthrad_mr2ct ;;
-  brats)    data=(--modality_A flair --modality_B t2 --planes z); name=mrnet_brats_flair2t2 ;;
-  *) echo "$usage" >&2; exit 2 ;;
-esac
-if [[ ! -f $sam ]]; then
-  echo "SAM checkpoint $sam not found: download https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth" >&2
-  exit 1
-fi
+repo=$(cd "$(dirname "$0")/.." && pwd)   # paths stay relative to where you run this
+source "$repo/scripts/mrnet_task.sh"
 
 nproc=${NPROC:-1}
 if (( 4 % nproc )); then echo "NPROC must divide the batch of 4 (1, 2 or 4), got $nproc" >&2; exit 2; fi
 launch=(${PYTHON:-python})
 if (( nproc > 1 )); then launch=(torchrun --standalone --nproc_per_node "$nproc"); fi
 
-"${launch[@]}" train.py --model mrnet --dataset_mode triplanar_aligned --dataroot "$dataroot" --name "$name" \
-  "${data[@]}" --input_nc 3 --output_nc 3 --crop_size 256 --load_size 256 \
-  --netG sam_unet --ngf 64 --norm instance --no_dropout --n_masks 2 \
-  --sam_model_type vit_b --sam_checkpoint "$sam" --sam_input_size 1024 \
+"${launch[@]}" "$repo/train.py" "${arch[@]}" \
   --netD basic --ndf 64 --gan_mode lsgan --lambda_L1 100 --lambda_feature 0.1 --lambda_mask 0.05 \
   --lr 1e-4 --beta1 0.5 --batch_size $((4 / nproc)) --n_epochs 40 --n_epochs_decay 0 --seed 2024 --split_seed 2024 \
-  "$@"
+  "${rest[@]}"
