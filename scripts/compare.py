@@ -30,6 +30,7 @@ import glob
 import io
 import math
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -266,7 +267,8 @@ def plan(args: argparse.Namespace, shared_tokens: list[str]) -> tuple[list[Run],
                          f'{", ".join(sorted({r.model for r in runs}))} (give full flag names)')
     opt = train_parser(runs[0].train_args).parse_args(runs[0].train_args)
     if opt.dataset_mode != 'triplanar_aligned':
-        raise ValueError(f'compare.py scores volumes: it needs --dataset_mode triplanar_aligned (got {opt.dataset_mode})')
+        raise ValueError(f'compare.py scores volumes: it needs --dataset_mode triplanar_aligned '
+                         f'(got {opt.dataset_mode})')
     record = {'tag': args.name, 'mode': 'ablation' if args.ablation else 'models',
               'shared': {k: v for k, v in typed_values(groups, parsers).items() if k not in NOT_COMPARED},
               'data': data_record(opt, dataroot), 'external': [],
@@ -274,7 +276,18 @@ def plan(args: argparse.Namespace, shared_tokens: list[str]) -> tuple[list[Run],
                          'slices': [s.strip() for s in args.slices.split(',') if s.strip()]}}
     if args.reference and args.reference not in [r.label for r in runs]:
         raise ValueError(f'--reference {args.reference}: not a run of this call ({", ".join(r.label for r in runs)})')
+    check_slice_names(record['report']['slices'], record['data'])
     return runs, record
+
+
+def check_slice_names(names: list[str], data: dict) -> None:
+    """ValueError for a --slices name that cannot be a test slice: ``<subject>_<plane><index>`` with a test
+    subject and a tested plane (checked before training, not after)."""
+    for name in names:
+        m = re.fullmatch(r'(.+)_([xyz])(\d+)', name)
+        if not m or m.group(1) not in data['test_subjects'] or m.group(2) not in data['planes']:
+            raise ValueError(f'--slices: "{name}" is not a test slice name <subject>_<plane><index> with a test '
+                             f'subject ({", ".join(data["test_subjects"][:5])}...) and a plane of {data["planes"]}')
 
 
 def data_record(opt: argparse.Namespace, dataroot: str | None) -> dict:

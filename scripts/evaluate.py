@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for r in rows:
         print(f'{r["subject"]:<24}' + ''.join(f'{r[m]:>22.4f}' for m in VOLUME_METRICS))
     stats = {m: Stat.of(r[m] for r in rows) for m in VOLUME_METRICS}
-    print(f'{"mean ± std":<24}' + ''.join(f'{f"{stats[m].mean:.4f} ± {stats[m].std:.4f}":>22}' for m in VOLUME_METRICS))
+    summary = [f'{stats[m].mean:.4f} ± {stats[m].std:.4f}' for m in VOLUME_METRICS]
+    print(f'{"mean ± std":<24}' + ''.join(f'{text:>22}' for text in summary))
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         write_csv(args.out, rows)

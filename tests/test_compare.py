@@ -17,7 +17,9 @@ from PIL import Image
 import scripts.make_demo_data as demo
 from conftest import ROOT, run_script
 from scripts import compare
-from util.comparison import read_json, read_metrics_csv
+from util.comparison import (Result, csv_row, markdown_tables, option_differences, rank_marks, read_json,
+                             read_metrics_csv, table_sections)
+from util.comparison_figures import choose_slices, parse_loss_log, roi_box
 from util.metrics import psnr
 
 COMPARE = str(ROOT / 'scripts' / 'compare.py')
@@ -26,13 +28,14 @@ TRAIN = str(ROOT / 'train.py')
 TAG = 'ci'
 MODELS = ['mrnet', 'pix2pix', 'cycle_gan']
 # shared by every run: tiny networks, one or two iterations, CPU; the --sam_* flags reach MRNet only
-TINY = ['--ngf', '4', '--ndf', '4', '--n_epochs', '1', '--max_dataset_size', '2', '--batch_size', '2',
-        '--gpu_ids', '-1', '--num_threads', '0', '--print_freq', '1', '--sam_input_size', '64',
+# (axial slices only, so each model tests 10 slices at 256 x 256)
+TINY = ['--ngf', '4', '--ndf', '4', '--n_epochs', '1', '--max_dataset_size', '1', '--batch_size', '1',
+        '--planes', 'z', '--gpu_ids', '-1', '--num_threads', '0', '--print_freq', '1', '--sam_input_size', '64',
         '--sam_embed_dim', '32', '--sam_depth', '2', '--sam_num_heads', '2', '--sam_global_attn_indexes', '1']
 
 
 def make_data(root: Path) -> Path:
-    """Three demo subjects of 12 x 14 x 10 voxels (36 slices each, 16 mm voxels): one per split."""
+    """Three demo subjects of 12 x 14 x 10 voxels (16 mm voxels): one per split."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(demo, 'SHAPE', (12, 14, 10))
         mp.setattr(demo, 'SPACING_ISO', (16.0, 16.0, 16.0))
@@ -42,10 +45,17 @@ def make_data(root: Path) -> Path:
 
 
 @pytest.fixture(scope='module')
-def comparison(tmp_path_factory) -> Path:
+def base(tmp_path_factory) -> Path:
+    """A folder with the demo data in data/."""
+    folder = tmp_path_factory.mktemp('compare')
+    make_data(folder / 'data')
+    return folder
+
+
+@pytest.fixture(scope='module')
+def comparison(base: Path) -> Path:
     """A finished comparison of MRNet, pix2pix and CycleGAN in <base>/results/compare_ci; returns <base>."""
-    base = tmp_path_factory.mktemp('compare')
-    data = make_data(base / 'data')
+    data = base / 'data'
     run_script(COMPARE, '--dataroot', str(data), '--name', TAG, '--models', ','.join(MODELS), '--quiet',
                '--time_slices', '1', *TINY, cwd=base)
     return base
@@ -76,16 +86,19 @@ def test_comparison_writes_every_file(comparison: Path):
         # each run is a normal experiment, tested on the whole test split
         generator = 'G_A' if model == 'cycle_gan' else 'G'
         assert (comparison / 'checkpoints' / f'compare_{TAG}_{model}' / f'latest_net_{generator}.pth').is_file()
-        metrics = read_metrics_csv(str(comparison / 'results' / f'compare_{TAG}_{model}' / 'test_latest' / 'metrics.csv'))
+        test_dir = comparison / 'results' / f'compare_{TAG}_{model}' / 'test_latest'
+        metrics = read_metrics_csv(str(test_dir / 'metrics.csv'))
         slices = [r for r in metrics if r['level'] == 'slice']
-        assert int(row['n_slices']) == len(slices) == 36 and int(row['n_subjects']) == 1
+        assert int(row['n_slices']) == len(slices) == 10 and int(row['n_subjects']) == 1
         psnrs = np.array([r['psnr'] for r in slices])
         assert float(row['slice_psnr_mean']) == pytest.approx(psnrs.mean())
         assert float(row['slice_psnr_std']) == pytest.approx(psnrs.std())
-        assert float(row['slice_ssim_z_mean']) == pytest.approx(np.mean([r['ssim'] for r in slices if r['plane'] == 'z']))
+        z_ssim = [r['ssim'] for r in slices if r['plane'] == 'z']
+        assert float(row['slice_ssim_z_mean']) == pytest.approx(np.mean(z_ssim))
         fused = next(r for r in metrics if r['level'] == 'volume' and r['plane'] == 'fused')
         assert float(row['volume_mae_fused_mean']) == pytest.approx(fused['mae'])
-        assert float(row['volume_ssim_x_std']) == 0.0  # one test subject
+        assert float(row['volume_ssim_z_std']) == 0.0  # one test subject
+        assert 'slice_psnr_x_mean' not in row           # planes that were not tested get no columns
         assert float(row['train_seconds']) > 0 and float(row['inference_ms_per_slice']) > 0
     params = {r['model']: (float(r['params_total']), float(r['params_frozen'])) for r in table}
     assert 0 < params['mrnet'][1] < params['mrnet'][0]            # the frozen SAM counts, and is named
@@ -94,11 +107,12 @@ def test_comparison_writes_every_file(comparison: Path):
     md = (folder / 'table.md').read_text()
     for title in ('Per-slice PSNR and SSIM', 'SynthRAD2023 volume metrics', 'Cost'):
         assert [r[0] for r in markdown_rows(md, title)] == MODELS
-    order = sorted(table, key=lambda r: -float(r['slice_psnr_mean']))
-    rows = {r[0]: r for r in markdown_rows(md, 'Per-slice PSNR and SSIM')}
-    assert rows[order[0]['model']][1].startswith(f'**{float(order[0]["slice_psnr_mean"]):.2f}** ±')
-    assert rows[order[1]['model']][1].startswith(f'<u>{float(order[1]["slice_psnr_mean"]):.2f}</u> ±')
-    assert '**' not in rows[order[2]['model']][1] and '<u>' not in rows[order[2]['model']][1]
+    shown = {r['model']: f'{float(r["slice_psnr_mean"]):.2f}' for r in table}   # PSNR as the table shows it
+    ranked = sorted(set(shown.values()), key=float, reverse=True)
+    for model, cell in ((r[0], r[1]) for r in markdown_rows(md, 'Per-slice PSNR and SSIM')):
+        value = shown[model]
+        expected = f'**{value}**' if value == ranked[0] else f'<u>{value}</u>' if value == ranked[1] else value
+        assert cell.startswith(expected + ' ±'), (model, cell)
 
     page = folder / 'index.html'
     refs = html_references(page)
@@ -129,7 +143,8 @@ def test_strip_captions_are_the_psnr_of_the_shown_slices(comparison: Path):
     def cut(path: Path) -> np.ndarray:
         img = nib.load(str(path))
         return take_slice(Geometry.of(img).to_canonical(img.get_fdata(dtype=np.float32)), 'xyz'.index(plane), index)
-    pred = cut(comparison / 'results' / f'compare_{TAG}_mrnet' / 'test_latest' / 'volumes' / f'demo002_fake_B_{plane}.nii.gz')
+    volumes = comparison / 'results' / f'compare_{TAG}_mrnet' / 'test_latest' / 'volumes'
+    pred = cut(volumes / f'demo002_fake_B_{plane}.nii.gz')
     truth = cut(comparison / 'data' / 'demo002' / 'ct.nii.gz')
     expected = psnr(np.clip(pred, -1024, 3000), np.clip(truth, -1024, 3000), 4024.0)
     assert float(m.group(4)) == pytest.approx(expected, abs=0.006)
@@ -158,8 +173,8 @@ def test_outside_volumes_join_the_table(comparison: Path, tmp_path: Path):
     assert [r['model'] for r in table] == MODELS + ['pix2pix outside']
     ours, outside = table[1], table[3]
     for metric in ('mae', 'psnr', 'ssim'):
-        assert float(outside[f'volume_{metric}_fused_mean']) == pytest.approx(float(ours[f'volume_{metric}_fused_mean']),
-                                                                              rel=1e-9)
+        column = f'volume_{metric}_fused_mean'
+        assert float(outside[column]) == pytest.approx(float(ours[column]), rel=1e-9)
     assert outside['slice_psnr_mean'] == '' and outside['params_total'] == '' and outside['kind'] == 'outside'
     md = (folder / 'table.md').read_text()
     assert [r[0] for r in markdown_rows(md, 'SynthRAD2023 volume metrics')] == MODELS + ['pix2pix outside']
@@ -190,26 +205,29 @@ def test_other_shared_options_are_refused(comparison: Path, monkeypatch):
     (['--models', 'pix2pix,mrnet', '--ablation', 'sam'], ['varies one model']),
     (['--models', 'pix2pix', '--ablation', 'n_masks=1,2'], ['--n_masks is not an option of --model pix2pix']),
     (['--models', 'pix2pix', '--dataset_mode', 'aligned'], ['triplanar_aligned']),
+    (['--models', 'pix2pix', '--slices', 'nobody_z003'], ['--slices: "nobody_z003" is not a test slice name']),
+    (['--models', 'pix2pix', '--planes', 'z', '--slices', 'demo002_x003'], ['a plane of z']),
 ])
-def test_bad_command_lines_are_clear_errors(comparison: Path, monkeypatch, argv, words):
-    monkeypatch.chdir(comparison)
+def test_bad_command_lines_are_clear_errors(base: Path, monkeypatch, argv, words):
+    monkeypatch.chdir(base)
     with pytest.raises(ValueError) as err:
-        compare.main(['--dataroot', str(comparison / 'data'), '--name', 'bad', *argv])
+        compare.main(['--dataroot', str(base / 'data'), '--name', 'bad', *argv])
     assert all(w in str(err.value) for w in words), str(err.value)
-    assert not (comparison / 'results' / 'compare_bad').exists()
+    assert not (base / 'results' / 'compare_bad').exists()
 
 
-def test_ablation_resumes_a_half_finished_run(tmp_path: Path, monkeypatch):
+def test_ablation_resumes_a_half_finished_run(base: Path, tmp_path: Path, monkeypatch):
     """--ablation n_masks=1,2 with 2 epochs, where n_masks=1 was killed after its first epoch: it resumes from
     its checkpoint, n_masks=2 trains from scratch, and the ablation table has a row per setting."""
-    data = make_data(tmp_path / 'data')
+    data = base / 'data'
     monkeypatch.chdir(tmp_path)
     tiny = TINY + ['--n_epochs', '2']
     argv = ['--dataroot', str(data), '--name', 'abl', '--ablation', 'n_masks=1,2', '--quiet', '--time_slices', '1',
             *tiny]
     args, shared = compare.build_parser().parse_known_args(argv)
     runs, _ = compare.plan(args, shared)
-    assert [(r.label, r.name) for r in runs] == [('n_masks=1', 'compare_abl_n_masks1'), ('n_masks=2', 'compare_abl_n_masks2')]
+    assert [(r.label, r.name) for r in runs] == [('n_masks=1', 'compare_abl_n_masks1'),
+                                                 ('n_masks=2', 'compare_abl_n_masks2')]
     assert runs[0].train_args[runs[0].train_args.index('--n_masks') + 1] == '1'
     assert '--max_dataset_size' in runs[0].train_args and '--max_dataset_size' not in runs[0].test_args
     run_script(TRAIN, *runs[0].train_args, '--n_epochs', '1', cwd=tmp_path)   # the "killed" run: 1 of 2 epochs
@@ -230,3 +248,88 @@ def test_ablation_resumes_a_half_finished_run(tmp_path: Path, monkeypatch):
     assert all(p.is_file() for p in html_references(folder / 'index.html'))
     with pytest.raises(ValueError, match='it is an ablation'):
         compare.main(['--dataroot', str(data), '--name', 'abl', '--models', 'mrnet', *tiny])
+
+
+# ----------------------------------------------------------------------------- the helpers, by hand
+
+def test_rank_marks_bold_best_and_underline_second():
+    nan = float('nan')
+    assert rank_marks([28.2, 30.0, 29.1, nan], True) == ['', 'best', 'second', '']
+    assert rank_marks([50.0, 50.0, 70.0, 90.0], False) == ['best', 'best', 'second', '']  # MAE: lower is better
+    assert rank_marks([nan, 1.0], True) == ['', 'best']
+
+
+def _slice(plane: str, index: int, psnr_value: float, ssim_value: float = 0.5) -> dict:
+    return {'level': 'slice', 'subject': 's1', 'plane': plane, 'slice': index, 'name': f's1_{plane}{index:03d}',
+            'mae': math.nan, 'psnr': psnr_value, 'ssim': ssim_value}
+
+
+def _volume(plane: str, mae: float, subject: str = 's1') -> dict:
+    return {'level': 'volume', 'subject': subject, 'plane': plane, 'slice': -1, 'name': '', 'mae': mae,
+            'psnr': 20.0, 'ssim': 0.8}
+
+
+def test_tables_summarise_per_plane_and_fused():
+    ours = Result('ours', 'mrnet', slices=[_slice('x', 0, 20.0), _slice('x', 1, 30.0), _slice('z', 0, 40.0, 0.9)],
+                  volumes=[_volume('x', 100.0), _volume('z', 80.0), _volume('fused', 60.0),
+                           _volume('fused', 100.0, 's2')],
+                  params_total=2.5e6, params_frozen=0.5e6, train_seconds=300.0, inference_ms=3.5)
+    outside = Result('outside', 'outside', volumes=[_volume('fused', 50.0), _volume('fused', 70.0, 's2')])
+    slice_table, volume_table, cost = table_sections([ours, outside], device='cpu')
+    assert slice_table.header == ['model', 'PSNR', 'SSIM', 'PSNR x', 'SSIM x', 'PSNR z', 'SSIM z']
+    row = slice_table.rows[0]
+    assert (row[1].text, row[1].mark) == (f'30.00 ± {np.std([20, 30, 40]):.2f}', 'best')
+    assert row[3].text == '25.00 ± 5.00' and row[6].text == '0.9000 ± 0.0000'
+    assert [c.text for c in slice_table.rows[1][1:]] == ['-'] * 6
+    assert volume_table.header[-3:] == ['MAE (HU) fused', 'PSNR fused', 'SSIM fused']
+    mae_fused = volume_table.header.index('MAE (HU) fused')
+    assert [(r[mae_fused].text, r[mae_fused].mark) for r in volume_table.rows] == \
+        [('80.00 ± 20.00', 'second'), ('60.00 ± 10.00', 'best')]
+    assert [c.text for c in cost.rows[0]] == ['ours', '2.50 M (0.50 M frozen)', '5.0 min', '3.50 ms']
+    assert [c.text for c in cost.rows[1]] == ['outside', '-', '-', '-'] and 'cpu' in cost.note
+    md = markdown_tables([slice_table, volume_table, cost])
+    assert '| ours | **30.00** ± 8.16 |' in md and '| outside | - | - |' in md
+    assert '<u>80.00</u> ± 20.00' in md and '**60.00** ± 10.00' in md
+    row = csv_row(ours, ['x', 'z'])
+    assert (row['slice_psnr_x_mean'], row['slice_psnr_x_std'], row['volume_mae_fused_mean']) == (25.0, 5.0, 80.0)
+    assert csv_row(outside, ['x', 'z'])['slice_psnr_mean'] == '' and row['params_frozen'] == 0.5e6
+
+
+def test_loss_log_of_a_resumed_run(tmp_path: Path):
+    """Lines repeated after a resume replace the earlier ones; x runs in epochs."""
+    log = tmp_path / 'loss_log.txt'
+    log.write_text('================ Training Loss (Mon) ================\n'
+                   '(epoch: 1, iters: 2, time: 0.1, data: 0.0) G_GAN: 1.000 G_L1: 50.000\n'
+                   '(epoch: 1, iters: 4, time: 0.1, data: 0.0) G_GAN: 0.800 G_L1: 40.000\n'
+                   '================ Training Loss (Tue) ================\n'
+                   '(epoch: 1, iters: 4, time: 0.1, data: 0.0) G_GAN: 0.700 G_L1: 39.000\n'
+                   '(epoch: 2, iters: 2, time: 0.1, data: 0.0) G_GAN: 0.600 G_L1: 30.000\n')
+    curves = parse_loss_log(str(log))
+    assert list(curves) == ['G_GAN', 'G_L1']
+    x, y = curves['G_GAN']
+    assert x.tolist() == [0.5, 1.0, 1.5] and y.tolist() == [1.0, 0.7, 0.6]
+    assert parse_loss_log(str(tmp_path / 'missing.txt')) == {}
+
+
+def test_region_of_interest_is_the_largest_error():
+    error = np.zeros((16, 20))
+    error[9:13, 12:17] = 1.0
+    error[0, 0] = 3.0                                        # a single bright pixel is not a region
+    assert roi_box(error) == (9, 12, 4, 5)
+
+
+def test_slice_choice():
+    slices = [_slice('z', i, p) for i, p in enumerate([5.0, 22.0, 18.0, 30.0, 25.0])]
+    ref = Result('ours', 'mrnet', slices=slices, volume_files={('s1', 'z'): 'v.nii.gz'})
+    picks = choose_slices(ref, ['s1_z002'], body=lambda s: {'z': np.array([0.0, 0.5, 0.5, 0.5, 0.5])})
+    # slice 0 (no body) is left out of worst/median/best; slice 2 is both the worst and asked for
+    assert [(p.name, p.reason) for p in picks] == [
+        ('s1_z002', 'worst PSNR of ours, asked for'), ('s1_z004', 'median PSNR of ours'),
+        ('s1_z003', 'best PSNR of ours')]
+    with pytest.raises(ValueError, match='"s1_y007" is not a test slice of ours'):
+        choose_slices(ref, ['s1_y007'])
+
+
+def test_option_differences_name_each_flag():
+    assert option_differences({'lr': 1e-4, 'ngf': 8}, {'lr': 2e-4, 'ngf': 8, 'seed': 1}) == \
+        ['--lr: earlier 0.0001, now 0.0002', "--seed: earlier 'unset', now 1"]

@@ -20,6 +20,7 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -175,7 +176,8 @@ def load_results(folder: str) -> list[Result]:
         slices, volumes = split_rows(read_metrics_csv(metrics))
         record_path = run_record_path(folder, run['key'])
         record = read_json(record_path) if os.path.isfile(record_path) else {}
-        files = {(r['subject'], r['plane']): os.path.join(test_dir, 'volumes', f"{r['subject']}_fake_B_{r['plane']}.nii.gz")
+        files = {(r['subject'], r['plane']): os.path.join(test_dir, 'volumes',
+                                                          f"{r['subject']}_fake_B_{r['plane']}.nii.gz")
                  for r in volumes}
         results.append(Result(run['label'], run['model'], slices, volumes, files,
                               record.get('params_total', math.nan), record.get('params_frozen', math.nan),
@@ -224,12 +226,14 @@ def format_stat(stat: Stat, decimals: int) -> tuple[str, str]:
     return f'{main} ± {stat.std:.{decimals}f}', main
 
 
-def _metric_columns(results: list[Result], stats: list[tuple[str, str, callable]]) -> list[list[Cell]]:
-    """Columns (lists of cells, one per result) for [(header, metric, stat_fn(result) -> Stat)], ranked."""
+def _metric_columns(results: list[Result], stats: list[tuple[str, str, Callable[[Result], Stat]]]) -> list[list[Cell]]:
+    """Columns (lists of cells, one per result) for [(header, metric, stat_fn(result) -> Stat)], ranked on the
+    means as shown (rounded), so equal-looking values get the same mark."""
     columns = []
     for _, metric, stat_fn in stats:
         values = [stat_fn(r) for r in results]
-        marks = rank_marks([s.mean if s.n else math.nan for s in values], HIGHER_IS_BETTER[metric])
+        shown = [round(s.mean, DECIMALS[metric]) if s.n else math.nan for s in values]
+        marks = rank_marks(shown, HIGHER_IS_BETTER[metric])
         columns.append([Cell(*format_stat(s, DECIMALS[metric]), mark) for s, mark in zip(values, marks)])
     return columns
 
@@ -278,7 +282,8 @@ def table_sections(results: list[Result], device: str = '') -> list[Section]:
     ]
     cost_rows = []
     for r in results:
-        frozen = f' ({r.params_frozen / 1e6:.2f} M frozen)' if math.isfinite(r.params_frozen) and r.params_frozen else ''
+        has_frozen = math.isfinite(r.params_frozen) and r.params_frozen > 0
+        frozen = f' ({r.params_frozen / 1e6:.2f} M frozen)' if has_frozen else ''
         params = f'{r.params_total / 1e6:.2f} M{frozen}' if math.isfinite(r.params_total) else '-'
         infer = f'{r.inference_ms:.2f} ms' if math.isfinite(r.inference_ms) else '-'
         cost_rows.append([Cell(r.label), Cell(params), Cell(format_seconds(r.train_seconds)), Cell(infer)])

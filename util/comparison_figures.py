@@ -20,7 +20,7 @@ from matplotlib.patches import Rectangle
 from util.comparison import PLANES, Result
 from util.metrics import SYNTHRAD_HU_RANGE, psnr
 from util.volume import (CT_WINDOW, MR_PERCENTILES, PLANE_NAMES, Geometry, body_mask, intensity_map, load_nifti,
-                         modality_kind, plane_axis, slice_spacing, take_slice)
+                         modality_kind, plane_axis, take_slice)
 
 LOSS_LINE = re.compile(r'^\(epoch: (\d+), iters: (\d+)[^)]*\)\s*(.*)$')
 ROI_FRACTION = 4          # the zoomed region is 1/4 of the slice's height and width
