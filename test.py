@@ -13,6 +13,7 @@ import os
 from data import create_dataset
 from models import create_model
 from options.test_options import TestOptions
+from util.cli import run_cli
 from util.html import HTML
 from util.seed import seed_everything
 from util.visualizer import save_images
@@ -57,4 +58,4 @@ def main(args: list[str] | None = None) -> str:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -17,6 +17,7 @@ from data import create_dataset
 from models import create_model
 from options.train_options import TrainOptions
 from util import distributed
+from util.cli import run_cli
 from util.seed import seed_everything
 
 
@@ -95,4 +96,4 @@ def main(args: list[str] | None = None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

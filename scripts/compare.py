@@ -42,6 +42,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from util.cli import run_cli  # noqa: E402
 from util.comparison import (TEST_LABEL, option_differences, options_path, read_json, run_name,  # noqa: E402
                              run_record_path, safe_label, tag_dir, write_json)
 
@@ -466,7 +467,4 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        sys.exit(f'compare.py: error: {e}')
+    run_cli(main)

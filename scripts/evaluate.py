@@ -27,6 +27,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from data.triplanar_aligned_dataset import find_nifti  # noqa: E402
+from util.cli import run_cli  # noqa: E402
 from util.comparison import (VOLUME_METRICS, VOLUME_PLANES, Stat, external_paths, options_path, read_json,  # noqa: E402
                              safe_label, tag_dir, write_json)
 from util.evaluation import write_csv  # noqa: E402
@@ -187,7 +188,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        sys.exit(f'evaluate.py: error: {e}')
+    run_cli(main)
