@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 common=(--model mrnet --name mrnet_demo --ngf 16 --ndf 16 --sam_input_size 256 --batch_size 1 --gpu_ids -1 --num_threads 1)
-$PY train.py "${common[@]}" --n_epochs 1 --n_epochs_decay 0 --max_dataset_size 400 --lr 2e-4 \
+$PY train.py "${common[@]}" --n_epochs 1 --n_epochs_decay 0 --max_dataset_size 300 --lr 2e-4 \
   --display_id 0 --print_freq 20 --save_epoch_freq 1 "$@"
 $PY test.py "${common[@]}" --batch_size 4 "$@" | tee /tmp/mrnet_quickstart_test.log
 page=$(grep '^results: ' /tmp/mrnet_quickstart_test.log | tail -1 | cut -d' ' -f2-)
