@@ -110,37 +110,41 @@ def _children_rss_mb() -> float:
 
 
 def _in_subprocess(kind: str, cfg: dict) -> dict:
+    """Run one configuration in a fresh process; a failure (e.g. killed for memory) is returned as {'error': ...}."""
     out = subprocess.run([sys.executable, __file__, '_one', kind, json.dumps(cfg)], capture_output=True, text=True)
     if out.returncode != 0:
-        raise RuntimeError(f'benchmark {kind} {cfg} failed:\n{out.stderr[-2000:]}')
+        why = 'killed (out of memory?)' if out.returncode < 0 else (out.stderr.strip().splitlines() or ['?'])[-1]
+        return {'error': f'exit {out.returncode}: {why}'}
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _print_train_row(name: str, r: dict, ref: dict | None = None) -> None:
+    if 'error' in r:
+        print(f'{name:<45} failed: {r["error"]}', flush=True)
+        return
+    ratio = f'  x{r["step_s"] / ref["step_s"]:.2f} of pix2pix' if ref and 'step_s' in ref else ''
+    print(f'{name:<45} {r["step_s"]:8.3f} s/step {r["it_per_s"]:8.3f} it/s  peak {r["peak_mb"]:8.0f} MB  '
+          f'G params {r["params_G"] / 1e6:.2f} M{ratio}', flush=True)
 
 
 def bench_train(args: argparse.Namespace) -> None:
     import tempfile
     tmp = tempfile.mkdtemp(prefix='bench_')
-    iters, warmup = (1, 1) if args.quick else (args.iters, 2)
+    iters, warmup = (1, 1) if args.quick else (args.iters, args.warmup)
     base = {'device': args.device, 'size': 256, 'tmp': tmp, 'iters': iters, 'warmup': warmup}
-    rows = []
+    print(f'device: {args.device}, torch threads: {os.environ.get("OMP_NUM_THREADS", "default")}', flush=True)
     if args.model == 'pix2pix':
         for b in (1, 4):
-            rows.append((f'pix2pix unet_256 batch {b}', _in_subprocess('train', {**base, 'model': 'pix2pix',
-                                                                                  'batch': b, 'extra': []})))
-    else:
-        ref = _in_subprocess('train', {**base, 'model': 'pix2pix', 'batch': 4, 'extra': []})
-        rows.append(('pix2pix unet_256 batch 4 (reference)', ref))
-        sam_sizes = (256,) if args.quick else (256, 1024)
-        for size in sam_sizes:
-            for finetune in (False, True):
-                extra = ['--sam_input_size', str(size)] + (['--sam_finetune'] if finetune else [])
-                res = _in_subprocess('train', {**base, 'model': args.model, 'batch': 4, 'extra': extra + args.extra})
-                res['ratio_vs_pix2pix'] = res['step_s'] / ref['step_s']
-                rows.append((f'{args.model} batch 4 SAM {size} {"fine-tuned" if finetune else "frozen"}', res))
-    print(f'device: {args.device}, torch threads: {os.environ.get("OMP_NUM_THREADS", "default")}')
-    for name, r in rows:
-        ratio = f'  x{r["ratio_vs_pix2pix"]:.2f} of pix2pix' if 'ratio_vs_pix2pix' in r else ''
-        print(f'{name:<45} {r["step_s"]:8.3f} s/step {r["it_per_s"]:8.3f} it/s  peak {r["peak_mb"]:8.0f} MB  '
-              f'G params {r["params_G"] / 1e6:.2f} M{ratio}')
+            _print_train_row(f'pix2pix unet_256 batch {b}',
+                             _in_subprocess('train', {**base, 'model': 'pix2pix', 'batch': b, 'extra': []}))
+        return
+    ref = _in_subprocess('train', {**base, 'model': 'pix2pix', 'batch': 4, 'extra': []})
+    _print_train_row('pix2pix unet_256 batch 4 (reference)', ref)
+    for size in ((256,) if args.quick else args.sam_sizes):
+        for finetune in (False, True):
+            extra = ['--sam_input_size', str(size)] + (['--sam_finetune'] if finetune else [])
+            res = _in_subprocess('train', {**base, 'model': args.model, 'batch': 4, 'extra': extra + args.extra})
+            _print_train_row(f'{args.model} batch 4 SAM {size} {"fine-tuned" if finetune else "frozen"}', res, ref)
 
 
 def bench_data(args: argparse.Namespace) -> None:
@@ -149,6 +153,9 @@ def bench_data(args: argparse.Namespace) -> None:
     for workers in (0, 2):
         r = _in_subprocess('data', {'tmp': tmp, 'workers': workers, 'max_items': 300 if args.quick else 3000,
                                     'extra': args.extra})
+        if 'error' in r:
+            print(f'triplanar_aligned, {workers} workers: failed: {r["error"]}')
+            continue
         print(f'triplanar_aligned 256x256, {workers} workers: {r["slices_per_s"]:8.1f} slices/s over {r["slices"]} '
               f'slices, peak RSS {r["peak_mb"]:.0f} MB main process + {r["workers_mb"]:.0f} MB workers')
 
@@ -163,6 +170,9 @@ def main() -> None:
     parser.add_argument('--model', default='pix2pix', help='pix2pix, or mrnet (compared with pix2pix)')
     parser.add_argument('--device', default='cpu', help='cpu or cuda')
     parser.add_argument('--iters', type=int, default=5, help='timed steps per configuration')
+    parser.add_argument('--sam_sizes', type=lambda v: [int(x) for x in v.split(',')], default=[256, 1024],
+                        help='SAM input sizes to measure (mrnet), e.g. 256,1024')
+    parser.add_argument('--warmup', type=int, default=2, help='untimed steps before timing')
     parser.add_argument('--quick', action='store_true', help='one short run per configuration (smoke check)')
     args, extra = parser.parse_known_args()
     args.extra = extra  # passed on to the options parser, e.g. --ngf 32 --sam_checkpoint PATH
