@@ -292,7 +292,7 @@ def test_training_shows_visuals_and_losses_in_a_real_server(aligned_root, tmp_pa
                       '--print_freq', '1', '--display_freq', '1', '--display_id', '5', '--display_port', str(port),
                       '--display_server', 'http://127.0.0.1', '--display_env', env, cwd=tmp_path)
     assert 'WARNING' not in proc.stderr
-    client = visdom.Visdom(server='http://127.0.0.1', port=port, env=env, raise_exceptions=True)
+    client = visdom.Visdom(server='http://127.0.0.1', port=port, env=env, raise_exceptions=True, use_incoming_socket=False)
     plot = json.loads(client.get_window_data(win='6', env=env))
     names = sorted(trace['name'] for trace in plot['content']['data'])
     assert names == ['D_fake', 'D_real', 'G_GAN', 'G_L1']
