@@ -221,7 +221,7 @@ def test_make_splits_script_writes_and_refuses_to_overwrite(tmp_path):
         (tmp_path / s).mkdir()
     splits = make_splits.main(['--dataroot', str(tmp_path), '--seed', '3'])
     assert read_splits(str(tmp_path)) == splits == split_subjects(names(10), 3)
-    with pytest.raises(SystemExit, match='already holds'):
+    with pytest.raises(ValueError, match='already holds'):
         make_splits.main(['--dataroot', str(tmp_path)])
     write_splits(str(tmp_path), {'extra': ['s09']})
     assert read_splits(str(tmp_path)) != splits
