@@ -99,10 +99,11 @@ def assert_same_run(ref: Path, run: Path) -> None:
 # (event, file, occurrence, what the resumed run says): the moments of the issue
 MOMENTS = [
     ('batch', '-', 8, None),                                  # mid-epoch 2, between the saves at images 6 and 9
-    ('replace', 'latest_state.pth', 3, None),                 # right after the mid-epoch save at image 6
+    # right after the mid-epoch save at image 6 put its last file in place (its journal not yet removed)
+    ('replace', 'latest_state.pth', 3, 'completed a save that was interrupted'),
     ('replace', 'latest_net_G_A.pth', 3, 'completed a save that was interrupted'),   # inside that save
     ('write', 'latest_state.pth', 3, 'an interrupted save was discarded'),            # its state half written
-    ('replace', 'latest_state.pth', 2, None),                 # right after the state that ends epoch 1
+    ('replace', 'latest_state.pth', 2, 'completed a save that was interrupted'),      # the state ending epoch 1
 ]
 
 
@@ -142,7 +143,7 @@ def test_torn_checkpoint_is_refused_with_the_files_named(cycle_data, reference, 
                           timeout=600)
     assert proc.returncode == 2
     assert 'checkpoint "latest" is torn' in proc.stderr and 'latest_net_D_B.pth: save' in proc.stderr
-    assert 'latest_state.pth: epoch 4, 12 images seen' in proc.stderr
+    assert 'latest_net_G_A.pth: epoch 4, 12 images seen' in proc.stderr
 
 
 def test_save_together_rolls_forward_or_back(tmp_path: Path):

@@ -168,8 +168,8 @@ class VolumeEvaluator:
             save_nifti(subject.geometry.from_canonical(pred), reference,
                        os.path.join(self.volume_dir, f'{name}_{self.pred}_{label}.nii.gz'))
             scores[label], problems = volume_metrics_or_nan(pred, truth, mask, window)
-            if problems:
-                self.problems.setdefault(name, {}).update(problems)
+            for metric, why in problems.items():
+                self.problems.setdefault(name, {}).setdefault(metric, why)
             rows.append({'level': 'volume', 'subject': name, 'plane': label, **scores[label]})
         fused = volumes['fused']
         error = np.abs(target_map.denormalise(fused) - truth)
