@@ -46,7 +46,8 @@ def _run(cwd: Path, name: str, *args: str, event: str = 'none', target: str = '-
     proc = subprocess.run([sys.executable, WORKER, event, target, str(count), *CYCLE, '--name', name, *args],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     if killed:
-        assert proc.returncode == -9, f'not killed at {event} {target} #{count}:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}'
+        assert proc.returncode == -9, \
+            f'not killed at {event} {target} #{count}:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}'
     else:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc

@@ -224,8 +224,8 @@ class VolumeEvaluator:
         for name, why in self.failed.items():
             webpage.add_text(f'failed, not scored: {name}: {why}', top=True)
         for name, problems in self.problems.items():
-            webpage.add_text(f'{name}: ' + '; '.join(f'{m.upper()} not computed ({why})' for m, why in problems.items()),
-                             top=True)
+            webpage.add_text(f'{name}: ' + '; '.join(f'{m.upper()} not computed ({why})'
+                                                     for m, why in problems.items()), top=True)
         for name, images, captions in self.figures:
             files = []
             for label, image in zip(('input', 'synthesized', 'truth', 'error'), images):
