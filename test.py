@@ -4,7 +4,10 @@
     python test.py --model mrnet --dataset_mode triplanar_aligned            # + NIfTI volumes and metrics
 
 Writes ``results/NAME/<phase>_<epoch>/index.html`` with ``images/<name>_<visual>.png`` (``--save_raw``: also
-float .npy/.tif), ``metrics.csv`` for paired data, and what the dataset's evaluator adds (volumes).
+float .npy/.tif), ``metrics.csv`` for paired data, and what the dataset's evaluator adds (volumes). ``<name>`` is
+the input's file name without its extension (other dots kept); two inputs with the same name are refused before
+anything runs. A subject that fails does not stop the others: the page and metrics.csv cover everything that
+worked, then the failures are reported (exit status 2).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from options.test_options import TestOptions
 from util.cli import run_cli
 from util.html import HTML
 from util.seed import seed_everything
+from util.util import check_unique_names
 from util.visualizer import save_images
 
 
@@ -24,6 +28,9 @@ def main(args: list[str] | None = None) -> str:
     opt = TestOptions().parse(args)
     seed_everything(opt.seed)
     dataset = create_dataset(opt)
+    sources = dataset.dataset.item_sources()
+    if sources:
+        check_unique_names(sources)
     model = create_model(opt)
     model.setup(opt)
     label = f'{opt.phase}_{opt.epoch}' + (f'_iter{opt.load_iter}' if opt.load_iter > 0 else '')
@@ -51,9 +58,12 @@ def main(args: list[str] | None = None) -> str:
         if done % 50 < len(names):
             print(f'processing ({done:04d}/{total})-th item... {names[0]}')
     evaluator.finish(webpage)
-    webpage.save()
-    page = os.path.join(web_dir, 'index.html')
+    page = webpage.save()
     print(f'results: {page}')
+    failed = getattr(evaluator, 'failed', {})
+    if failed:
+        raise RuntimeError(f'{len(failed)} subject(s) failed: ' + '; '.join(f'{n}: {why}' for n, why in failed.items())
+                           + f' (the results of the others are in {page})')
     return page
 
 

@@ -22,7 +22,8 @@ from util.seed import seed_everything
 
 
 def main(args: list[str] | None = None) -> None:
-    opt = TrainOptions().parse(args)
+    options = TrainOptions()
+    opt = options.parse(args, lock_run=True)    # one writer per run folder: a second run on --name stops here
     seed_everything(opt.seed + opt.rank)
     main_process = opt.rank == 0
     dataset = create_dataset(opt)
@@ -83,15 +84,17 @@ def main(args: list[str] | None = None) -> None:
         model.update_learning_rate()
         counters = {'epoch': epoch + 1, 'epoch_iter': 0, 'total_iters': total_iters}
         if main_process:
-            model.save_training_state('latest', counters)
+            # the epoch's files first: the state that marks the epoch done comes last
             if epoch % opt.save_epoch_freq == 0 or epoch == last_epoch:
                 model.save_networks(epoch)
+            model.save_training_state('latest', counters)
             lr = model.optimizers[0].param_groups[0]['lr']
             print(f'End of epoch {epoch} / {last_epoch} \t Time Taken: {time.time() - epoch_start:.1f} sec, '
                   f'learning rate {lr:.7f}')
         distributed.barrier()
     if main_process:
         print(f'training done: checkpoints in {model.save_dir}')
+        options.run_lock.release()
     distributed.cleanup()
 
 

@@ -32,3 +32,6 @@ class AlignedDataset(BaseDataset):
     def __len__(self) -> int:
         return len(self.AB_paths)
 
+    def item_sources(self) -> list[str]:
+        return self.AB_paths
+

@@ -33,6 +33,11 @@ class BaseDataset(torch.utils.data.Dataset, ABC):
     @abstractmethod
     def __getitem__(self, index: int) -> dict: ...
 
+    def item_sources(self) -> list[str] | None:
+        """The input each item's results are named after (see :func:`util.util.output_name`), in item order, when
+        known without reading the items; test.py checks them for clashing names before it starts."""
+        return None
+
     def make_evaluator(self, opt: argparse.Namespace, result_dir: str):
         """What test.py uses to score results: per-image PSNR/SSIM for 2D data."""
         from util.evaluation import SliceEvaluator

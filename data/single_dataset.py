@@ -21,3 +21,6 @@ class SingleDataset(BaseDataset):
 
     def __len__(self) -> int:
         return len(self.A_paths)
+
+    def item_sources(self) -> list[str]:
+        return self.A_paths

@@ -31,3 +31,6 @@ class UnalignedDataset(BaseDataset):
 
     def __len__(self) -> int:
         return max(len(self.A_paths), len(self.B_paths))
+
+    def item_sources(self) -> list[str]:
+        return self.A_paths

@@ -3,7 +3,9 @@ training state, visuals and losses. Subclasses define the networks, losses and o
 from __future__ import annotations
 
 import argparse
+import copy
 import os
+import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 
@@ -12,13 +14,16 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
 from util import seed
-from util.checkpoint import atomic_save, network_file, plain_options, read_network_file, safe_load
+from util.checkpoint import describe_stamp, journal_path, network_file, plain_options, recover, safe_load, \
+    save_stamp, save_together, unpack_network_file
 from util.image_pool import ImagePool
 from . import networks
 
 # options that decide a network's shape: quoted when a checkpoint does not fit
 SHAPE_OPTIONS = ('model', 'netG', 'netD', 'ngf', 'ndf', 'norm', 'input_nc', 'output_nc', 'n_layers_D', 'no_dropout',
                  'direction')
+
+TORN_RETRIES = 20       # reads of a checkpoint another process is committing (0.25 s apart)
 
 
 class BaseModel(ABC):
@@ -70,8 +75,12 @@ class BaseModel(ABC):
         """Move networks to the device, wrap them for DDP, create schedulers and load checkpoints.
 
         Training from scratch loads nothing; ``--continue_train`` is handled by :meth:`load_training_state`;
-        testing loads ``--epoch`` (or ``iter_<load_iter>``).
+        testing loads ``--epoch`` (or ``iter_<load_iter>``). Training (its process holds the run folder's lock)
+        first finishes or discards what an interrupted save left behind (:func:`util.checkpoint.recover`).
         """
+        if self.isTrain and getattr(opt, 'rank', 0) == 0:
+            for line in recover(self.save_dir):
+                print(line)
         for name in self.model_names:
             net = getattr(self, 'net' + name).to(self.device)
             if getattr(opt, 'distributed', False) and any(p.requires_grad for p in net.parameters()):
@@ -147,22 +156,41 @@ class BaseModel(ABC):
     def network_path(self, epoch: str | int, name: str) -> str:
         return os.path.join(self.save_dir, f'{epoch}_net_{name}.pth')
 
-    def save_networks(self, epoch: str | int) -> None:
-        """Write ``<epoch>_net_<name>.pth`` for every network (atomically, CPU tensors)."""
+    def _network_files(self, label: str | int, stamp: dict) -> dict[str, dict]:
+        """path -> content of ``<label>_net_<name>.pth`` for every network (CPU tensors)."""
         options = plain_options(self.opt)
+        files = {}
         for name in self.model_names:
             net = self.unwrap(name)
             state = net.checkpoint_state() if hasattr(net, 'checkpoint_state') else net.state_dict()
             meta = net.checkpoint_meta() if hasattr(net, 'checkpoint_meta') else {}
             state = {k: v.detach().cpu() for k, v in state.items()}
-            atomic_save(network_file(state, meta, options), self.network_path(epoch, name))
+            files[self.network_path(label, name)] = network_file(state, meta, options, stamp)
+        return files
 
-    def load_networks(self, epoch: str | int) -> None:
-        """Load ``<epoch>_net_<name>.pth`` into every network; a mismatch names the file and the options."""
-        for name in self.model_names:
-            path = self.network_path(epoch, name)
+    def save_networks(self, epoch: str | int) -> None:
+        """Write ``<epoch>_net_<name>.pth`` for every network, all files as one unit (see util/checkpoint.py)."""
+        save_together(self._network_files(epoch, save_stamp(epoch)), journal_path(self.save_dir, epoch))
+
+    def load_networks(self, epoch: str | int) -> dict[str, dict]:
+        """Load ``<epoch>_net_<name>.pth`` into every network; a mismatch names the file and the options, and
+        files from different saves (a torn checkpoint) are refused. Returns name -> the file's save stamp."""
+        for attempt in range(TORN_RETRIES + 1):
+            loaded = {}
+            for name in self.model_names:
+                path = self.network_path(epoch, name)
+                loaded[name] = (path, *unpack_network_file(safe_load(path, map_location=self.device), path))
+            try:
+                _check_same_save({os.path.basename(path): stamp for path, *_, stamp in loaded.values()}, epoch)
+                break
+            except RuntimeError:
+                # a reader (test.py) may meet a training run's save half-way through its renames: read again
+                if self.isTrain or attempt == TORN_RETRIES or not os.path.exists(journal_path(self.save_dir, epoch)):
+                    raise
+                time.sleep(0.25)
+        stamps = {name: item[4] for name, item in loaded.items()}
+        for name, (path, state, meta, options, _) in loaded.items():
             net = self.unwrap(name)
-            state, meta, options = read_network_file(path, map_location=self.device)
             if getattr(self.opt, 'rank', 0) == 0:
                 print(f'loading the model from {path}')
             try:
@@ -172,6 +200,7 @@ class BaseModel(ABC):
                     net.load_state_dict(state, strict=True)
             except RuntimeError as exc:
                 raise RuntimeError(self._mismatch_message(path, net, state, options, exc)) from None
+        return stamps
 
     def _mismatch_message(self, path: str, net: nn.Module, state: dict, options: dict, exc: Exception) -> str:
         expected = net.state_dict()
@@ -193,34 +222,40 @@ class BaseModel(ABC):
         return {k: v for k, v in vars(self).items() if isinstance(v, ImagePool)}
 
     def save_training_state(self, label: str | int, counters: dict) -> None:
-        """Networks plus ``<label>_state.pth``: optimisers, schedulers, image pools, RNG state and the
-        loop counters (epoch, epoch_iter, total_iters), so ``--continue_train`` loses nothing.
-
-        The networks are written first; the state file, written last, marks the checkpoint complete.
-        """
-        self.save_networks(label)
-        state = {
-            'counters': dict(counters),
+        """Networks plus ``<label>_state.pth``: optimisers, schedulers, image pools, RNG state and the loop
+        ``counters`` (epoch, epoch_iter, total_iters and whatever else the loop keeps there, stored as given),
+        so ``--continue_train`` loses nothing. All files are written as one unit stamped with one save id."""
+        stamp = save_stamp(label, counters)
+        files = self._network_files(label, stamp)
+        files[self.state_path(label)] = {
+            'checkpoint': stamp,
+            'counters': copy.deepcopy(dict(counters)),
             'optimizers': [o.state_dict() for o in self.optimizers],
             'schedulers': [s.state_dict() for s in self.schedulers],
             'pools': {k: p.state_dict() for k, p in self.image_pools().items()},
             'rng': seed.rng_state(),
         }
-        atomic_save(state, os.path.join(self.save_dir, f'{label}_state.pth'))
+        save_together(files, journal_path(self.save_dir, label))
+
+    def state_path(self, label: str | int) -> str:
+        return os.path.join(self.save_dir, f'{label}_state.pth')
 
     def load_training_state(self, label: str | int = 'latest') -> dict:
-        """Restore what :meth:`save_training_state` wrote; returns the counters.
+        """Restore what :meth:`save_training_state` wrote; returns the counters. Files of different saves are
+        refused with an error naming them.
 
         A checkpoint from the classic toolkit (networks only) is accepted: then the counters start from
         ``--epoch_count`` and optimisers start fresh, with a warning.
         """
-        self.load_networks(label)
-        path = os.path.join(self.save_dir, f'{label}_state.pth')
+        stamps = self.load_networks(label)
+        path = self.state_path(label)
         if not os.path.exists(path):
             print(f'warning: {path} not found: resuming with weights only (fresh optimisers, '
                   f'epoch counting from --epoch_count {self.opt.epoch_count})')
             return {'epoch': self.opt.epoch_count - 1, 'epoch_iter': 0, 'total_iters': 0}
         state = safe_load(path, map_location='cpu')  # optimisers move their state to the parameters' device
+        _check_same_save({**{os.path.basename(self.network_path(label, n)): s for n, s in stamps.items()},
+                          os.path.basename(path): state.get('checkpoint') or {}}, label)
         for optimizer, s in zip(self.optimizers, state['optimizers']):
             optimizer.load_state_dict(s)
         for scheduler, s in zip(self.schedulers, state['schedulers']):
@@ -230,3 +265,13 @@ class BaseModel(ABC):
                 pool.load_state_dict(state['pools'][name], self.device)
         seed.set_rng_state(state['rng'])
         return state['counters']
+
+
+def _check_same_save(stamps: dict[str, dict], label: str | int) -> None:
+    """Refuse a checkpoint whose files (file name -> stamp) come from different saves; files without a stamp
+    (classic toolkit, older versions) are not checked."""
+    ids = {stamp['id'] for stamp in stamps.values() if stamp.get('id')}
+    if len(ids) > 1:
+        files = '; '.join(f'{name}: {describe_stamp(stamp)}' for name, stamp in stamps.items())
+        raise RuntimeError(f'checkpoint "{label}" is torn: its files come from different saves ({files}). A save '
+                           f'may be in progress (try again), or the files were copied from different runs')

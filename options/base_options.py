@@ -11,6 +11,7 @@ import torch
 import data
 import models
 from util import distributed
+from util.run_lock import RunLock
 from util.util import mkdirs
 
 
@@ -85,8 +86,13 @@ class BaseOptions:
         lines.append('----------------- End -------------------')
         return '\n'.join(lines)
 
-    def parse(self, args: Sequence[str] | None = None, setup_device: bool = True) -> argparse.Namespace:
-        """Parse ``args`` (default: sys.argv), print and save the table, set up devices and processes."""
+    def parse(self, args: Sequence[str] | None = None, setup_device: bool = True,
+              lock_run: bool = False) -> argparse.Namespace:
+        """Parse ``args`` (default: sys.argv), print and save the table, set up devices and processes.
+
+        ``lock_run`` (train.py): take the run folder's lock (util/run_lock.py) before writing anything into it;
+        another run on the same folder raises RuntimeError. The lock is kept in ``self.run_lock``.
+        """
         parser = self.build_parser(args)
         opt = parser.parse_args(args)
         opt.isTrain = self.is_train
@@ -100,6 +106,8 @@ class BaseOptions:
             print(table)
             expr_dir = os.path.join(opt.checkpoints_dir, opt.name)
             mkdirs(expr_dir)
+            if lock_run:
+                self.run_lock = RunLock(expr_dir).acquire()
             with open(os.path.join(expr_dir, f'{opt.phase}_opt.txt'), 'w') as f:
                 f.write(table + '\n')
         self.opt = opt

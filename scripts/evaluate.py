@@ -12,6 +12,11 @@ Predictions: files ``--pred_pattern`` (default ``{subject}.nii.gz``) under --pre
 --mask (file ``mask`` in a subject folder, or ``<subject>.nii.gz``); without --mask, the ``mask`` file of the
 ground truth's subject folder, or else a body mask computed from the ground truth as the dataset does. A
 prediction must have the ground truth's shape and affine.
+
+Missing files are reported before anything is scored. A subject that cannot be scored (a prediction off the
+ground truth's grid, an unreadable file) does not cost the others: their scores are printed and written, then
+the failures are reported, each with its subject (exit status 2). A metric a volume cannot have (thinner than the
+SSIM window, empty mask) is left empty (NaN) with a warning naming the subject.
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ from util.cli import run_cli  # noqa: E402
 from util.comparison import (VOLUME_METRICS, VOLUME_PLANES, Stat, external_paths, options_path, read_json,  # noqa: E402
                              safe_label, tag_dir, write_json)
 from util.evaluation import write_csv  # noqa: E402
-from util.metrics import SYNTHRAD_HU_RANGE, volume_metrics  # noqa: E402
+from util.metrics import SYNTHRAD_HU_RANGE, volume_metrics_or_nan  # noqa: E402
 from util.volume import Geometry, body_mask, intensity_map, load_nifti, modality_kind  # noqa: E402
 
 SUBJECT = '{subject}'
@@ -73,9 +78,10 @@ def check_same_grid(path: str, img, ref_path: str, ref_img, tol: float) -> None:
 
 
 def score_subject(pred_path: str, gt_path: str, mask_path: str | None, modality: str,
-                  affine_tol: float = 1e-3) -> dict[str, float]:
-    """{'mae', 'psnr', 'ssim'} of one predicted volume (source units, HU for CT) against its ground truth inside
-    the mask: CT clipped to [-1024, 3000] HU, MR to the ground truth's normalisation window (util.evaluation)."""
+                  affine_tol: float = 1e-3) -> tuple[dict[str, float], dict[str, str]]:
+    """({'mae', 'psnr', 'ssim'}, {metric: why it is NaN}) of one predicted volume (source units, HU for CT)
+    against its ground truth inside the mask: CT clipped to [-1024, 3000] HU, MR to the ground truth's
+    normalisation window (util.evaluation)."""
     truth, truth_img = load_nifti(gt_path)
     pred, pred_img = load_nifti(pred_path)
     check_same_grid(pred_path, pred_img, gt_path, truth_img, affine_tol)
@@ -91,13 +97,14 @@ def score_subject(pred_path: str, gt_path: str, mask_path: str | None, modality:
     else:
         m = intensity_map('mr', truth, mask, gt_path)
         window = (m.low, m.high)
-    return volume_metrics(pred, truth, mask, window)
+    return volume_metrics_or_nan(pred, truth, mask, window)
 
 
 def evaluate(pred: dict[str, str], gt_dir: str, mask_dir: str | None, modality: str, plane: str,
-             affine_tol: float = 1e-3) -> list[dict]:
-    """Rows in metrics.csv form (level 'volume', subject, plane, mae, psnr, ssim), one per predicted subject."""
-    rows = []
+             affine_tol: float = 1e-3) -> tuple[list[dict], dict[str, str]]:
+    """Rows in metrics.csv form (level 'volume', subject, plane, mae, psnr, ssim), one per scored subject, and
+    subject -> why it could not be scored. Missing files raise FileNotFoundError before anything is scored."""
+    files = {}
     for subject, pred_path in pred.items():
         gt_path = find_subject_file(gt_dir, subject, modality)
         if gt_path is None:
@@ -113,9 +120,19 @@ def evaluate(pred: dict[str, str], gt_dir: str, mask_dir: str | None, modality: 
                 if os.path.isdir(os.path.join(gt_dir, subject)) else None
             if mask_path is None:
                 print(f'{subject}: no mask file, using a body mask computed from {gt_path}')
-        rows.append({'level': 'volume', 'subject': subject, 'plane': plane,
-                     **score_subject(pred_path, gt_path, mask_path, modality, affine_tol)})
-    return rows
+        files[subject] = (pred_path, gt_path, mask_path)
+    rows, failed = [], {}
+    for subject, (pred_path, gt_path, mask_path) in files.items():
+        try:
+            scores, problems = score_subject(pred_path, gt_path, mask_path, modality, affine_tol)
+        except (OSError, ValueError) as exc:
+            failed[subject] = str(exc)
+            print(f'ERROR: subject {subject}: {exc}; going on with the others', file=sys.stderr)
+            continue
+        for metric, why in problems.items():
+            print(f'WARNING: subject {subject}: {metric.upper()} not computed: {why}', file=sys.stderr)
+        rows.append({'level': 'volume', 'subject': subject, 'plane': plane, **scores})
+    return rows, failed
 
 
 def append_to_comparison(results_dir: str, tag: str, label: str, rows: list[dict], meta: dict) -> str:
@@ -166,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> list[dict]:
     args = build_parser().parse_args(argv)
     pred = find_predictions(args.pred, args.pred_pattern)
-    rows = evaluate(pred, args.gt, args.mask, args.modality, args.plane, args.affine_tol)
+    rows, failed = evaluate(pred, args.gt, args.mask, args.modality, args.plane, args.affine_tol)
     unit = ' (HU)' if modality_kind(args.modality) == 'ct' else ''
     print(f'{"subject":<24}' + ''.join(f'{m.upper() + (unit if m == "mae" else ""):>22}' for m in VOLUME_METRICS))
     for r in rows:
@@ -177,6 +194,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         write_csv(args.out, rows)
+    if failed:
+        raise ValueError(f'{len(failed)} of {len(pred)} subject(s) could not be scored: '
+                         + '; '.join(f'{s}: {why}' for s, why in failed.items())
+                         + (f' (the others are in {args.out})' if args.out and rows else ''))
     if args.append:
         label = args.label or os.path.basename(os.path.normpath(args.pred))
         meta = {'pred': os.path.abspath(args.pred), 'pattern': args.pred_pattern, 'gt': os.path.abspath(args.gt),

@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data.triplanar_aligned_dataset import (SPLITS_DIR, list_subjects, read_splits, split_subjects,  # noqa: E402
                                             write_splits)
+from util.cli import run_cli  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[str]]:
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[str]]:
     args = p.parse_args(argv)
     existing = read_splits(args.dataroot)
     if existing and not args.force:
-        raise SystemExit(f'{os.path.join(args.dataroot, SPLITS_DIR)} already holds {", ".join(sorted(existing))}; '
+        raise ValueError(f'{os.path.join(args.dataroot, SPLITS_DIR)} already holds {", ".join(sorted(existing))}; '
                          f'pass --force to replace it')
     splits = split_subjects(list_subjects(args.dataroot), args.seed)
     if args.force:
@@ -39,4 +40,4 @@ def main(argv: list[str] | None = None) -> dict[str, list[str]]:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -3,11 +3,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import torch
 from PIL import Image
 
 from conftest import ROOT, run_script
+from models import networks
+from util.checkpoint import read_network_file
 
 TRAIN, TEST = str(ROOT / 'train.py'), str(ROOT / 'test.py')
+
+
+def generator(path: Path, netG: str, ngf: int, norm: str, dropout: bool) -> torch.nn.Module:
+    """The generator stored in ``path`` (3 -> 3 channels), in eval mode."""
+    state, _, _ = read_network_file(str(path))
+    net = networks.define_G(3, 3, ngf, netG, norm, dropout)
+    net.load_state_dict(state)
+    return net.eval()
+
+
+def assert_recomputed(images: Path, source: str, steps: list[tuple[str, torch.nn.Module, str]]) -> None:
+    """For each (input visual, generator, output visual): the saved raw output ``<source>_<output>.npy`` equals the
+    checkpoint's generator applied to the saved raw input (weights other than the checkpoint's would not)."""
+    def load(visual: str) -> torch.Tensor:
+        return torch.from_numpy(np.load(images / f'{source}_{visual}.npy')).permute(2, 0, 1)[None]
+    for visual_in, net, visual_out in steps:
+        with torch.no_grad():
+            y = net(load(visual_in))
+        np.testing.assert_allclose(y.numpy(), load(visual_out).numpy(), rtol=0, atol=2e-5,
+                                   err_msg=f'{source}_{visual_out} is not what the checkpoint computes')
 
 
 def test_cycle_gan_train_then_test_one_direction(unaligned_root: Path, tmp_path: Path):
@@ -24,11 +48,14 @@ def test_cycle_gan_train_then_test_one_direction(unaligned_root: Path, tmp_path:
     assert 'lambda_identity' in (ckpt / 'train_opt.txt').read_text()
 
     run_script(TEST, '--model', 'test', '--name', 'temp_cyclegan', '--dataroot', root, '--num_test', '1',
-               '--model_suffix', '_A', '--no_dropout', '--gpu_ids', '-1', cwd=tmp_path)
+               '--model_suffix', '_A', '--no_dropout', '--gpu_ids', '-1', '--save_raw', cwd=tmp_path)
     out = tmp_path / 'results' / 'temp_cyclegan' / 'test_latest'
     assert (out / 'index.html').exists()
     pngs = sorted(p.name for p in (out / 'images').glob('*.png'))
     assert len(pngs) == 2 and any(p.endswith('_real.png') for p in pngs) and any(p.endswith('_fake.png') for p in pngs)
+    source = pngs[0].rsplit('_', 1)[0]
+    g_a = generator(ckpt / 'latest_net_G_A.pth', 'resnet_9blocks', 64, 'instance', False)
+    assert_recomputed(out / 'images', source, [('real', g_a, 'fake')])
 
 
 def test_pix2pix_train_then_test(aligned_root: Path, tmp_path: Path):
@@ -42,7 +69,7 @@ def test_pix2pix_train_then_test(aligned_root: Path, tmp_path: Path):
     opt_txt = (ckpt / 'train_opt.txt').read_text()
     assert 'unet_256' in opt_txt and '[default: 100]' in opt_txt  # n_epochs_decay 5 marked non-default
     run_script(TEST, '--model', 'pix2pix', '--name', 'temp_pix2pix', '--dataroot', root, '--num_test', '1',
-               '--gpu_ids', '-1', cwd=tmp_path)
+               '--gpu_ids', '-1', '--eval', '--save_raw', cwd=tmp_path)
     out = tmp_path / 'results' / 'temp_pix2pix' / 'test_latest'
     html = (out / 'index.html').read_text()
     for visual in ('real_A', 'fake_B', 'real_B'):
@@ -50,6 +77,8 @@ def test_pix2pix_train_then_test(aligned_root: Path, tmp_path: Path):
         assert f'0_{visual}.png' in html
     assert Image.open(out / 'images' / '0_fake_B.png').size == (256, 256)
     assert (out / 'metrics.csv').exists()
+    g = generator(ckpt / 'latest_net_G.pth', 'unet_256', 64, 'batch', True)   # --eval: dropout off, running stats
+    assert_recomputed(out / 'images', '0', [('real_A', g, 'fake_B')])
 
 
 def test_cycle_gan_full_test_writes_all_visuals(unaligned_root: Path, tmp_path: Path):
@@ -58,9 +87,13 @@ def test_cycle_gan_full_test_writes_all_visuals(unaligned_root: Path, tmp_path: 
               '--netG', 'resnet_6blocks', '--load_size', '64', '--crop_size', '64']
     run_script(TRAIN, '--model', 'cycle_gan', *common, '--n_epochs', '1', '--n_epochs_decay', '0', '--display_id',
                '0', '--num_threads', '0', cwd=tmp_path)
-    run_script(TEST, '--model', 'cycle_gan', '--dataset_mode', 'unaligned', *common, cwd=tmp_path)
+    run_script(TEST, '--model', 'cycle_gan', '--dataset_mode', 'unaligned', *common, '--save_raw', cwd=tmp_path)
     images = tmp_path / 'results' / 'cg' / 'test_latest' / 'images'
     for visual in ('real_A', 'fake_B', 'rec_A', 'real_B', 'fake_A', 'rec_B'):
         assert (images / f'testA_0_{visual}.png').exists(), visual
+    ckpt = tmp_path / 'checkpoints' / 'cg'
+    g_a, g_b = (generator(ckpt / f'latest_net_{n}.pth', 'resnet_6blocks', 8, 'instance', False) for n in ('G_A', 'G_B'))
+    assert_recomputed(images, 'testA_0', [('real_A', g_a, 'fake_B'), ('fake_B', g_b, 'rec_A'),
+                                          ('real_B', g_b, 'fake_A'), ('fake_A', g_a, 'rec_B')])
     # the default --num_test runs the whole test set
     assert len(list(images.glob('*_fake_B.png'))) == 2

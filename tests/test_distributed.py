@@ -1,11 +1,17 @@
 """Several processes with torchrun on the CPU (gloo): sharded data, synced weights, rank 0 writes."""
 from __future__ import annotations
 
+import argparse
 import json
 import socket
 from pathlib import Path
 
-from conftest import ROOT, run_script
+import numpy as np
+from PIL import Image
+
+from conftest import ROOT, _pattern, run_script
+from data import create_dataset
+from options.train_options import TrainOptions
 
 
 def _free_port() -> int:
@@ -29,10 +35,48 @@ def test_ddp_keeps_ranks_in_sync_and_averages_losses(tmp_path: Path):
     assert r0['checksum'] == r1['checksum']
 
 
+def _distinct_pairs(folder: Path, n: int, size: int = 32) -> list[str]:
+    """``n`` different A|B pairs in ``folder``; returns their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    paths = []
+    for i in range(n):
+        a = _pattern(rng, size)
+        Image.fromarray(np.stack([np.concatenate([a, 255 - a], 1).astype(np.uint8)] * 3, -1)).save(folder / f'{i}.png')
+        paths.append(str(folder / f'{i}.png'))
+    return paths
+
+
+def test_ranks_get_disjoint_shards_covering_the_set_reshuffled_each_epoch(tmp_path: Path):
+    """The loaders of 2 processes (as torchrun starts them) over 8 different items: the shards never share an
+    item, together hold every item, and the order changes every epoch; a resumed epoch skips exactly the batches
+    already seen."""
+    paths = _distinct_pairs(tmp_path / 'train', 8)
+    opt = TrainOptions().parse(['--model', 'pix2pix', '--dataset_mode', 'aligned', '--dataroot', str(tmp_path),
+                                '--checkpoints_dir', str(tmp_path / 'c'), '--gpu_ids', '-1', '--num_threads', '0',
+                                '--load_size', '32', '--crop_size', '32', '--batch_size', '2', '--display_id', '0'],
+                               setup_device=False)
+    loaders = [create_dataset(argparse.Namespace(**{**vars(opt), 'world_size': 2, 'rank': rank})) for rank in (0, 1)]
+    orders = {}
+    for epoch in (1, 2, 3):
+        shards = []
+        for loader in loaders:
+            loader.set_epoch(epoch)
+            shards.append([p for batch in loader for p in batch['A_paths']])
+        assert [len(s) for s in shards] == [4, 4]
+        assert not set(shards[0]) & set(shards[1])
+        assert sorted(shards[0] + shards[1]) == sorted(paths)
+        orders[epoch] = shards
+    assert orders[1] != orders[2] and orders[2] != orders[3] and orders[1] != orders[3]
+    assert {frozenset(orders[e][0]) for e in orders} != {frozenset(orders[1][0])}   # items move between ranks too
+    loaders[0].set_epoch(2, skip_batches=1)
+    assert [p for batch in loaders[0] for p in batch['A_paths']] == orders[2][0][2:]
+
+
 def test_torchrun_training_writes_once(aligned_root: Path, tmp_path: Path):
-    (aligned_root / 'train' / '0.png').rename(aligned_root / 'train' / 'a.png')
-    for i in range(3):  # four training pairs: two per process
-        (aligned_root / 'train' / f'{i}.png').write_bytes((aligned_root / 'train' / 'a.png').read_bytes())
+    for f in (aligned_root / 'train').iterdir():
+        f.unlink()
+    _distinct_pairs(aligned_root / 'train', 4, size=256)  # four different training pairs: two per process
     proc = _torchrun(str(ROOT / 'train.py'), '--model', 'pix2pix', '--name', 'ddp', '--dataroot', str(aligned_root),
                      '--netG', 'unet_128', '--ngf', '8', '--ndf', '8', '--load_size', '128', '--crop_size', '128',
                      '--norm', 'syncbatch', '--gpu_ids', '-1', '--num_threads', '0', '--display_id', '0',

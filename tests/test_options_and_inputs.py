@@ -92,7 +92,7 @@ def test_one_channel_pix2pix_saves_one_channel_results_and_raw(tmp_path: Path):
     rng = np.random.default_rng(0)
     for phase in ('train', 'test'):
         (tmp_path / 'd' / phase).mkdir(parents=True)
-        a = (rng.random((64, 64)) * 65535).astype(np.uint16)
+        a = (rng.random((128, 128)) * 65535).astype(np.uint16)    # the load and crop size: nothing is resampled
         Image.fromarray(np.concatenate([a, 65535 - a], 1)).save(tmp_path / 'd' / phase / 'x.png')
     common = ['--model', 'pix2pix', '--name', 'gray', '--dataroot', str(tmp_path / 'd'), '--input_nc', '1',
               '--output_nc', '1', '--netG', 'unet_128', '--ngf', '8', '--ndf', '8', '--load_size', '128',
@@ -104,8 +104,10 @@ def test_one_channel_pix2pix_saves_one_channel_results_and_raw(tmp_path: Path):
     raw = np.load(images / 'x_real_A.npy')
     assert raw.dtype == np.float32 and raw.shape[-2:] == (128, 128)
     np.testing.assert_array_equal(tifffile.imread(images / 'x_real_A.tif'), raw)
-    # 16-bit input survives: far more distinct levels than 8 bits could hold
-    assert len(np.unique(raw)) > 256
+    # 16-bit input survives exactly: v / 65535 * 2 - 1 for every pixel (an 8-bit step is 0.0078)
+    expected = a.astype(np.float64) / 65535 * 2 - 1
+    np.testing.assert_allclose(raw.reshape(128, 128), expected, rtol=0, atol=1e-6)
+    assert len(np.unique(raw)) == len(np.unique(a)) > 10000
 
 
 def test_checkpoint_that_does_not_fit_names_file_options_and_keys(aligned_root: Path, tmp_path: Path):

@@ -130,6 +130,47 @@ def test_loader_workers_give_the_same_batches(root):
     assert torch.equal(batches[0]['A'], batches[1]['A']) and torch.equal(batches[0]['mask'], batches[1]['mask'])
 
 
+def _eroded(mask: torch.Tensor, steps: int = 2) -> torch.Tensor:
+    """``mask`` (H, W) bool shrunk by ``steps`` pixels (3x3 minimum, repeated)."""
+    m = mask.float()[None, None]
+    for _ in range(steps):
+        m = -torch.nn.functional.max_pool2d(-m, 3, stride=1, padding=1)
+    return m[0, 0] > 0.5
+
+
+def test_augmentation_keeps_a_b_and_mask_aligned_on_a_phantom(tmp_path):
+    """CT is a known affine function of MR inside the body (ct = 2 mr - 500), so after any resampling the items
+    must satisfy B = alpha A + beta wherever the body mask holds, and A must be background (-1) wherever the mask
+    does not: a B or mask moved differently from A breaks one of the two."""
+    shape = (20, 22, 18)
+    grids = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing='ij')
+    body = sum((g / 0.8) ** 2 for g in grids) < 1
+    mr = np.where(body, 500 + 150 * grids[0] + 80 * grids[1] * grids[2], 0.0).astype(np.float32)
+    ct = np.where(body, 2 * mr - 500, -1000.0).astype(np.float32)
+    write_subject(tmp_path / 'data', 's', volumes={'mr': mr, 'ct': ct, 'mask': body.astype(np.uint8)})
+    write_splits(str(tmp_path / 'data'), {'train': ['s']})
+    args = ('--cache_dtype', 'float32', '--mr_percentiles', '0', '100', '--input_nc', '1', '--output_nc', '1')
+    plain = dataset(tmp_path / 'data', *args)
+    ds = dataset(tmp_path / 'data', *args, '--augment')
+    low, high = float(mr[body].min()), float(mr[body].max())
+    assert (ds.subjects['s'].maps['mr'].low, ds.subjects['s'].maps['mr'].high) == (low, high)
+    # B = ((2 mr - 500) + 1024) / 4024 * 2 - 1 with mr = (A + 1) / 2 * (high - low) + low
+    alpha = (high - low) / 2 * 2 / 4024 * 2
+    beta = ((2 * ((high - low) / 2 + low) - 500) + 1024) / 4024 * 2 - 1
+    torch.manual_seed(3)
+    moved = 0
+    for i in range(0, len(ds), 3):
+        item = ds[i]
+        a, b, mask = item['A'][0], item['B'][0], item['mask'][0]
+        moved += not torch.equal(item['mask'], plain[i]['mask'])
+        inside, outside = _eroded(mask), _eroded(~mask, 3)
+        if inside.any():
+            assert float((b - (alpha * a + beta))[inside].abs().max()) < 1e-4, item['name']
+        assert float((a[outside] + 1).abs().max()) < 1e-4, item['name']
+        assert inside.sum() + outside.sum() > 0.3 * mask.numel()     # most pixels are checked
+    assert moved > 5          # the augmentation did move the slices
+
+
 def test_augmentation_moves_a_b_and_mask_together_and_is_off_at_test(root):
     torch.manual_seed(0)
     x = torch.rand(1, 24, 24).expand(3, -1, -1) * 2 - 1
@@ -221,7 +262,7 @@ def test_make_splits_script_writes_and_refuses_to_overwrite(tmp_path):
         (tmp_path / s).mkdir()
     splits = make_splits.main(['--dataroot', str(tmp_path), '--seed', '3'])
     assert read_splits(str(tmp_path)) == splits == split_subjects(names(10), 3)
-    with pytest.raises(SystemExit, match='already holds'):
+    with pytest.raises(ValueError, match='already holds'):
         make_splits.main(['--dataroot', str(tmp_path)])
     write_splits(str(tmp_path), {'extra': ['s09']})
     assert read_splits(str(tmp_path)) != splits

@@ -9,8 +9,13 @@ from typing import Callable
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, RuntimeError)
 
 
+EXIT_USER_ERROR = 2     # as argparse uses for a bad command line: every user error exits with this status
+
+
 def run_cli(main: Callable[[], object]) -> None:
-    """Run ``main()``; a user error exits with ``<program>: error: <message>`` (status 2).
+    """Run ``main()``; a user error prints ``<program>: error: <message>`` on stderr and exits with status 2
+    (:data:`EXIT_USER_ERROR`, the status argparse gives a bad command line). Success is 0; a bug keeps its
+    traceback (status 1).
 
     ``--verbose`` on the command line shows the full traceback as well.
     """
@@ -19,4 +24,6 @@ def run_cli(main: Callable[[], object]) -> None:
     except USER_ERRORS as exc:
         if '--verbose' in sys.argv:
             raise
-        sys.exit(f'{os.path.basename(sys.argv[0])}: error: {exc}\n(add --verbose for the full traceback)')
+        print(f'{os.path.basename(sys.argv[0])}: error: {exc}\n(add --verbose for the full traceback)',
+              file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)

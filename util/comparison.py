@@ -18,11 +18,12 @@ import csv
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+
+from util.checkpoint import atomic_write
 
 PLANES = ('x', 'y', 'z')
 VOLUME_PLANES = ('x', 'y', 'z', 'fused')
@@ -70,14 +71,10 @@ def external_paths(folder: str, key: str) -> tuple[str, str]:
 
 def write_json(path: str, obj: dict) -> None:
     """``obj`` as indented JSON, written atomically (temporary file + rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=folder)
-    with os.fdopen(fd, 'w') as f:
+    def write(f) -> None:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.write('\n')
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write(write, path, binary=False)
 
 
 def read_json(path: str) -> dict:

@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from matplotlib import colormaps
 
-from util.metrics import SYNTHRAD_HU_RANGE, slice_metrics, volume_metrics
-from util.util import save_image
+from util.checkpoint import atomic_write
+from util.metrics import SYNTHRAD_HU_RANGE, slice_metrics, volume_metrics_or_nan, volume_problems
+from util.util import output_name, save_image
 from util.volume import PLANES, PLANE_NAMES, VolumeAssembler, load_nifti, modality_kind, save_nifti, slice_spacing, \
     take_slice
 
@@ -40,10 +41,11 @@ def mean_std(values: list[float]) -> str:
 
 def write_csv(path: str, rows: list[dict]) -> None:
     """``rows`` (dicts with keys from CSV_FIELDS) as a CSV file with a header."""
-    with open(path, 'w', newline='') as f:
+    def write(f) -> None:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
+    atomic_write(write, path, binary=False)
 
 
 class SliceEvaluator:
@@ -61,7 +63,7 @@ class SliceEvaluator:
         target = visuals[self.target].detach().float().cpu().numpy()
         names = data.get('name', data.get('A_paths'))
         for k in range(pred.shape[0]):
-            row = {'level': 'slice', 'name': os.path.splitext(os.path.basename(str(names[k])))[0],
+            row = {'level': 'slice', 'name': output_name(str(names[k])),
                    **slice_metrics(pred[k], target[k])}
             if 'subject' in data:
                 row.update(subject=data['subject'][k], plane=data['plane'][k], slice=int(data['slice_index'][k]))
@@ -90,7 +92,12 @@ class VolumeEvaluator:
     """Reassembles the predicted slices of a TriplanarAlignedDataset into volumes and scores them. The prediction
     is the first of the visuals ``preds`` a model has ('fake_B' of pix2pix, CycleGAN and MRNet; 'fake' of
     ``--model test``). A subject is finished (written, scored, freed) as soon as all its slices have arrived;
-    subjects left incomplete (--num_test, --max_dataset_size) are reported and not written."""
+    subjects left incomplete (--num_test, --max_dataset_size) are reported and not written.
+
+    One subject never costs the others their results: a metric a subject's volume cannot have (thinner than the
+    SSIM window) is announced before any prediction and left empty (NaN) in its rows; a subject whose volume
+    cannot be written or scored is listed in :attr:`failed` (name -> reason) and on the page, and the rest go
+    on."""
 
     def __init__(self, opt, result_dir: str, dataset, preds: tuple[str, ...] = ('fake_B', 'fake'),
                  target: str = 'real_B'):
@@ -104,6 +111,14 @@ class VolumeEvaluator:
         self.assemblers: dict[str, VolumeAssembler] = {}
         self.rows: list[dict] = []
         self.figures: list[tuple[str, list[np.ndarray], list[str]]] = []
+        self.failed: dict[str, str] = {}
+        self.problems: dict[str, dict[str, str]] = {}
+        for name, subject in dataset.subjects.items():
+            problems = volume_problems(subject.geometry.canonical_shape)
+            if problems:
+                self.problems[name] = problems
+                print(f'WARNING: subject {name}: ' + '; '.join(f'no volume {m.upper()}: {why}'
+                                                             for m, why in problems.items()), file=sys.stderr)
 
     def add(self, data: dict, visuals: dict[str, torch.Tensor]) -> None:
         if self.pred not in visuals:
@@ -121,7 +136,11 @@ class VolumeEvaluator:
             assembler = self.assemblers[name]
             assembler.add(data['plane'][k], int(data['slice_index'][k]), pred[k])
             if assembler.n_slices == self.expected[name]:
-                self._finish_subject(name)
+                try:
+                    self._finish_subject(name)
+                except (OSError, ValueError, RuntimeError) as exc:
+                    self.failed[name] = str(exc)
+                    print(f'ERROR: subject {name}: {exc}; going on with the others', file=sys.stderr)
 
     def window(self, subject) -> tuple[float, float]:
         """Clip range and data range of the volume metrics: SynthRAD2023's [-1024, 3000] HU for CT, the
@@ -143,18 +162,21 @@ class VolumeEvaluator:
         os.makedirs(self.volume_dir, exist_ok=True)
         volumes = {p: assembler.volumes[p] for p in assembler.planes}
         volumes['fused'] = assembler.fused(self.fuse)
-        scores = {}
+        scores, rows = {}, []
         for label, volume in volumes.items():
             pred = target_map.denormalise(volume)
             save_nifti(subject.geometry.from_canonical(pred), reference,
                        os.path.join(self.volume_dir, f'{name}_{self.pred}_{label}.nii.gz'))
-            scores[label] = volume_metrics(pred, truth, mask, window)
-            self.rows.append({'level': 'volume', 'subject': name, 'plane': label, **scores[label]})
+            scores[label], problems = volume_metrics_or_nan(pred, truth, mask, window)
+            for metric, why in problems.items():
+                self.problems.setdefault(name, {}).setdefault(metric, why)
+            rows.append({'level': 'volume', 'subject': name, 'plane': label, **scores[label]})
         fused = volumes['fused']
         error = np.abs(target_map.denormalise(fused) - truth)
         self.figures.append(self._figure(name, subject, [np.asarray(arrays[self.dataset.source], np.float32), fused,
                                                         target_map.normalise(truth), error], scores['fused'],
                                          assembler.planes))
+        self.rows += rows     # only a subject that went through completely gets rows
 
     def _figure(self, name: str, subject, volumes: list[np.ndarray], scores: dict,
                 planes: list[str]) -> tuple[str, list[np.ndarray], list[str]]:
@@ -193,12 +215,17 @@ class VolumeEvaluator:
             table.append([title, len(rows), *(mean_std([r[m] for r in rows]) for m in ('mae', 'psnr', 'ssim')),
                           len(slices), mean_std([r['psnr'] for r in slices]), mean_std([r['ssim'] for r in slices])])
             if rows:
-                summary[label] = {'n': len(rows), **{m: float(np.mean([r[m] for r in rows]))
+                summary[label] = {'n': len(rows), **{m: _finite_mean([r[m] for r in rows])
                                                      for m in ('mae', 'psnr', 'ssim')}}
         webpage.add_table(['plane', 'subjects', f'MAE ({unit})', 'PSNR (dB)', 'SSIM', 'slices', 'slice PSNR (dB)',
                            'slice SSIM'], table, top=True)
         if self.assemblers:
             webpage.add_text(f'incomplete, not written: {", ".join(self.assemblers)}', top=True)
+        for name, why in self.failed.items():
+            webpage.add_text(f'failed, not scored: {name}: {why}', top=True)
+        for name, problems in self.problems.items():
+            webpage.add_text(f'{name}: ' + '; '.join(f'{m.upper()} not computed ({why})'
+                                                     for m, why in problems.items()), top=True)
         for name, images, captions in self.figures:
             files = []
             for label, image in zip(('input', 'synthesized', 'truth', 'error'), images):
@@ -206,6 +233,12 @@ class VolumeEvaluator:
                 save_image(image, os.path.join(webpage.get_image_dir(), files[-1]))
             webpage.add_images(files, captions, files, width=3 * FIGURE_HEIGHT, top=True)
         return summary
+
+
+def _finite_mean(values: list[float]) -> float:
+    """Mean of the finite values (NaN when there is none)."""
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
 
 
 def _montage(volume: np.ndarray, zooms: tuple[float, float, float]) -> np.ndarray:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import numbers
 import os
 import posixpath
-import tempfile
 from urllib.parse import quote
 
 import dominate
 from dominate import tags
 
+from util.checkpoint import atomic_write
 from util.util import mkdirs
 
 IMAGE_DIR = 'images'
@@ -56,6 +56,14 @@ class HTML:
         with self.doc:
             self.summary = tags.div(id='summary')
             self.content = tags.div(id='content')
+        self.sources: dict[str, str] = {}
+
+    def claim_name(self, name: str, source: str) -> None:
+        """Reserve the image name ``name`` for the input ``source``; ValueError when another input has it (their
+        images would overwrite each other)."""
+        if self.sources.setdefault(name, source) != source:
+            raise ValueError(f'{self.sources[name]} and {source} would both be saved as "{name}" in {self.img_dir}: '
+                             f'rename one of them')
 
     def get_image_dir(self) -> str:
         """Folder where callers save the images they add with :meth:`add_images`."""
@@ -112,14 +120,5 @@ class HTML:
     def save(self) -> str:
         """Write ``<web_dir>/index.html`` atomically (temporary file + rename) and return its path."""
         path = os.path.join(self.web_dir, 'index.html')
-        fd, tmp = tempfile.mkstemp(prefix='.index.', suffix='.html.tmp', dir=self.web_dir)
-        try:
-            with os.fdopen(fd, 'w', encoding='utf-8') as f:
-                f.write(self.doc.render())
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; the page is meant to be served and shared
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        atomic_write(lambda f: f.write(self.doc.render()), path, binary=False)   # the umask's permissions
         return path

@@ -112,6 +112,28 @@ def volume_metrics(pred: np.ndarray, target: np.ndarray, mask: np.ndarray,
             'ssim': masked_ssim(pred, target, mask, window)}
 
 
+def volume_problems(shape: tuple[int, ...], win_size: int = SSIM_WINDOW) -> dict[str, str]:
+    """metric -> why it cannot be computed for a volume of ``shape``, known before any prediction is made."""
+    if min(shape) < win_size:
+        return {'ssim': f'the volume {tuple(shape)} is thinner than the {win_size}-voxel SSIM window'}
+    return {}
+
+
+def volume_metrics_or_nan(pred: np.ndarray, target: np.ndarray, mask: np.ndarray,
+                          window: tuple[float, float] = SYNTHRAD_HU_RANGE) -> tuple[dict[str, float], dict[str, str]]:
+    """:func:`volume_metrics`, with NaN for a metric that cannot be computed (volume thinner than the SSIM
+    window, empty mask) and, in the second dict, metric -> the reason."""
+    values, problems = {}, {}
+    for name, fn in (('mae', lambda: masked_mae(pred, target, mask)),
+                     ('psnr', lambda: masked_psnr(pred, target, mask, window)),
+                     ('ssim', lambda: masked_ssim(pred, target, mask, window))):
+        try:
+            values[name] = fn()
+        except ValueError as exc:
+            values[name], problems[name] = math.nan, str(exc)
+    return values, problems
+
+
 def _mask(mask: np.ndarray, like: np.ndarray) -> np.ndarray:
     m = np.asarray(mask) > 0
     if m.shape != np.shape(like):

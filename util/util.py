@@ -12,6 +12,33 @@ from PIL import Image
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.npy')
 
 
+# file types whose extension output_name() removes: the 2D images and the volume formats
+FILE_EXTENSIONS = IMG_EXTENSIONS + ('.nii.gz', '.nii', '.mha', '.mhd', '.nrrd', '.nhdr', '.dcm')
+
+
+def output_name(source: str) -> str:
+    """The name results of ``source`` (a file path or an item name) are saved under: its last path component
+    without a known file-type extension. Other dots are kept: ``pat.1_x010`` and DICOM-style UIDs such as
+    ``1.2.840.10008.1`` stay whole, ``scan.v2.png`` gives ``scan.v2``."""
+    name = os.path.basename(str(source).rstrip('/\\'))
+    for ext in FILE_EXTENSIONS:
+        if name.lower().endswith(ext) and len(name) > len(ext):
+            return name[:-len(ext)]
+    return name
+
+
+def check_unique_names(sources) -> dict[str, str]:
+    """output name -> source for every source; ValueError naming both sources when two different sources
+    would be saved under the same name (their results would overwrite each other)."""
+    names: dict[str, str] = {}
+    for source in sources:
+        name = output_name(source)
+        if names.setdefault(name, str(source)) != str(source):
+            raise ValueError(f'{names[name]} and {source} would both be saved as "{name}": rename one of them '
+                             f'(results are named after the input file without its extension)')
+    return names
+
+
 def is_image_file(filename: str) -> bool:
     """True for the file types the 2D datasets read (8/16-bit PNG, JPEG, TIFF, float .npy)."""
     return filename.lower().endswith(IMG_EXTENSIONS)

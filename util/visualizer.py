@@ -168,14 +168,16 @@ def save_images(webpage: HTML, visuals: OrderedDict[str, torch.Tensor], image_pa
     """Save every item of a test batch as ``<stem>_<visual>.png`` in the page's image folder, one page row each.
 
     visuals: name -> Tensor (N, C, H, W) in [-1, 1]; image_path: the batch's N source paths (``<stem>`` is the
-    file name without extension). One-channel visuals give 1-channel PNGs. With ``save_raw`` the values are also
+    file name without its file-type extension, other dots kept: :func:`util.util.output_name`; two inputs with
+    the same name are a ValueError). One-channel visuals give 1-channel PNGs. With ``save_raw`` the values are also
     written unquantised as float32 ``<stem>_<visual>.npy`` and ``.tif`` in the network's [-1, 1] range,
     shaped (H, W) for one channel and (H, W, C) otherwise.
     """
     paths = [image_path] if isinstance(image_path, str) else list(image_path)
     image_dir = webpage.get_image_dir()
     for i, path in enumerate(paths):
-        stem = os.path.splitext(os.path.basename(path))[0]
+        stem = util.output_name(path)
+        webpage.claim_name(stem, str(path))
         webpage.add_header(stem)
         ims, txts = [], []
         for label, batch in visuals.items():
