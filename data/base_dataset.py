@@ -33,10 +33,11 @@ class BaseDataset(torch.utils.data.Dataset, ABC):
     @abstractmethod
     def __getitem__(self, index: int) -> dict: ...
 
-    def make_evaluator(self, opt: argparse.Namespace, result_dir: str):
-        """What test.py uses to score results: per-image PSNR/SSIM for 2D data."""
+    def make_evaluator(self, opt: argparse.Namespace, result_dir: str, **options):
+        """What test.py (and validation) uses to score results: per-image PSNR/SSIM for 2D data; ``options``
+        go to the evaluator (``write=False``: score only)."""
         from util.evaluation import SliceEvaluator
-        return SliceEvaluator(opt, result_dir)
+        return SliceEvaluator(opt, result_dir, write=options.get('write', True))
 
 
 def require_dir(opt: argparse.Namespace, *subdirs: str) -> list[str]:

@@ -11,8 +11,9 @@ PY=${PYTHON:-python}
 common=(--model mrnet --name mrnet_demo --ngf 16 --ndf 16 --sam_input_size 256 --batch_size 1 --gpu_ids -1 --num_threads 1)
 $PY train.py "${common[@]}" --n_epochs 1 --n_epochs_decay 0 --max_dataset_size 300 --lr 2e-4 \
   --display_id 0 --print_freq 20 --save_epoch_freq 1 "$@"
-$PY test.py "${common[@]}" --batch_size 4 "$@" | tee /tmp/mrnet_quickstart_test.log
-page=$(grep '^results: ' /tmp/mrnet_quickstart_test.log | tail -1 | cut -d' ' -f2-)
+log=checkpoints/mrnet_demo/quickstart_test.log       # next to the checkpoints, inside the project
+$PY test.py "${common[@]}" --batch_size 4 "$@" | tee "$log"
+page=$(grep '^results: ' "$log" | tail -1 | cut -d' ' -f2-)
 echo
 echo "MRNet demo done. Result page: $(realpath "$page")"
 echo "Checkpoints and training pages: $(realpath checkpoints/mrnet_demo)"
