@@ -163,8 +163,13 @@ class BaseModel(ABC):
             path = self.network_path(epoch, name)
             net = self.unwrap(name)
             state, meta, options = read_network_file(path, map_location=self.device)
+            dropped = networks.drop_instance_norm_statistics(net, state)
             if getattr(self.opt, 'rank', 0) == 0:
                 print(f'loading the model from {path}')
+                if dropped:
+                    print(f'{path}: ignored {len(dropped)} InstanceNorm running-statistics entries (running_mean, '
+                          f'running_var, num_batches_tracked of an older PyTorch; these layers keep none), as the '
+                          f'classic toolkit does')
             try:
                 if hasattr(net, 'load_checkpoint_state'):
                     net.load_checkpoint_state(state, meta)
