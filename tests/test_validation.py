@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import scripts.make_demo_data as demo
 from conftest import ROOT, run_script
 from options.train_options import TrainOptions
 from util.checkpoint import read_network_file, safe_load
@@ -101,3 +102,24 @@ def test_resume_keeps_the_best_and_patience_stops(val_root: Path, tmp_path: Path
     assert counters['epoch'] == 4 and counters['validation']['bad_epochs'] == 2
     proc = run_script(TRAIN, *args, '--n_epochs', '6', '--patience', '2', '--continue_train', cwd=tmp_path)
     assert 'End of epoch' not in proc.stdout and len(_history(ckpt)['history']) == 3   # a stopped run stays stopped
+
+
+def test_mrnet_validates_ct_volumes_by_mae_by_default(tmp_path: Path):
+    """MRNet validates every epoch by default; for CT volumes the fused-volume MAE (HU) picks the best."""
+    with pytest.MonkeyPatch.context() as mp:                 # three 12 x 14 x 10 subjects: one per split
+        mp.setattr(demo, 'SHAPE', (12, 14, 10))
+        mp.setattr(demo, 'SPACING_ISO', (16.0, 16.0, 16.0))
+        mp.setattr(demo, 'SPACING_ANISO', (16.0, 16.0, 20.0))
+        demo.make_synthrad(str(tmp_path / 'data'), 3, 2024)
+    tiny = ['--model', 'mrnet', '--dataroot', str(tmp_path / 'data'), '--name', 'm', '--ngf', '4', '--ndf', '4',
+            '--planes', 'z', '--gpu_ids', '-1', '--num_threads', '0', '--sam_input_size', '64', '--sam_embed_dim',
+            '32', '--sam_depth', '2', '--sam_num_heads', '2', '--sam_global_attn_indexes', '1']
+    proc = run_script(TRAIN, *tiny, '--n_epochs', '1', '--max_dataset_size', '2', '--batch_size', '1',
+                      '--display_id', '0', cwd=tmp_path)
+    assert 'best by mae (lower is better)' in proc.stdout
+    record = _history(tmp_path / 'checkpoints' / 'm')
+    assert record['metric'] == 'mae' and not record['higher_is_better'] and record['best_epoch'] == 1
+    scores = record['history'][0]['scores']
+    assert set(scores) == {'mae', 'psnr', 'ssim', 'slice_psnr', 'slice_ssim'} and record['best'] == scores['mae'] > 0
+    proc = run_script(TEST, *tiny, '--epoch', 'best', '--phase', 'val', cwd=tmp_path)
+    assert f'fused: n 1, mae {record["best"]:.4g}' in proc.stdout       # test.py scores the same volume the same
