@@ -30,6 +30,7 @@ from util.volume import PLANES, PLANE_NAMES, VolumeAssembler, load_nifti, modali
 
 CSV_FIELDS = ['level', 'subject', 'plane', 'slice', 'name', 'mae', 'psnr', 'ssim']
 FIGURE_HEIGHT = 160      # pixels of each mid-slice montage in the result page
+FIGURE_WIDTH = 320       # shown width of each montage: input, synthesized, truth and error fit one 1400-pixel screen
 
 
 def mean_std(values: list[float]) -> str:
@@ -241,7 +242,7 @@ class VolumeEvaluator:
             for label, image in zip(('input', 'synthesized', 'truth', 'error'), images):
                 files.append(f'{name}_volume_{label}.png')
                 save_image(image, os.path.join(webpage.get_image_dir(), files[-1]))
-            webpage.add_images(files, captions, files, width=3 * FIGURE_HEIGHT, top=True)
+            webpage.add_images(files, captions, files, width=FIGURE_WIDTH, top=True)
         return self.summary()
 
     def summary(self) -> dict:

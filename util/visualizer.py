@@ -198,7 +198,8 @@ def save_images(webpage: HTML, visuals: OrderedDict[str, torch.Tensor], image_pa
     """Save every item of a test batch as ``<stem>_<visual>.png`` in the page's image folder, one page row each.
 
     visuals: name -> Tensor (N, C, H, W) in [-1, 1]; image_path: the batch's N source paths (``<stem>`` is the
-    file name without extension). One-channel visuals give 1-channel PNGs. With ``save_raw`` the values are also
+    file name without extension). One-channel visuals, and three equal channels (gray repeated to RGB), give
+    1-channel PNGs. With ``save_raw`` the values are also
     written unquantised as float32 ``<stem>_<visual>.npy`` and ``.tif`` in the network's [-1, 1] range,
     shaped (H, W) for one channel and (H, W, C) otherwise.
     """
@@ -211,7 +212,10 @@ def save_images(webpage: HTML, visuals: OrderedDict[str, torch.Tensor], image_pa
         for label, batch in visuals.items():
             image = batch[i]
             name = f'{stem}_{label}'
-            util.save_image(util.tensor2im(image), os.path.join(image_dir, name + '.png'), aspect_ratio=aspect_ratio)
+            im = util.tensor2im(image)
+            if im.ndim == 3 and (im == im[..., :1]).all():    # gray repeated to RGB (MRNet's 3 channels): 1 channel
+                im = im[..., 0]
+            util.save_image(im, os.path.join(image_dir, name + '.png'), aspect_ratio=aspect_ratio)
             if save_raw:
                 raw = image.detach().float().cpu().numpy()
                 util.save_raw(raw[0] if raw.shape[0] == 1 else raw.transpose(1, 2, 0), os.path.join(image_dir, name))
