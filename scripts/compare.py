@@ -20,9 +20,10 @@ checkpoints under --checkpoints_dir and test results under --results_dir. The co
 ``<results_dir>/compare_TAG/``: table.md, table.csv, index.html, images/*.png (loss curves, per-plane box plots,
 slice strips), shared_options.json, runs/*.json and logs/*.log.
 
-Runs resume: a finished training (its final epoch done, or stopped by --patience) and a finished test (metrics.csv present) are reused, an
-unfinished training continues from checkpoints/NAME/latest_state.pth; --force redoes the runs of this call. A TAG
-whose earlier runs used other shared options is refused, with the differing flags.
+Runs resume: a finished training (its final epoch done, or stopped by --patience) and a finished test
+(metrics.csv present) are reused, an unfinished training continues from checkpoints/NAME/latest_state.pth;
+--force redoes the runs of this call. A TAG whose earlier runs used other shared options is refused, with the
+differing flags.
 """
 from __future__ import annotations
 

@@ -252,7 +252,8 @@ class VolumeEvaluator:
         for label in [*PLANES, 'fused']:
             rows = [r for r in self.rows if r['plane'] == label]
             if rows:
-                out[label] = {'n': len(rows), **{m: float(np.mean([r[m] for r in rows])) for m in ('mae', 'psnr', 'ssim')}}
+                out[label] = {'n': len(rows),
+                              **{m: float(np.mean([r[m] for r in rows])) for m in ('mae', 'psnr', 'ssim')}}
         return out
 
 
