@@ -17,9 +17,11 @@ from data import create_dataset
 from models import create_model
 from options.test_options import TestOptions
 from util.cli import run_cli
+from util.evaluation import summary_sections
 from util.html import HTML
 from util.seed import seed_everything
 from util.util import check_unique_names
+from util.validation import BEST_LABEL, best_note
 from util.visualizer import save_images
 
 
@@ -33,6 +35,8 @@ def main(args: list[str] | None = None) -> str:
         check_unique_names(sources)
     model = create_model(opt)
     model.setup(opt)
+    if opt.epoch == BEST_LABEL:
+        print(best_note(model.save_dir))
     label = f'{opt.phase}_{opt.epoch}' + (f'_iter{opt.load_iter}' if opt.load_iter > 0 else '')
     web_dir = os.path.join(opt.results_dir, opt.name, label)
     webpage = HTML(web_dir, f'Experiment = {opt.name}, Phase = {opt.phase}, Epoch = {opt.epoch}')
@@ -51,13 +55,16 @@ def main(args: list[str] | None = None) -> str:
         visuals = model.get_current_visuals()
         names = data.get('name', data['A_paths'])
         for j in range(min(len(names), total - done)):
-            save_images(webpage, {k: v[j:j + 1] for k, v in visuals.items()}, [names[j]],
-                        aspect_ratio=opt.aspect_ratio, width=opt.display_winsize, save_raw=opt.save_raw)
+            if evaluator.on_page(data, j):
+                save_images(webpage, {k: v[j:j + 1] for k, v in visuals.items()}, [names[j]],
+                            aspect_ratio=opt.aspect_ratio, width=opt.display_winsize, save_raw=opt.save_raw)
         evaluator.add(data, visuals)
         done += len(names)
         if done % 50 < len(names):
             print(f'processing ({done:04d}/{total})-th item... {names[0]}')
-    evaluator.finish(webpage)
+    summary = evaluator.finish(webpage)
+    for label, scores in summary_sections(summary).items():
+        print(f'{label}: ' + ', '.join(f'{k} {v:.4g}' for k, v in scores.items()))
     page = webpage.save()
     print(f'results: {page}')
     failed = getattr(evaluator, 'failed', {})

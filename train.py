@@ -19,6 +19,7 @@ from options.train_options import TrainOptions
 from util import distributed
 from util.cli import run_cli
 from util.seed import seed_everything
+from util.validation import Validator
 
 
 def main(args: list[str] | None = None) -> None:
@@ -34,17 +35,24 @@ def main(args: list[str] | None = None) -> None:
         from util.visualizer import Visualizer
         visualizer = Visualizer(opt)
 
+    validator = Validator(opt) if main_process and opt.val_freq > 0 else None
+
     counters = {'epoch': opt.epoch_count, 'epoch_iter': 0, 'total_iters': 0}
     if opt.continue_train:
         counters = model.load_training_state('latest')
         if main_process:
             print(f'resuming at epoch {counters["epoch"]}, image {counters["epoch_iter"]} of that epoch, '
                   f'{counters["total_iters"]} images seen')
+    if validator is not None:
+        validator.load_state(counters.get('validation'))
     last_epoch = opt.n_epochs + opt.n_epochs_decay
     batches_per_epoch = -(-len(dataset) // opt.batch_size)
     total_iters = counters['total_iters']
 
+    stop = validator is not None and validator.stopped
     for epoch in range(counters['epoch'], last_epoch + 1):
+        if distributed.broadcast_flag(stop):
+            break
         skip = counters['epoch_iter'] // opt.batch_size if epoch == counters['epoch'] else 0
         epoch_iter = skip * opt.batch_size * opt.world_size
         dataset.set_epoch(epoch, skip)
@@ -75,6 +83,8 @@ def main(args: list[str] | None = None) -> None:
             if main_process and total_iters % opt.save_latest_freq < n:
                 label = f'iter_{total_iters}' if opt.save_by_iter else 'latest'
                 state = {'epoch': epoch, 'epoch_iter': epoch_iter // opt.world_size, 'total_iters': total_iters}
+                if validator is not None:
+                    state['validation'] = validator.state()
                 model.save_training_state(label, state)
                 if opt.save_by_iter:
                     model.save_training_state('latest', state)
@@ -84,6 +94,10 @@ def main(args: list[str] | None = None) -> None:
         model.update_learning_rate()
         counters = {'epoch': epoch + 1, 'epoch_iter': 0, 'total_iters': total_iters}
         if main_process:
+            if validator is not None:
+                if validator.due(epoch, last_epoch):
+                    stop = validator.run(model, epoch, visualizer)
+                counters['validation'] = validator.state()
             # the epoch's files first: the state that marks the epoch done comes last
             if epoch % opt.save_epoch_freq == 0 or epoch == last_epoch:
                 model.save_networks(epoch)
@@ -93,6 +107,9 @@ def main(args: list[str] | None = None) -> None:
                   f'learning rate {lr:.7f}')
         distributed.barrier()
     if main_process:
+        if validator is not None and validator.best is not None:
+            print(f'best validation {validator.metric} {validator.best:.4g} at epoch {validator.best_epoch}: '
+                  f'{model.network_path("best", "G")} (test.py --epoch best)')
         print(f'training done: checkpoints in {model.save_dir}')
         options.run_lock.release()
     distributed.cleanup()

@@ -38,10 +38,11 @@ class BaseDataset(torch.utils.data.Dataset, ABC):
         known without reading the items; test.py checks them for clashing names before it starts."""
         return None
 
-    def make_evaluator(self, opt: argparse.Namespace, result_dir: str):
-        """What test.py uses to score results: per-image PSNR/SSIM for 2D data."""
+    def make_evaluator(self, opt: argparse.Namespace, result_dir: str, **options):
+        """What test.py (and validation) uses to score results: per-image PSNR/SSIM for 2D data; ``options``
+        go to the evaluator (``write=False``: score only)."""
         from util.evaluation import SliceEvaluator
-        return SliceEvaluator(opt, result_dir)
+        return SliceEvaluator(opt, result_dir, write=options.get('write', True))
 
 
 def require_dir(opt: argparse.Namespace, *subdirs: str) -> list[str]:

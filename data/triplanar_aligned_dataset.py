@@ -281,8 +281,14 @@ class TriplanarAlignedDataset(BaseDataset):
         parser.add_argument('--modality_B', default='ct', help='modality name of B (see --modality_A)')
         parser.add_argument('--planes', default='xyz', help='slice along these axes: any of x (sagittal), '
                             'y (coronal), z (axial)')
-        parser.add_argument('--min_foreground', type=float, default=0.05 if is_train else 0.0,
-                            help='skip slices whose body-mask fraction is below this')
+        parser.add_argument('--min_foreground', type=float, default=0.0,
+                            help='skip slices whose body-mask fraction is below this; 0 (default) uses every slice, '
+                                 'as the paper does (its Table I counts), e.g. 0.05 trains on fewer near-empty '
+                                 'slices. Test and validation always use every slice')
+        parser.add_argument('--page_slices', type=int, default=5,
+                            help='test: slices of each subject and plane shown on the result page, evenly spaced '
+                                 'through the body (the central one included when odd); 0 shows every slice. '
+                                 'Volumes and metrics always use every slice')
         parser.add_argument('--fuse', default='mean', choices=['mean', 'median'],
                             help='how test.py fuses the per-plane volumes')
         parser.add_argument('--split_seed', type=int, default=2024,
@@ -410,10 +416,11 @@ class TriplanarAlignedDataset(BaseDataset):
                 'name': f'{name}_{plane}{index:03d}', 'subject': name, 'plane': plane, 'slice_index': index,
                 'mask': x[2:3] > 0.5}
 
-    def make_evaluator(self, opt: argparse.Namespace, result_dir: str):
-        """Reassembles predictions into NIfTI volumes and scores them (see util.evaluation.VolumeEvaluator)."""
+    def make_evaluator(self, opt: argparse.Namespace, result_dir: str, **options):
+        """Reassembles predictions into NIfTI volumes and scores them (see util.evaluation.VolumeEvaluator, which
+        ``options`` go to)."""
         from util.evaluation import VolumeEvaluator
-        return VolumeEvaluator(opt, result_dir, self)
+        return VolumeEvaluator(opt, result_dir, self, **options)
 
 
 def parse_planes(planes: str) -> list[str]:

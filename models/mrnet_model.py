@@ -54,7 +54,7 @@ class MrnetModel(Pix2PixModel):
                             dataset_mode='triplanar_aligned', input_nc=3, output_nc=3)
         if is_train:
             parser.set_defaults(gan_mode='lsgan', pool_size=0, lr=1e-4, beta1=0.5, batch_size=4,
-                                n_epochs=40, n_epochs_decay=0)
+                                n_epochs=40, n_epochs_decay=0, val_freq=1)
             parser.add_argument('--lambda_feature', type=float, default=0.1,
                                 help='weight of the feature-discarding loss (eq. 9)')
             parser.add_argument('--lambda_mask', type=float, default=0.05,

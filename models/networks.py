@@ -372,6 +372,28 @@ class UnetGenerator(nn.Module):
         return self.model(x)
 
 
+INSTANCE_NORM_STATISTICS = ('running_mean', 'running_var', 'num_batches_tracked')
+
+
+def drop_instance_norm_statistics(net: nn.Module, state: dict) -> list[str]:
+    """Remove from ``state`` (in place) the running_mean / running_var / num_batches_tracked entries of the
+    InstanceNorm layers of ``net`` that keep no running statistics; returns the removed keys.
+
+    PyTorch before 0.4 saved them, so the classic toolkit's own pretrained files carry them; it drops them on
+    load, and so do we.
+    """
+    modules = dict(net.named_modules())
+    dropped = []
+    for key in list(state):
+        prefix, _, leaf = key.rpartition('.')
+        module = modules.get(prefix)
+        if (leaf in INSTANCE_NORM_STATISTICS and isinstance(module, nn.modules.instancenorm._InstanceNorm)
+                and getattr(module, leaf, None) is None):
+            del state[key]
+            dropped.append(key)
+    return dropped
+
+
 def define_G(input_nc: int, output_nc: int, ngf: int, netG: str, norm: str = 'batch', use_dropout: bool = False,
              init_type: str = 'normal', init_gain: float = 0.02, opt=None) -> nn.Module:
     """Build and initialise the generator named ``netG`` (one of GENERATORS); returns a CPU module.

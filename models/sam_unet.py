@@ -91,6 +91,10 @@ def add_sam_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help='ablation: the same U-Net without the SAM branch')
     parser.add_argument('--n_masks', type=int, default=2,
                         help='number of masks of the mask module (paper Table IV; 0 disables it)')
+    parser.add_argument('--mask_init_bias', type=float, default=3.0,
+                        help='initial bias of each mask network\'s last layer: +3 starts the masks open (sigmoid(3) = '
+                             '0.95, y_n ~ y_0); 0 starts them at 0.5 (y_n ~ y_0 / 2^n), the zero-bias start of older '
+                             'runs, for the ablation')
     parser.add_argument('--sam_embed_dim', type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument('--sam_depth', type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument('--sam_num_heads', type=int, default=None, help=argparse.SUPPRESS)
@@ -448,20 +452,35 @@ class MaskModule(nn.Module):
 
     psi_k: 3x3 conv -> norm -> ReLU, twice, then a 1x1 conv to one channel. Choices: one mask per
     pixel, shared by all channels (the channels of a grayscale slice repeated to RGB carry the same
-    information, and a one-channel mask is an image one can look at). Eq. 5 read literally would
-    multiply y_{k-1} by all of M_1..M_k again; we follow eq. 4 and the prose (masks applied one after
-    the other), so y_n = y_0 * prod_k M_k. Returns ([y_0..y_n], [M_1..M_n]), masks (N, 1, H, W) in [0, 1].
+    information, and a one-channel mask is an image one can look at). Eq. 5 read literally,
+    y_k = y_{k-1} * prod_{i<=k} sigmoid(psi_i(y_{k-1})), would run every earlier psi_i again on y_{k-1} and
+    apply all k of those masks at step k; we follow eq. 4 (M_k is computed once, from y_{k-1}) and the prose
+    ("applied sequentially"), so each mask is applied once and y_n = y_0 * prod_k M_k.
+
+    Start: the paper gives no initialisation. psi_k's last bias starts at ``init_bias`` (default +3), so every mask
+    starts open, M_k ~ sigmoid(3) = 0.95, where the sparsity loss (eq. 10) pulls it, and y_n starts near y_0
+    (0.91 y_0 with two masks). With ``init_bias`` 0 (the classic zero bias) the masks start at 0.5 and y_n at
+    y_0 / 2^n: air (-1, -1024 HU) comes out near -0.25 (about +500 HU) until the masks learn to open.
+    Returns ([y_0..y_n], [M_1..M_n]), masks (N, 1, H, W) in [0, 1].
     """
 
-    def __init__(self, n_masks: int, channels: int, width: int, norm_layer: NormLayer):
+    def __init__(self, n_masks: int, channels: int, width: int, norm_layer: NormLayer, init_bias: float = 3.0):
         super().__init__()
         if n_masks < 0:
             raise ValueError(f'--n_masks must be >= 0, got {n_masks}')
         bias = conv_bias_needed(norm_layer)
+        self.init_bias = float(init_bias)
         self.psi = nn.ModuleList(nn.Sequential(
             nn.Conv2d(channels, width, kernel_size=3, padding=1, bias=bias), norm_layer(width), nn.ReLU(True),
             nn.Conv2d(width, width, kernel_size=3, padding=1, bias=bias), norm_layer(width), nn.ReLU(True),
             nn.Conv2d(width, 1, kernel_size=1)) for _ in range(n_masks))
+        self.open_masks()
+
+    def open_masks(self) -> None:
+        """Set the bias of every psi_k's last convolution to ``init_bias`` (again after a weight initialisation)."""
+        with torch.no_grad():
+            for psi in self.psi:
+                psi[-1].bias.fill_(self.init_bias)
 
     def forward(self, y0: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         steps, masks = [y0], []
@@ -489,7 +508,8 @@ class SamUNet(nn.Module):
     """
 
     def __init__(self, input_nc: int, output_nc: int, ngf: int = 64, norm_layer: NormLayer = nn.InstanceNorm2d,
-                 use_dropout: bool = False, n_masks: int = 2, sam: SamFeatureEncoder | None = None):
+                 use_dropout: bool = False, n_masks: int = 2, sam: SamFeatureEncoder | None = None,
+                 mask_init_bias: float = 3.0):
         super().__init__()
         self.input_nc = input_nc
         self.sam = sam
@@ -502,7 +522,7 @@ class SamUNet(nn.Module):
             in_nc = width
         self.encoder = nn.ModuleList(stages)
         self.decoder = LightDecoder(widths, output_nc, norm_layer, use_dropout)
-        self.masks = MaskModule(n_masks, output_nc, ngf, norm_layer)
+        self.masks = MaskModule(n_masks, output_nc, ngf, norm_layer, mask_init_bias)
 
     @property
     def n_masks(self) -> int:
@@ -586,7 +606,8 @@ def define_sam_unet(input_nc: int, output_nc: int, ngf: int, norm: str, use_drop
     if not o.no_sam:
         sam = SamFeatureEncoder(sam_encoder_config(o), o.sam_input_size, input_nc, o.sam_checkpoint,
                                 o.sam_finetune, o.sam_model_type)
-    net = SamUNet(input_nc, output_nc, ngf, get_norm_layer(norm), use_dropout, o.n_masks, sam)
+    net = SamUNet(input_nc, output_nc, ngf, get_norm_layer(norm), use_dropout, o.n_masks, sam, o.mask_init_bias)
     for part in (net.encoder, net.decoder, net.masks):
         init_weights(part, init_type, init_gain)
+    net.masks.open_masks()
     return net

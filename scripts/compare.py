@@ -7,8 +7,10 @@ section needs (the paper's Tables II-V and Figs. 3-4).
     python scripts/compare.py --dataroot DIR --ablation sam --name TAG      # with and without the SAM branch
 
 Every run trains with the same shared options: the paper's settings (section IV-B: triplanar 3x256x256 slices,
-batch 4, Adam lr 1e-4 and beta1 0.5, 40 epochs, seed 2024, 70x70 PatchGAN with the LSGAN objective) unless you
-pass others, which then apply to every run. A model keeps what it owns: its generator, normalisation, dropout,
+batch 4, Adam lr 1e-4 and beta1 0.5, 40 epochs, seed 2024, 70x70 PatchGAN with the LSGAN objective, and the
+val split scored every epoch, --val_freq 1, the paper's early stopping) unless you pass others, which then apply
+to every run. Validated runs are tested with their best checkpoint (``test_best``; ``--val_freq 0``: the last
+one, ``test_latest``). A model keeps what it owns: its generator, normalisation, dropout,
 loss weights and image pool. Flags only some models know (e.g. --sam_checkpoint) go to those; ``--model_args
 MODEL="FLAGS"`` gives one model flags of its own. Training-only flags (--n_epochs, --max_dataset_size,
 --batch_size ...) are not passed to test.py, which always runs on the whole test split at batch 1.
@@ -18,9 +20,10 @@ checkpoints under --checkpoints_dir and test results under --results_dir. The co
 ``<results_dir>/compare_TAG/``: table.md, table.csv, index.html, images/*.png (loss curves, per-plane box plots,
 slice strips), shared_options.json, runs/*.json and logs/*.log.
 
-Runs resume: a finished training (its final epoch done) and a finished test (metrics.csv present) are reused, an
-unfinished training continues from checkpoints/NAME/latest_state.pth; --force redoes the runs of this call. A TAG
-whose earlier runs used other shared options is refused, with the differing flags.
+Runs resume: a finished training (its final epoch done, or stopped by --patience) and a finished test
+(metrics.csv present) are reused, an unfinished training continues from checkpoints/NAME/latest_state.pth;
+--force redoes the runs of this call. A TAG whose earlier runs used other shared options is refused, with the
+differing flags.
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from util.cli import run_cli  # noqa: E402
-from util.comparison import (TEST_LABEL, option_differences, options_path, read_json, run_name,  # noqa: E402
+from util.comparison import (option_differences, options_path, read_json, run_name,  # noqa: E402
                              run_record_path, safe_label, tag_dir, write_json)
 
 TRAIN = os.path.join(ROOT, 'train.py')
@@ -52,7 +55,8 @@ TEST = os.path.join(ROOT, 'test.py')
 PAPER_SHARED = {'--dataset_mode': ['triplanar_aligned'], '--crop_size': ['256'], '--load_size': ['256'],
                 '--input_nc': ['3'], '--output_nc': ['3'], '--batch_size': ['4'], '--lr': ['0.0001'],
                 '--beta1': ['0.5'], '--n_epochs': ['40'], '--n_epochs_decay': ['0'], '--seed': ['2024'],
-                '--netD': ['basic'], '--n_layers_D': ['3'], '--gan_mode': ['lsgan'], '--display_id': ['0']}
+                '--netD': ['basic'], '--n_layers_D': ['3'], '--gan_mode': ['lsgan'], '--display_id': ['0'],
+                '--val_freq': ['1']}
 # set by compare.py itself for every run
 RESERVED = ('--name', '--model', '--dataroot', '--checkpoints_dir', '--results_dir', '--continue_train', '--epoch',
             '--epoch_count', '--phase', '--suffix', '--load_iter')
@@ -81,11 +85,12 @@ class Run:
     name: str = ''              # experiment name compare_TAG_<key>
     train_args: list[str] | None = None
     test_args: list[str] | None = None
+    test_epoch: str = 'latest'  # 'best' when the runs are validated (--val_freq > 0)
 
     def entry(self, folder: str, results_dir: str, checkpoints_dir: str) -> dict:
         """Its record in shared_options.json (paths relative to the comparison folder)."""
         return {'key': self.key, 'label': self.label, 'model': self.model, 'args': self.args, 'name': self.name,
-                'test_dir': os.path.relpath(os.path.join(results_dir, self.name, TEST_LABEL), folder),
+                'test_dir': os.path.relpath(os.path.join(results_dir, self.name, f'test_{self.test_epoch}'), folder),
                 'loss_log': os.path.relpath(os.path.join(checkpoints_dir, self.name, 'loss_log.txt'), folder)}
 
 
@@ -259,7 +264,8 @@ def plan(args: argparse.Namespace, shared_tokens: list[str]) -> tuple[list[Run],
             raise ValueError(f'{run.label}: {", ".join(unknown)} is not an option of --model {run.model}')
         own = group_flags(run.args)
         run.train_args = common + route(groups, tp) + route(own, tp)
-        run.test_args = (common + ['--results_dir', args.results_dir, '--epoch', 'latest', '--phase', 'test']
+        run.test_epoch = 'best' if tp.parse_args(run.train_args).val_freq > 0 else 'latest'
+        run.test_args = (common + ['--results_dir', args.results_dir, '--epoch', run.test_epoch, '--phase', 'test']
                          + route(groups, sp, TRAIN_ONLY) + route(own, sp, TRAIN_ONLY))
         parsers += [tp, sp]
     unknown = [f for f in groups if not any(f in p._option_string_actions for p in parsers)]
@@ -339,14 +345,16 @@ def merge_record(folder: str, record: dict, runs: list[Run], args: argparse.Name
 # ----------------------------------------------------------------------------- running
 
 def training_done(checkpoint_dir: str, last_epoch: int) -> bool:
-    """Whether the final epoch's networks (``<last_epoch>_net_*.pth``) or a latest state past it exist."""
+    """Whether the final epoch's networks (``<last_epoch>_net_*.pth``) or a latest state past it exist, or
+    validation stopped the run early (--patience)."""
     if glob.glob(os.path.join(glob.escape(checkpoint_dir), f'{last_epoch}_net_*.pth')):
         return True
     state = os.path.join(checkpoint_dir, 'latest_state.pth')
     if not os.path.isfile(state):
         return False
     from util.checkpoint import safe_load
-    return int(safe_load(state)['counters']['epoch']) > last_epoch
+    counters = safe_load(state)['counters']
+    return int(counters['epoch']) > last_epoch or bool(counters.get('validation', {}).get('stopped'))
 
 
 def run_logged(cmd: list[str], log: str, quiet: bool) -> float:
@@ -436,7 +444,7 @@ def execute(run: Run, folder: str, args: argparse.Namespace) -> dict:
             record['train_sessions'] = record.get('train_sessions', 0) + 1
             write_json(record_path, record)
         trained = True
-    metrics = os.path.join(result_dir, TEST_LABEL, 'metrics.csv')
+    metrics = os.path.join(result_dir, f'test_{run.test_epoch}', 'metrics.csv')
     if trained or not os.path.isfile(metrics):
         print(f'[compare] {run.label}: testing {run.name}', flush=True)
         record['test_seconds'] = run_logged([sys.executable, TEST, *run.test_args],

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quick start: train MRNet on the built-in demo data (made on first use in ./datasets/demo_synthrad), test it,
 # and print where the result page is. Sized for a 2-core CPU (about ten minutes): a small U-Net (ngf 16),
-# SAM ViT-B at input 256, batch 1, one pass over a random sample of the training slices.
+# SAM ViT-B at input 256, batch 1, one pass over a random sample of the training slices (one epoch: no validation,
+# --val_freq 0; the test uses the last checkpoint).
 # No SAM checkpoint is needed: without --sam_checkpoint the encoder is random and the run says so. Pass the
 # official file to use it:  bash scripts/quickstart.sh --sam_checkpoint sam_vit_b_01ec64.pth
 # Any other train/test flag can be added the same way (e.g. --gpu_ids 0 on a GPU machine).
@@ -10,9 +11,10 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 common=(--model mrnet --name mrnet_demo --ngf 16 --ndf 16 --sam_input_size 256 --batch_size 1 --gpu_ids -1 --num_threads 1)
 $PY train.py "${common[@]}" --n_epochs 1 --n_epochs_decay 0 --max_dataset_size 300 --lr 2e-4 \
-  --display_id 0 --print_freq 20 --save_epoch_freq 1 "$@"
-$PY test.py "${common[@]}" --batch_size 4 "$@" | tee /tmp/mrnet_quickstart_test.log
-page=$(grep '^results: ' /tmp/mrnet_quickstart_test.log | tail -1 | cut -d' ' -f2-)
+  --display_id 0 --print_freq 20 --save_epoch_freq 1 --val_freq 0 "$@"
+log=checkpoints/mrnet_demo/quickstart_test.log       # next to the checkpoints, inside the project
+$PY test.py "${common[@]}" --batch_size 4 "$@" | tee "$log"
+page=$(grep '^results: ' "$log" | tail -1 | cut -d' ' -f2-)
 echo
 echo "MRNet demo done. Result page: $(realpath "$page")"
 echo "Checkpoints and training pages: $(realpath checkpoints/mrnet_demo)"

@@ -6,9 +6,10 @@
 #   bash scripts/test_mrnet.sh brats    DATAROOT [SAM_CHECKPOINT] [more test.py flags]
 #
 # Pass the same SAM_CHECKPOINT (and any architecture flag, e.g. --n_masks or --no_sam) as for training;
-# --epoch N tests the checkpoint of epoch N instead of the latest, --phase val the validation subjects.
+# the best validated checkpoint is tested (train_mrnet.sh scores the val split every epoch); --epoch latest or
+# --epoch N tests another one, --phase val the validation subjects.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)   # paths stay relative to where you run this
 source "$repo/scripts/mrnet_task.sh"
 
-${PYTHON:-python} "$repo/test.py" "${arch[@]}" --phase test --epoch latest --eval "${rest[@]}"
+${PYTHON:-python} "$repo/test.py" "${arch[@]}" --phase test --epoch best --eval "${rest[@]}"

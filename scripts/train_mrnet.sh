@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Train MRNet with the paper's settings (section IV-B): 256x256 triplanar slices repeated to 3 channels, SAM ViT-B
 # (frozen, 1024 input), 2 masks, LSGAN + 100 L1 + 0.1 feature + 0.05 mask losses, Adam lr 1e-4 (beta1 0.5, constant),
-# batch 4, 40 epochs, seed 2024, 8:1:1 subject split.
+# batch 4, 40 epochs, seed 2024, 8:1:1 subject split, every slice (--min_foreground 0, Table I's counts), the val
+# split scored after every epoch by the fused-volume MAE with the best networks kept (best_net_*.pth, the paper's
+# early stopping; add --patience N to stop early).
 #
 #   bash scripts/train_mrnet.sh synthrad DATAROOT [SAM_CHECKPOINT] [more train.py flags]   # MR -> CT, x/y/z slices
 #   bash scripts/train_mrnet.sh brats    DATAROOT [SAM_CHECKPOINT] [more train.py flags]   # FLAIR -> T2, axial slices
@@ -21,4 +23,5 @@ if (( nproc > 1 )); then launch=(torchrun --standalone --nproc_per_node "$nproc"
 "${launch[@]}" "$repo/train.py" "${arch[@]}" \
   --netD basic --ndf 64 --gan_mode lsgan --lambda_L1 100 --lambda_feature 0.1 --lambda_mask 0.05 \
   --lr 1e-4 --beta1 0.5 --batch_size $((4 / nproc)) --n_epochs 40 --n_epochs_decay 0 --seed 2024 --split_seed 2024 \
+  --min_foreground 0 --val_freq 1 \
   "${rest[@]}"

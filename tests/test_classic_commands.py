@@ -10,6 +10,7 @@ from PIL import Image
 from conftest import ROOT, run_script
 from models import networks
 from util.checkpoint import read_network_file
+from util import util
 
 TRAIN, TEST = str(ROOT / 'train.py'), str(ROOT / 'test.py')
 
@@ -97,3 +98,32 @@ def test_cycle_gan_full_test_writes_all_visuals(unaligned_root: Path, tmp_path: 
                                           ('real_B', g_b, 'fake_A'), ('fake_A', g_a, 'rec_B')])
     # the default --num_test runs the whole test set
     assert len(list(images.glob('*_fake_B.png'))) == 2
+
+
+def test_classic_checkpoint_with_instance_norm_statistics_loads(unaligned_root: Path, tmp_path: Path):
+    """A classic-toolkit file (plain state dict) whose InstanceNorm layers carry running statistics, as the
+    classic pretrained CycleGAN files do: the extra entries are dropped, said once, and the weights used."""
+    torch.manual_seed(0)
+    net = networks.define_G(3, 3, 8, 'resnet_6blocks', norm='instance')
+    state = dict(net.state_dict())
+    extra = 0
+    for name, module in net.named_modules():
+        if isinstance(module, torch.nn.InstanceNorm2d):
+            c = module.num_features
+            state.update({f'{name}.running_mean': torch.zeros(c), f'{name}.running_var': torch.ones(c),
+                          f'{name}.num_batches_tracked': torch.tensor(0)})
+            extra += 3
+    assert extra == 3 * 17                                   # c7s1, 2 down, 6 x 2 residual, 2 up
+    (tmp_path / 'checkpoints' / 'classic').mkdir(parents=True)
+    torch.save(state, tmp_path / 'checkpoints' / 'classic' / 'latest_net_G_A.pth')
+    proc = run_script(TEST, '--model', 'test', '--name', 'classic', '--dataroot', str(unaligned_root), '--num_test',
+                      '1', '--model_suffix', '_A', '--netG', 'resnet_6blocks', '--ngf', '8', '--norm', 'instance',
+                      '--no_dropout', '--load_size', '64', '--crop_size', '64', '--gpu_ids', '-1', cwd=tmp_path)
+    assert proc.stdout.count(f'ignored {extra} InstanceNorm running-statistics entries') == 1
+    out = tmp_path / 'results' / 'classic' / 'test_latest' / 'images'
+    real = np.asarray(Image.open(out / 'testA_0_real.png'), np.float32) / 127.5 - 1
+    with torch.no_grad():
+        expected = util.tensor2im(net(torch.from_numpy(real).permute(2, 0, 1)[None]))
+    fake = np.asarray(Image.open(out / 'testA_0_fake.png'))
+    diff = np.abs(fake.astype(int) - expected.astype(int))                # input PNG quantised: a few levels off
+    assert diff.mean() < 1 and diff.max() <= 8                              # the file's weights, not a fresh network

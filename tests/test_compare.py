@@ -86,7 +86,7 @@ def test_comparison_writes_every_file(comparison: Path):
         # each run is a normal experiment, tested on the whole test split
         generator = 'G_A' if model == 'cycle_gan' else 'G'
         assert (comparison / 'checkpoints' / f'compare_{TAG}_{model}' / f'latest_net_{generator}.pth').is_file()
-        test_dir = comparison / 'results' / f'compare_{TAG}_{model}' / 'test_latest'
+        test_dir = comparison / 'results' / f'compare_{TAG}_{model}' / 'test_best'
         metrics = read_metrics_csv(str(test_dir / 'metrics.csv'))
         slices = [r for r in metrics if r['level'] == 'slice']
         assert int(row['n_slices']) == len(slices) == 10 and int(row['n_subjects']) == 1
@@ -143,7 +143,7 @@ def test_strip_captions_are_the_psnr_of_the_shown_slices(comparison: Path):
     def cut(path: Path) -> np.ndarray:
         img = nib.load(str(path))
         return take_slice(Geometry.of(img).to_canonical(img.get_fdata(dtype=np.float32)), 'xyz'.index(plane), index)
-    volumes = comparison / 'results' / f'compare_{TAG}_mrnet' / 'test_latest' / 'volumes'
+    volumes = comparison / 'results' / f'compare_{TAG}_mrnet' / 'test_best' / 'volumes'
     pred = cut(volumes / f'demo002_fake_B_{plane}.nii.gz')
     truth = cut(comparison / 'data' / 'demo002' / 'ct.nii.gz')
     expected = psnr(np.clip(pred, -1024, 3000), np.clip(truth, -1024, 3000), 4024.0)
@@ -165,7 +165,7 @@ def test_outside_volumes_join_the_table(comparison: Path, tmp_path: Path):
     """pix2pix's own fused volumes scored by evaluate.py give exactly pix2pix's fused volume metrics."""
     base = tmp_path / 'copy'
     shutil.copytree(comparison, base)
-    volumes = base / 'results' / f'compare_{TAG}_pix2pix' / 'test_latest' / 'volumes'
+    volumes = base / 'results' / f'compare_{TAG}_pix2pix' / 'test_best' / 'volumes'
     run_script(EVALUATE, '--pred', str(volumes), '--pred_pattern', '{subject}_fake_B_fused.nii.gz',
                '--gt', str(comparison / 'data'), '--append', TAG, '--label', 'pix2pix outside', cwd=base)
     folder = base / 'results' / f'compare_{TAG}'

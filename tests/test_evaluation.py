@@ -13,6 +13,7 @@ from data.triplanar_aligned_dataset import TriplanarAlignedDataset
 from util.evaluation import SliceEvaluator, VolumeEvaluator
 from util.html import HTML
 from util.metrics import psnr, ssim
+from util.volume import PLANES, from_square, put_slice, slice_spacing
 from volume_fixtures import make_opt, synthrad_root
 
 
@@ -42,15 +43,31 @@ def root(tmp_path):
 
 
 @pytest.mark.parametrize('mode', ['resize', 'pad'])
-def test_round_trip_of_b_reproduces_the_source_volume(root, tmp_path, mode):
+def test_volumes_are_the_slices_put_back_at_the_source_geometry_and_scale(root, tmp_path, mode):
     ds, summary = run(root, tmp_path, '--preprocess', mode)
     source = nib.load(str(root / 'other' / 'ct.nii.gz'))
+    subject = ds.subjects['other']
+    geometry, ct = subject.geometry, subject.maps['ct']
+    expected = {}                                                      # each slice put back by hand
+    for i in range(len(ds)):
+        item = ds[i]
+        axis = PLANES[item['plane']]
+        u, v = (a for a in range(3) if a != axis)
+        hw = (geometry.canonical_shape[v], geometry.canonical_shape[u])
+        volume = expected.setdefault(item['plane'], np.full(geometry.canonical_shape, -1.0, np.float32))
+        put_slice(volume, axis, item['slice_index'],
+                  from_square(item['B'][:1], hw, slice_spacing(geometry.zooms, axis), mode)[0].numpy())
+    expected['fused'] = np.mean([expected[p] for p in 'xyz'], axis=0)
+    truth = np.clip(source.get_fdata(), -1024, 3000)
     for label in ('x', 'y', 'z', 'fused'):
         out = nib.load(str(tmp_path / 'web' / 'volumes' / f'other_fake_B_{label}.nii.gz'))
         assert out.shape == source.shape and out.get_data_dtype() == np.float32
         np.testing.assert_allclose(out.affine, source.affine)            # LPS, 1 x 1 x 2.5 mm, as the source
-        np.testing.assert_allclose(out.get_fdata(), np.clip(source.get_fdata(), -1024, 3000), atol=0.05)
-    assert summary['fused']['mae'] < 0.05 and summary['fused']['ssim'] == pytest.approx(1, abs=1e-6)
+        np.testing.assert_allclose(out.get_fdata(), geometry.from_canonical(ct.denormalise(expected[label])),
+                                   atol=0.05)
+        # the truth itself, resized to 32 and back: blurred about one voxel at the sharp bone of this small phantom
+        assert np.abs(out.get_fdata() - truth).mean() < 100
+    assert summary['fused']['ssim'] > 0.95
     rows = read_rows(tmp_path)
     assert sum(r['level'] == 'slice' for r in rows) == len(ds)
     assert [(r['subject'], r['plane']) for r in rows if r['level'] == 'volume'] == \
@@ -62,13 +79,22 @@ def test_round_trip_of_b_reproduces_the_source_volume(root, tmp_path, mode):
 
 
 def test_constant_error_gives_hand_computed_metrics(root, tmp_path):
+    """Putting back is linear with weights summing to 1: +0.1 on every slice is +201.2 HU on every voxel of the
+    volume put back, and the metrics are those computed by hand from the written volumes."""
+    run(root, tmp_path / 'same')
     _, summary = run(root, tmp_path, prediction=lambda b: b + 0.1)        # +0.1 in [-1, 1] = +201.2 HU
+    truth = nib.load(str(root / 'other' / 'ct.nii.gz')).get_fdata()
+    mask = nib.load(str(root / 'other' / 'mask.nii.gz')).get_fdata() > 0
     for label in ('x', 'y', 'z', 'fused'):
-        assert summary[label]['mae'] == pytest.approx(0.1 * 4024 / 2, abs=0.05)
-        assert summary[label]['psnr'] == pytest.approx(20 * math.log10(4024 / 201.2), abs=0.01)
+        same = nib.load(str(tmp_path / 'same' / 'web' / 'volumes' / f'other_fake_B_{label}.nii.gz')).get_fdata()
+        out = nib.load(str(tmp_path / 'web' / 'volumes' / f'other_fake_B_{label}.nii.gz')).get_fdata()
+        np.testing.assert_allclose(out - same, 0.1 * 4024 / 2, atol=0.05)
+        assert summary[label]['mae'] == pytest.approx(np.abs(out - truth)[mask].mean(), abs=0.01)
+        mse = ((np.clip(out, -1024, 3000) - np.clip(truth, -1024, 3000))[mask] ** 2).mean()
+        assert summary[label]['psnr'] == pytest.approx(10 * math.log10(4024 ** 2 / mse), abs=0.01)
     assert summary['slice']['psnr'] == pytest.approx(psnr(np.full(4, 0.1), np.zeros(4)), abs=1e-4)
     rows = [r for r in read_rows(tmp_path) if r['level'] == 'volume']
-    assert float(rows[0]['mae']) == pytest.approx(201.2, abs=0.05)
+    assert float(rows[0]['mae']) == pytest.approx(summary['x']['mae'], abs=0.01)
 
 
 def test_skipped_slices_are_air_and_median_fusion(root, tmp_path):
@@ -91,15 +117,17 @@ def test_mr_target_is_written_in_source_scale(root, tmp_path):
     mr = nib.load(str(root / 'other' / 'mr.nii.gz')).get_fdata()
     window = ds.subjects['other'].maps['mr']
     out = nib.load(str(tmp_path / 'web' / 'volumes' / 'other_fake_B_fused.nii.gz')).get_fdata()
-    np.testing.assert_allclose(out, np.clip(mr, window.low, window.high), atol=1e-3 * (window.high - window.low))
-    assert summary['fused']['ssim'] == pytest.approx(1, abs=1e-5)
+    span = window.high - window.low                                      # in MR units, not [-1, 1] or HU
+    assert window.low - 1e-3 * span <= out.min() and out.max() <= window.high + 1e-3 * span
+    assert np.abs(out - np.clip(mr, window.low, window.high)).mean() < 0.1 * span     # blurred by the round trip
+    assert summary['fused']['ssim'] > 0.8
     assert 'Volume metrics of mr (MAE in source units' in (tmp_path / 'web' / 'index.html').read_text()
 
 
 def test_test_model_visual_fake_without_target_still_gives_volumes(root, tmp_path):
     _, summary = run(root, tmp_path, visual='fake', target='real')
     assert (tmp_path / 'web' / 'volumes' / 'other_fake_fused.nii.gz').is_file()
-    assert summary['slice']['n'] == 0 and summary['fused']['mae'] < 0.05
+    assert summary['slice']['n'] == 0 and summary['fused']['mae'] < 250   # the truth put back, blurred (see above)
     assert {r['level'] for r in read_rows(tmp_path)} == {'volume'}
     with pytest.raises(ValueError, match='none of fake_B, fake'):
         run(root, tmp_path, visual='rec_A')

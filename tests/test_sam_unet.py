@@ -133,6 +133,21 @@ def test_masks_are_applied_in_turn():
     assert torch.equal(net(images()), out.image)
 
 
+@pytest.mark.parametrize('bias', [3.0, 0.0])
+def test_masks_start_near_sigmoid_of_their_initial_bias(bias):
+    """Default +3: the masks start open (0.95) and air (-1) stays near -0.9, not at -0.25 as with bias 0."""
+    net = tiny_net(n_masks=2, **({} if bias == 3.0 else {'mask_init_bias': bias}))
+    assert [float(psi[-1].bias) for psi in net.masks.psi] == [bias, bias]
+    x = images()
+    out = net(x, return_all=True)
+    start = torch.sigmoid(torch.tensor(bias))
+    for mask in out.masks:
+        assert (mask.mean() - start).abs() < 0.02 and (mask - start).abs().max() < 0.1
+    air = -torch.ones(1, 3, 256, 256)
+    steps, _ = net.masks(air)
+    assert (steps[-1].mean() - (-start ** 2)).abs() < 0.05         # y_2 = y_0 M_1 M_2: -0.91 or -0.25
+
+
 def test_zero_masks_output_decoder_image():
     net = tiny_net(n_masks=0)
     out = net(images(), return_all=True)

@@ -120,7 +120,7 @@ def test_min_foreground_skips_slices_by_body_fraction(root):
     got = items_of(ds, 'ras')
     assert {p: {i for q, i in got if q == p} for p in 'xz'} == expected
     assert 0 < len(expected['x']) < SHAPE[0]
-    assert dataset(root, train=False).opt.min_foreground == 0.0          # test time: whole volumes
+    assert dataset(root).opt.min_foreground == dataset(root, train=False).opt.min_foreground == 0.0   # the paper's
 
 
 def test_loader_workers_give_the_same_batches(root):

@@ -242,6 +242,7 @@ def test_save_images_pngs_and_lossless_raw(tmp_path):
     webpage = HTML(str(tmp_path / 'results'), 'test')
     torch.manual_seed(0)
     visuals = OrderedDict(real_A=torch.rand(2, 1, 8, 6) * 2 - 1, fake_B=torch.tanh(torch.randn(2, 3, 8, 6)))
+    visuals['real_B'] = visuals['real_A'].expand(-1, 3, -1, -1)          # gray repeated to RGB
     save_images(webpage, visuals, ['/data/subj01_z_042.png', '/data/subj01_z_043.png'], save_raw=True)
     webpage.save()
     img_dir = Path(webpage.get_image_dir())
@@ -249,6 +250,8 @@ def test_save_images_pngs_and_lossless_raw(tmp_path):
         with Image.open(img_dir / f'{stem}_real_A.png') as im:
             assert im.mode == 'L'
             assert np.array_equal(np.asarray(im), util.tensor2im(visuals['real_A'][i]))
+        with Image.open(img_dir / f'{stem}_real_B.png') as im:                # written as one channel
+            assert im.mode == 'L' and np.array_equal(np.asarray(im), util.tensor2im(visuals['real_A'][i]))
         with Image.open(img_dir / f'{stem}_fake_B.png') as im:
             assert im.mode == 'RGB'
             assert np.array_equal(np.asarray(im), util.tensor2im(visuals['fake_B'][i]))
@@ -262,8 +265,7 @@ def test_save_images_pngs_and_lossless_raw(tmp_path):
     page = ImgHeaders()
     page.feed((tmp_path / 'results' / 'index.html').read_text())
     assert page.headers == ['subj01_z_042', 'subj01_z_043']
-    assert page.srcs == ['images/subj01_z_042_real_A.png', 'images/subj01_z_042_fake_B.png',
-                         'images/subj01_z_043_real_A.png', 'images/subj01_z_043_fake_B.png']
+    assert page.srcs == [f'images/subj01_z_04{i}_{v}.png' for i in (2, 3) for v in ('real_A', 'fake_B', 'real_B')]
 
 
 def test_save_images_aspect_ratio_and_no_raw_by_default(tmp_path):

@@ -33,7 +33,6 @@ HIGHER_IS_BETTER = {'psnr': True, 'ssim': True, 'mae': False}
 METRIC_TITLES = {'psnr': 'PSNR', 'ssim': 'SSIM', 'mae': 'MAE'}
 DECIMALS = {'psnr': 2, 'ssim': 4, 'mae': 2}
 PREFIX = 'compare_'
-TEST_LABEL = 'test_latest'         # results/<run>/<phase>_<epoch> folder that compare.py tests into
 
 
 # ----------------------------------------------------------------------------- layout and records

@@ -55,6 +55,15 @@ def average_across_ranks(values: dict[str, float]) -> dict[str, float]:
     return dict(zip(values.keys(), t.tolist()))
 
 
+def broadcast_flag(flag: bool) -> bool:
+    """Rank 0's ``flag`` on every process (itself without a process group), e.g. rank 0's decision to stop."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return bool(flag)
+    t = torch.tensor([int(bool(flag))], device='cuda' if dist.get_backend() == 'nccl' else 'cpu')
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

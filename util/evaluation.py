@@ -31,12 +31,19 @@ from util.volume import PLANES, PLANE_NAMES, VolumeAssembler, load_nifti, modali
 
 CSV_FIELDS = ['level', 'subject', 'plane', 'slice', 'name', 'mae', 'psnr', 'ssim']
 FIGURE_HEIGHT = 160      # pixels of each mid-slice montage in the result page
+FIGURE_WIDTH = 320       # shown width of each montage: input, synthesized, truth and error fit one 1400-pixel screen
 
 
 def mean_std(values: list[float]) -> str:
     """'mean ± std' of the finite values (identical images give PSNR = inf and are left out)."""
     v = np.asarray([x for x in values if math.isfinite(x)], np.float64)
     return f'{v.mean():.4f} ± {v.std():.4f}' if v.size else '-'
+
+
+def summary_sections(summary: dict) -> dict[str, dict]:
+    """An evaluator's summary as {section: {metric: value}}: a SliceEvaluator's flat {'n', 'psnr', 'ssim'} becomes
+    {'slice': {...}}; a VolumeEvaluator's is already so."""
+    return summary if all(isinstance(v, dict) for v in summary.values()) else {'slice': summary}
 
 
 def write_csv(path: str, rows: list[dict]) -> None:
@@ -52,8 +59,8 @@ class SliceEvaluator:
     """Per-slice PSNR/SSIM of visual ``pred`` against ``target`` (both in [-1, 1], data range 2). Batches without
     both visuals (e.g. single or unaligned test sets) are skipped silently."""
 
-    def __init__(self, opt, result_dir: str, pred: str = 'fake_B', target: str = 'real_B'):
-        self.result_dir, self.pred, self.target = result_dir, pred, target
+    def __init__(self, opt, result_dir: str, pred: str = 'fake_B', target: str = 'real_B', write: bool = True):
+        self.result_dir, self.pred, self.target, self.write = result_dir, pred, target, write
         self.rows: list[dict] = []
 
     def add(self, data: dict, visuals: dict[str, torch.Tensor]) -> None:
@@ -69,6 +76,10 @@ class SliceEvaluator:
                 row.update(subject=data['subject'][k], plane=data['plane'][k], slice=int(data['slice_index'][k]))
             self.rows.append(row)
 
+    def on_page(self, data: dict, k: int) -> bool:
+        """Whether item ``k`` of the batch gets its row of images on the result page: always, for 2D data."""
+        return True
+
     def summary(self, rows: list[dict] | None = None) -> dict[str, float]:
         rows = self.rows if rows is None else rows
         return {'n': len(rows), **{m: float(np.mean([r[m] for r in rows if math.isfinite(r[m])] or [math.nan]))
@@ -79,6 +90,8 @@ class SliceEvaluator:
         was scored."""
         if not self.rows:
             return {}
+        if not self.write:
+            return self.summary()
         write_csv(os.path.join(self.result_dir, 'metrics.csv'), self.rows)
         webpage.add_header(f'Per-slice metrics ({self.pred} vs {self.target}, images in [-1, 1], data range 2)',
                            top=True)
@@ -100,11 +113,14 @@ class VolumeEvaluator:
     on."""
 
     def __init__(self, opt, result_dir: str, dataset, preds: tuple[str, ...] = ('fake_B', 'fake'),
-                 target: str = 'real_B'):
+                 target: str = 'real_B', write: bool = True, truths: dict[str, np.ndarray] | None = None):
+        """write: False scores only (no NIfTI, CSV or figures; validation during training); truths: a dict that
+        keeps each subject's canonical target volume (source units) once read, shared between evaluators."""
         self.dataset, self.preds, self.pred, self.fuse = dataset, preds, preds[0], opt.fuse
-        self.result_dir = result_dir
+        self.result_dir, self.write = result_dir, write
+        self.truths = {} if truths is None else truths
         self.volume_dir = os.path.join(result_dir, 'volumes')
-        self.slices = SliceEvaluator(opt, result_dir, preds[0], target)
+        self.slices = SliceEvaluator(opt, result_dir, preds[0], target, write)
         self.expected = {name: sum(c.values()) for name, c in dataset.slice_counts().items()}
         self.kind = modality_kind(dataset.target)
         self.unit = 'HU' if self.kind == 'ct' else 'source units'
@@ -119,6 +135,23 @@ class VolumeEvaluator:
                 self.problems[name] = problems
                 print(f'WARNING: subject {name}: ' + '; '.join(f'no volume {m.upper()}: {why}'
                                                              for m, why in problems.items()), file=sys.stderr)
+        self.page_slices = int(getattr(opt, 'page_slices', 0))
+        self._shown: dict[tuple[str, str], set[int]] = {}
+
+    def on_page(self, data: dict, k: int) -> bool:
+        """Whether slice ``k`` of the batch gets its row of images on the result page: with ``--page_slices N``
+        the N slices of each subject and plane at 1/(N+1) .. N/(N+1) of the body's extent (the central one
+        included for odd N; edge slices hold little body), every slice with 0. Volumes and metrics use them all."""
+        if self.page_slices <= 0:
+            return True
+        key = (data['subject'][k], data['plane'][k])
+        if key not in self._shown:
+            body = [i for i, f in enumerate(self.dataset.subjects[key[0]].foreground[key[1]]) if f > 0]
+            body = body or list(range(len(self.dataset.subjects[key[0]].foreground[key[1]])))
+            n = self.page_slices
+            self._shown[key] = {body[min(len(body) - 1, round((j + 1) * (len(body) - 1) / (n + 1)))]
+                                for j in range(n)}
+        return int(data['slice_index'][k]) in self._shown[key]
 
     def add(self, data: dict, visuals: dict[str, torch.Tensor]) -> None:
         if self.pred not in visuals:
@@ -154,23 +187,30 @@ class VolumeEvaluator:
         subject = self.dataset.subjects[name]
         assembler = self.assemblers.pop(name)
         target_map = subject.maps[self.dataset.target]
-        truth, reference = load_nifti(subject.paths[self.dataset.target])
-        truth = subject.geometry.to_canonical(truth)
+        path = subject.paths[self.dataset.target]
+        if self.write or name not in self.truths:
+            truth, reference = load_nifti(path)
+            self.truths[name] = truth = subject.geometry.to_canonical(truth)
+        truth = self.truths[name]
         arrays = self.dataset.arrays(name)
         mask = np.asarray(arrays['mask']) > 0
         window = self.window(subject)
-        os.makedirs(self.volume_dir, exist_ok=True)
         volumes = {p: assembler.volumes[p] for p in assembler.planes}
         volumes['fused'] = assembler.fused(self.fuse)
         scores, rows = {}, []
         for label, volume in volumes.items():
             pred = target_map.denormalise(volume)
-            save_nifti(subject.geometry.from_canonical(pred), reference,
-                       os.path.join(self.volume_dir, f'{name}_{self.pred}_{label}.nii.gz'))
+            if self.write:
+                os.makedirs(self.volume_dir, exist_ok=True)
+                save_nifti(subject.geometry.from_canonical(pred), reference,
+                           os.path.join(self.volume_dir, f'{name}_{self.pred}_{label}.nii.gz'))
             scores[label], problems = volume_metrics_or_nan(pred, truth, mask, window)
             for metric, why in problems.items():
                 self.problems.setdefault(name, {}).setdefault(metric, why)
             rows.append({'level': 'volume', 'subject': name, 'plane': label, **scores[label]})
+        if not self.write:
+            self.rows += rows
+            return
         fused = volumes['fused']
         error = np.abs(target_map.denormalise(fused) - truth)
         self.figures.append(self._figure(name, subject, [np.asarray(arrays[self.dataset.source], np.float32), fused,
@@ -200,12 +240,14 @@ class VolumeEvaluator:
         for name, assembler in self.assemblers.items():
             print(f'WARNING: {name}: {assembler.n_slices} of {self.expected[name]} slices were predicted; '
                   f'its volume is not written (run the whole test set to get it)', file=sys.stderr)
+        if not self.write:
+            return self.summary()
         write_csv(os.path.join(self.result_dir, 'metrics.csv'), self.slices.rows + self.rows)
         unit = self.unit
         window = 'clipped to [-1024, 3000] HU' if self.kind == 'ct' else "clipped to the target's window"
         webpage.add_header(f'Volume metrics of {self.dataset.target} (MAE in {unit}; PSNR and SSIM {window}; inside '
                            f'the body mask) and per-slice metrics ([-1, 1], data range 2), mean ± std', top=True)
-        table, summary = [], {'slice': self.slices.summary()}
+        table = []
         for label in [*PLANES, 'fused']:
             rows = [r for r in self.rows if r['plane'] == label]
             slices = [r for r in self.slices.rows if r.get('plane') == label]
@@ -214,9 +256,6 @@ class VolumeEvaluator:
             title = f'{label} ({PLANE_NAMES[label]})' if label in PLANE_NAMES else label
             table.append([title, len(rows), *(mean_std([r[m] for r in rows]) for m in ('mae', 'psnr', 'ssim')),
                           len(slices), mean_std([r['psnr'] for r in slices]), mean_std([r['ssim'] for r in slices])])
-            if rows:
-                summary[label] = {'n': len(rows), **{m: _finite_mean([r[m] for r in rows])
-                                                     for m in ('mae', 'psnr', 'ssim')}}
         webpage.add_table(['plane', 'subjects', f'MAE ({unit})', 'PSNR (dB)', 'SSIM', 'slices', 'slice PSNR (dB)',
                            'slice SSIM'], table, top=True)
         if self.assemblers:
@@ -231,8 +270,19 @@ class VolumeEvaluator:
             for label, image in zip(('input', 'synthesized', 'truth', 'error'), images):
                 files.append(f'{name}_volume_{label}.png')
                 save_image(image, os.path.join(webpage.get_image_dir(), files[-1]))
-            webpage.add_images(files, captions, files, width=3 * FIGURE_HEIGHT, top=True)
-        return summary
+            webpage.add_images(files, captions, files, width=FIGURE_WIDTH, top=True)
+        return self.summary()
+
+    def summary(self) -> dict:
+        """{'slice': {'n', 'psnr', 'ssim'}, 'x' | 'y' | 'z' | 'fused': {'n', 'mae', 'psnr', 'ssim'}} (means over the
+        finished subjects)."""
+        out = {'slice': self.slices.summary()}
+        for label in [*PLANES, 'fused']:
+            rows = [r for r in self.rows if r['plane'] == label]
+            if rows:
+                out[label] = {'n': len(rows),
+                              **{m: _finite_mean([r[m] for r in rows]) for m in ('mae', 'psnr', 'ssim')}}
+        return out
 
 
 def _finite_mean(values: list[float]) -> float:

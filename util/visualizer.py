@@ -69,7 +69,9 @@ class Visualizer:
     - display_current_results: current visuals in a visdom image grid (window ``display_id``) and, on save
       epochs, PNGs in ``<checkpoints_dir>/<name>/web/images`` listed by ``web/index.html`` newest epoch first;
     - plot_current_losses: the loss curves (window ``display_id + 1``), x in epochs;
-    - print_current_losses: the classic loss line on stdout and in ``<checkpoints_dir>/<name>/loss_log.txt``.
+    - print_current_losses: the classic loss line on stdout and in ``<checkpoints_dir>/<name>/loss_log.txt``;
+    - show_validation: the validation line (stdout and loss_log.txt), its scores plotted (window
+      ``display_id + 2``) and tabled at the top of the HTML page.
     """
 
     def __init__(self, opt) -> None:
@@ -80,6 +82,9 @@ class Visualizer:
         self.win_size = opt.display_winsize
         self.ncols = opt.display_ncols
         self.plot_data: dict[str, list] = {'X': [], 'Y': [], 'legend': []}
+        self.validation: list[dict] = []        # [{'epoch', 'score', 'seconds', 'scores': {name: value}}]
+        self.validation_metric = ''
+        self.html_state: tuple[int, list[str]] | None = None   # (epoch, labels) of the last page written
         self.vis = connect_visdom(opt.display_server, opt.display_port, opt.display_env) if self.display_id > 0 \
             else None
         expr_dir = os.path.join(opt.checkpoints_dir, opt.name)
@@ -121,7 +126,14 @@ class Visualizer:
 
     def write_html(self, epoch: int, labels: list[str]) -> None:
         """Rewrite ``web/index.html`` with one row per epoch from ``epoch`` down to 1, listing saved images only."""
+        self.html_state = (epoch, labels)
         webpage = HTML(self.web_dir, f'Experiment name = {self.name}', refresh=1)
+        if self.validation:
+            names = list(self.validation[-1]['scores'])
+            webpage.add_header(f'Validation (best by {self.validation_metric})', top=True)
+            webpage.add_table(['epoch', *names, 'seconds'],
+                              [[v['epoch'], *(v['scores'].get(n) for n in names), v['seconds']]
+                               for v in reversed(self.validation)], top=True)
         for n in range(epoch, 0, -1):
             names = [(label, epoch_image_name(n, label)) for label in labels]
             names = [(label, f) for label, f in names if os.path.isfile(os.path.join(self.img_dir, f))]
@@ -144,6 +156,24 @@ class Visualizer:
         y = np.asarray(self.plot_data['Y'], dtype=np.float64)
         opts = {'title': f'{self.name} loss over time', 'legend': legend, 'xlabel': 'epoch', 'ylabel': 'loss'}
         self._display(lambda vis: vis.line(X=x, Y=y, win=str(self.display_id + 1), opts=opts))
+
+    def show_validation(self, message: str, metric: str, history: list[dict]) -> None:
+        """Print and log ``message``, plot every score of ``history`` over the epochs and table it on the page."""
+        print(message)
+        with open(self.log_name, 'a') as log_file:
+            log_file.write(message + '\n')
+        self.validation, self.validation_metric = list(history), metric
+        if self.use_html:
+            epoch, labels = self.html_state or (0, [])
+            self.write_html(epoch, labels)
+        if self.vis is None or not history:
+            return
+        legend = list(history[-1]['scores'])
+        x = np.asarray([[h['epoch']] * len(legend) for h in history], dtype=np.float64)
+        y = np.asarray([[h['scores'].get(k, np.nan) for k in legend] for h in history], dtype=np.float64)
+        opts = {'title': f'{self.name} validation (best by {metric})', 'legend': legend, 'xlabel': 'epoch',
+                'ylabel': 'score'}
+        self._display(lambda vis: vis.line(X=x, Y=y, win=str(self.display_id + 2), opts=opts))
 
     def print_current_losses(self, epoch: int, iters: int, losses: OrderedDict[str, float], t_comp: float,
                              t_data: float) -> None:
@@ -169,7 +199,8 @@ def save_images(webpage: HTML, visuals: OrderedDict[str, torch.Tensor], image_pa
 
     visuals: name -> Tensor (N, C, H, W) in [-1, 1]; image_path: the batch's N source paths (``<stem>`` is the
     file name without its file-type extension, other dots kept: :func:`util.util.output_name`; two inputs with
-    the same name are a ValueError). One-channel visuals give 1-channel PNGs. With ``save_raw`` the values are also
+    the same name are a ValueError). One-channel visuals, and three equal channels (gray repeated to RGB), give
+    1-channel PNGs. With ``save_raw`` the values are also
     written unquantised as float32 ``<stem>_<visual>.npy`` and ``.tif`` in the network's [-1, 1] range,
     shaped (H, W) for one channel and (H, W, C) otherwise.
     """
@@ -183,7 +214,10 @@ def save_images(webpage: HTML, visuals: OrderedDict[str, torch.Tensor], image_pa
         for label, batch in visuals.items():
             image = batch[i]
             name = f'{stem}_{label}'
-            util.save_image(util.tensor2im(image), os.path.join(image_dir, name + '.png'), aspect_ratio=aspect_ratio)
+            im = util.tensor2im(image)
+            if im.ndim == 3 and (im == im[..., :1]).all():    # gray repeated to RGB (MRNet's 3 channels): 1 channel
+                im = im[..., 0]
+            util.save_image(im, os.path.join(image_dir, name + '.png'), aspect_ratio=aspect_ratio)
             if save_raw:
                 raw = image.detach().float().cpu().numpy()
                 util.save_raw(raw[0] if raw.shape[0] == 1 else raw.transpose(1, 2, 0), os.path.join(image_dir, name))

@@ -5,7 +5,8 @@ Conventions. A volume is sliced in its closest canonical orientation RAS, so pla
 ``y`` (axis 1) coronal and ``z`` (axis 2) axial for every file. A slice is shown with the higher remaining axis
 (superior, or anterior for axial slices) at the top and the lower remaining axis running left to right, so
 slices look anatomical in the result pages. Voxel spacing is kept with every slice: ``--preprocess pad`` keeps the
-physical aspect ratio of anisotropic slices (e.g. 1x2.5 mm) and the inverse undoes it exactly.
+physical aspect ratio of anisotropic slices (e.g. 1x2.5 mm); putting slices back cuts the padding off exactly and
+resamples with antialiasing, so the error of a prediction is never amplified.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import gzip
 import os
 import zlib
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import cached_property
 
 import nibabel as nib
 import numpy as np
@@ -275,37 +276,22 @@ def to_square(x: torch.Tensor, spacing: tuple[float, float], size: int, mode: st
     return out
 
 
-@lru_cache(maxsize=64)
-def _resampling_matrix(n_out: int, n_in: int) -> torch.Tensor:
-    """(n_out, n_in) float64 matrix of 1D linear resampling with align_corners=False, the weights
-    F.interpolate(mode='bilinear') uses along one axis."""
-    pos = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5).clamp(0, n_in - 1)
-    i0 = pos.floor().long()
-    i1 = (i0 + 1).clamp(max=n_in - 1)
-    rows = torch.arange(n_out)
-    m = torch.zeros(n_out, n_in, dtype=torch.float64)
-    m.index_put_((rows, i0), 1 - (pos - i0), accumulate=True)
-    m.index_put_((rows, i1), pos - i0, accumulate=True)
-    return m
-
-
-@lru_cache(maxsize=64)
-def _inverse_matrix(n: int, n_resized: int) -> torch.Tensor:
-    """(n, n_resized) float32 map back from a resized axis: the exact left inverse (least squares) of
-    upsampling n -> n_resized, or plain linear resampling when the axis was shrunk (n > n_resized)."""
-    if n <= n_resized:
-        return torch.linalg.pinv(_resampling_matrix(n_resized, n)).float()
-    return _resampling_matrix(n, n_resized).float()
-
-
 def from_square(x: torch.Tensor, hw: tuple[int, int], spacing: tuple[float, float], mode: str) -> torch.Tensor:
-    """Inverse of :func:`to_square`: (C, size, size) -> (C, h, w) on the slice's voxel grid. Upsampled axes are
-    undone exactly (least-squares inverse of the bilinear upsampling), shrunk axes by linear resampling."""
+    """Back from :func:`to_square`: (C, size, size) -> (C, h, w) on the slice's voxel grid.
+
+    'pad' first cuts out exactly the box :func:`to_square` filled (an exact inverse when the box has the slice's
+    own size). The box is then resampled to (h, w) with antialiased linear interpolation (a triangle filter
+    widened by the shrink factor on shrunk axes, plain linear on enlarged ones): every output voxel is a convex
+    combination of predicted pixels, so an error in the prediction is never amplified, where an inverse of the
+    upsampling (exact only for images that are themselves upsampled) would amplify it up to several times.
+    """
     size = x.shape[-1]
     inner = fitted_size(hw, spacing, size, mode)
     top, left = _offsets(inner, size)
     x = x[:, top:top + inner[0], left:left + inner[1]].float()
-    return _inverse_matrix(hw[0], inner[0]) @ x @ _inverse_matrix(hw[1], inner[1]).T
+    if tuple(inner) == tuple(hw):
+        return x
+    return F.interpolate(x[:, None], size=tuple(hw), mode='bilinear', align_corners=False, antialias=True)[:, 0]
 
 
 # ----------------------------------------------------------------------------- reassembly
