@@ -279,4 +279,5 @@ def _check_same_save(stamps: dict[str, dict], label: str | int) -> None:
     if len(ids) > 1:
         files = '; '.join(f'{name}: {describe_stamp(stamp)}' for name, stamp in stamps.items())
         raise RuntimeError(f'checkpoint "{label}" is torn: its files come from different saves ({files}). A save '
-                           f'may be in progress (try again), or the files were copied from different runs')
+                           f'may be in progress (try again) or was interrupted (train.py --continue_train '
+                           f'completes it), or the files were copied from different runs')
