@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from data.base_dataset import BaseDataset
 from data.layouts import BRATS_MODALITIES, LAYOUT_EXAMPLES, MASK_NAME, describe_candidates, find_modality
 from util.image_io import read_image
+from util.metrics import METRIC_SETS
 from util.volume import (CT_WINDOW, MR_PERCENTILES, PLANES, RESIZE_MODES, Geometry, IntensityMap, body_mask,
                          intensity_map, modality_kind, slice_spacing, take_slice, to_square)
 
@@ -298,6 +299,9 @@ class TriplanarAlignedDataset(BaseDataset):
                             help='how test.py fuses the per-plane volumes')
         parser.add_argument('--split', default='', help=f'subjects to use: the split <dataroot>/splits/<name>.txt '
                             f'(default: --phase), or "{ALL_SPLIT}" for every subject folder of --dataroot')
+        parser.add_argument('--metrics', default='synthrad2023', choices=sorted(METRIC_SETS),
+                            help='volume metrics of test.py: synthrad2023 (MAE, PSNR, SSIM) or synthrad2025 (MAE, '
+                                 'PSNR, masked MS-SSIM), each as its challenge computes them')
         parser.add_argument('--split_seed', type=int, default=2024,
                             help='seed of the 8:1:1 subject split made when <dataroot>/splits/ has none')
         parser.add_argument('--skip_bad_subjects', action='store_true',

@@ -4,8 +4,8 @@
   (data range 2), written to ``metrics.csv`` with a mean +- std table at the top of the result page.
 - :class:`VolumeEvaluator` (triplanar_aligned): the same per-slice rows, plus every subject's slices put back
   into one volume per plane and a fused one, at the source shape, orientation, affine and intensity scale (HU
-  for CT), written as float32 NIfTI under ``volumes/`` and scored with the SynthRAD2023 set (MAE, PSNR, SSIM in
-  the body mask); the page gets a summary per plane and fused, and per subject the three orthogonal mid-slices
+  for CT), written as float32 NIfTI under ``volumes/`` and scored with the ``--metrics`` set (SynthRAD2023: MAE,
+  PSNR, SSIM; SynthRAD2025: MAE, PSNR, MS-SSIM; in the body mask); the page gets a summary per plane and fused, and per subject the three orthogonal mid-slices
   of input, synthesized, ground truth and absolute error (as in the paper's Figs. 3-4).
 
 Both follow ``add(data: collated batch, visuals: name -> Tensor (N, C, H, W)) -> None`` and
@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from matplotlib import colormaps
 
-from util.metrics import SYNTHRAD_HU_RANGE, slice_metrics, volume_metrics
+from util.image_io import read_image
+from util.metrics import METRIC_SETS, metric_window, slice_metrics, volume_metrics
 from util.util import save_image
-from util.volume import PLANES, PLANE_NAMES, VolumeAssembler, load_nifti, modality_kind, save_nifti, slice_spacing, \
-    take_slice
+from util.volume import PLANES, PLANE_NAMES, VolumeAssembler, modality_kind, save_nifti, slice_spacing, take_slice
 
 CSV_FIELDS = ['level', 'subject', 'plane', 'slice', 'name', 'mae', 'psnr', 'ssim']
 FIGURE_HEIGHT = 160      # pixels of each mid-slice montage in the result page
@@ -39,9 +39,11 @@ def mean_std(values: list[float]) -> str:
 
 
 def write_csv(path: str, rows: list[dict]) -> None:
-    """``rows`` (dicts with keys from CSV_FIELDS) as a CSV file with a header."""
+    """``rows`` (dicts with keys from CSV_FIELDS, plus any other metric columns such as ms_ssim) as a CSV file with
+    a header."""
+    extra = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in CSV_FIELDS]
     with open(path, 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS + extra)
         writer.writeheader()
         writer.writerows(rows)
 
@@ -95,6 +97,8 @@ class VolumeEvaluator:
     def __init__(self, opt, result_dir: str, dataset, preds: tuple[str, ...] = ('fake_B', 'fake'),
                  target: str = 'real_B'):
         self.dataset, self.preds, self.pred, self.fuse = dataset, preds, preds[0], opt.fuse
+        self.metrics = getattr(opt, 'metrics', 'synthrad2023')
+        self.metric_names = METRIC_SETS[self.metrics]
         self.result_dir = result_dir
         self.volume_dir = os.path.join(result_dir, 'volumes')
         self.slices = SliceEvaluator(opt, result_dir, preds[0], target)
@@ -124,18 +128,17 @@ class VolumeEvaluator:
                 self._finish_subject(name)
 
     def window(self, subject) -> tuple[float, float]:
-        """Clip range and data range of the volume metrics: SynthRAD2023's [-1024, 3000] HU for CT, the
-        target's normalisation window (source units) for MR."""
-        if self.kind == 'ct':
-            return SYNTHRAD_HU_RANGE
+        """Clip range and data range of the volume metrics: the --metrics challenge's HU window for CT
+        (SynthRAD2023 [-1024, 3000], SynthRAD2025 [-1024, 3071]), the target's normalisation window (source units)
+        for MR."""
         m = subject.maps[self.dataset.target]
-        return m.low, m.high
+        return metric_window(self.metrics, self.kind, (m.low, m.high))
 
     def _finish_subject(self, name: str) -> None:
         subject = self.dataset.subjects[name]
         assembler = self.assemblers.pop(name)
         target_map = subject.maps[self.dataset.target]
-        truth, reference = load_nifti(subject.paths[self.dataset.target])
+        truth, reference = read_image(subject.paths[self.dataset.target])
         truth = subject.geometry.to_canonical(truth)
         arrays = self.dataset.arrays(name)
         mask = np.asarray(arrays['mask']) > 0
@@ -148,7 +151,7 @@ class VolumeEvaluator:
             pred = target_map.denormalise(volume)
             save_nifti(subject.geometry.from_canonical(pred), reference,
                        os.path.join(self.volume_dir, f'{name}_{self.pred}_{label}.nii.gz'))
-            scores[label] = volume_metrics(pred, truth, mask, window)
+            scores[label] = volume_metrics(pred, truth, mask, window, self.metrics)
             self.rows.append({'level': 'volume', 'subject': name, 'plane': label, **scores[label]})
         fused = volumes['fused']
         error = np.abs(target_map.denormalise(fused) - truth)
@@ -168,7 +171,8 @@ class VolumeEvaluator:
         error_rgb = (colormaps['inferno']((error.astype(np.float32) / 255))[..., :3] * 255).astype(np.uint8)
         captions = [f'{name}: input {self.dataset.source}',
                     f'synthesized {self.dataset.target} ({self.fuse} of {"".join(planes)}): MAE {scores["mae"]:.2f} '
-                    f'{unit}, PSNR {scores["psnr"]:.2f} dB, SSIM {scores["ssim"]:.4f}',
+                    f'{unit}, PSNR {scores["psnr"]:.2f} dB, {self.metric_names[2].upper().replace("_", "-")} '
+                    f'{scores[self.metric_names[2]]:.4f}',
                     f'ground truth {self.dataset.target}', f'|error|, 0 to {error_max:.0f} {unit}']
         return name, [*gray, error_rgb], captions
 
@@ -180,9 +184,16 @@ class VolumeEvaluator:
                   f'its volume is not written (run the whole test set to get it)', file=sys.stderr)
         write_csv(os.path.join(self.result_dir, 'metrics.csv'), self.slices.rows + self.rows)
         unit = self.unit
-        window = 'clipped to [-1024, 3000] HU' if self.kind == 'ct' else "clipped to the target's window"
-        webpage.add_header(f'Volume metrics of {self.dataset.target} (MAE in {unit}; PSNR and SSIM {window}; inside '
-                           f'the body mask) and per-slice metrics ([-1, 1], data range 2), mean ± std', top=True)
+        names = self.metric_names
+        ssim_title = names[2].upper().replace('_', '-')
+        if self.kind == 'ct':
+            low, high = metric_window(self.metrics, 'ct')
+            window = f'clipped to [{low:g}, {high:g}] HU'
+        else:
+            window = "clipped to the target's window"
+        webpage.add_header(f'Volume metrics of {self.dataset.target} (MAE in {unit}; PSNR and {ssim_title} {window}; '
+                           f'inside the body mask; {self.metrics}) and per-slice metrics ([-1, 1], data range 2), '
+                           f'mean ± std', top=True)
         table, summary = [], {'slice': self.slices.summary()}
         for label in [*PLANES, 'fused']:
             rows = [r for r in self.rows if r['plane'] == label]
@@ -190,12 +201,11 @@ class VolumeEvaluator:
             if not rows and not slices:
                 continue
             title = f'{label} ({PLANE_NAMES[label]})' if label in PLANE_NAMES else label
-            table.append([title, len(rows), *(mean_std([r[m] for r in rows]) for m in ('mae', 'psnr', 'ssim')),
+            table.append([title, len(rows), *(mean_std([r[m] for r in rows]) for m in names),
                           len(slices), mean_std([r['psnr'] for r in slices]), mean_std([r['ssim'] for r in slices])])
             if rows:
-                summary[label] = {'n': len(rows), **{m: float(np.mean([r[m] for r in rows]))
-                                                     for m in ('mae', 'psnr', 'ssim')}}
-        webpage.add_table(['plane', 'subjects', f'MAE ({unit})', 'PSNR (dB)', 'SSIM', 'slices', 'slice PSNR (dB)',
+                summary[label] = {'n': len(rows), **{m: float(np.mean([r[m] for r in rows])) for m in names}}
+        webpage.add_table(['plane', 'subjects', f'MAE ({unit})', 'PSNR (dB)', ssim_title, 'slices', 'slice PSNR (dB)',
                            'slice SSIM'], table, top=True)
         if self.assemblers:
             webpage.add_text(f'incomplete, not written: {", ".join(self.assemblers)}', top=True)
