@@ -106,9 +106,9 @@ def _series_label(files: list[str]) -> str:
     return f'{tags[0] or "?"} "{tags[1]}", {len(files)} files'
 
 
-def read_dicom_series(folder: str, series: str | None = None) -> tuple[np.ndarray, nib.Nifti1Image]:
-    """The DICOM series in ``folder`` (``series``: its instance UID, needed when there are several)."""
-    found = dicom_series(folder)
+def choose_series(folder: str, found: dict[str, list[str]], series: str | None) -> str:
+    """The series UID to read from ``folder``: ``series``, or the only one; ValueError listing the series (UID,
+    modality, description, file count) when there are several and none is chosen, or the chosen one is absent."""
     if not found:
         raise ValueError(f'{folder}: no DICOM series found in this folder')
     if series is None and len(found) > 1:
@@ -117,6 +117,13 @@ def read_dicom_series(folder: str, series: str | None = None) -> tuple[np.ndarra
     uid = series if series is not None else next(iter(found))
     if uid not in found:
         raise ValueError(f'{folder}: no DICOM series {uid}; it holds {", ".join(found)}')
+    return uid
+
+
+def read_dicom_series(folder: str, series: str | None = None) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """The DICOM series in ``folder`` (``series``: its instance UID, needed when there are several)."""
+    found = dicom_series(folder)
+    uid = choose_series(folder, found, series)
     sitk = _sitk()
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(found[uid])
