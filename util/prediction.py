@@ -369,7 +369,8 @@ def predict_volume(generator: TrainedGenerator, data: np.ndarray, reference, mas
     assembler = VolumeAssembler(geometry.canonical_shape, geometry.zooms, s.mode)
     total = count_slices(mask, planes)
     from tqdm import tqdm
-    bar = tqdm(total=total, desc=label, unit='slice', disable=not progress, file=sys.stderr, leave=False)
+    bar = tqdm(total=total, desc=label, unit='slice', disable=True if not progress else None,   # None: TTY only
+               file=sys.stderr, leave=False)
     with torch.no_grad():
         for keys, batch in slice_batches(normalised, mask, geometry.zooms, planes, s.crop_size, s.mode, s.input_nc,
                                          batch_size):
