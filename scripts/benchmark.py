@@ -206,7 +206,7 @@ def bench_predict(args: argparse.Namespace) -> None:
     import tempfile
     tmp = tempfile.mkdtemp(prefix='bench_')
     side = 64 if args.quick else args.side
-    configs = [('cpu', f'MRNet quick-start (ngf 16, SAM 256) on the CPU', ['--ngf', '16', '--sam_input_size', '256'])]
+    configs = [('cpu', 'MRNet quick-start (ngf 16, SAM 256) on the CPU', ['--ngf', '16', '--sam_input_size', '256'])]
     if args.device.startswith('cuda'):
         configs.append((args.device, 'MRNet (ngf 64, SAM 1024, bf16) on the GPU', ['--ngf', '64',
                                                                                  '--sam_input_size', '1024']))

@@ -5,8 +5,9 @@
 - :class:`VolumeEvaluator` (triplanar_aligned): the same per-slice rows, plus every subject's slices put back
   into one volume per plane and a fused one, at the source shape, orientation, affine and intensity scale (HU
   for CT), written as float32 NIfTI under ``volumes/`` and scored with the ``--metrics`` set (SynthRAD2023: MAE,
-  PSNR, SSIM; SynthRAD2025: MAE, PSNR, MS-SSIM; in the body mask); the page gets a summary per plane and fused, and per subject the three orthogonal mid-slices
-  of input, synthesized, ground truth and absolute error (as in the paper's Figs. 3-4).
+  PSNR, SSIM; SynthRAD2025: MAE, PSNR, MS-SSIM; in the body mask); the page gets a summary per plane and
+  fused, and per subject the three orthogonal mid-slices of input, synthesized, ground truth and absolute error
+  (as in the paper's Figs. 3-4).
 
 Both follow ``add(data: collated batch, visuals: name -> Tensor (N, C, H, W)) -> None`` and
 ``finish(webpage) -> dict``.

@@ -276,12 +276,13 @@ def output_files(plan: OutputPlan) -> list[str]:
 
 
 def check_outputs_free(plans: list[OutputPlan], overwrite: bool) -> None:
-    """FileExistsError-like ValueError listing outputs that exist (unless ``overwrite``)."""
+    """ValueError listing the outputs that exist already (unless ``overwrite``)."""
     existing = [f for p in plans for f in output_files(p) if os.path.exists(f)]
     if existing and not overwrite:
-        raise ValueError(f'output file{"s" if len(existing) > 1 else ""} already exist{"" if len(existing) > 1 else "s"}'
-                         f': {", ".join(existing[:5])}{" ..." if len(existing) > 5 else ""}; pass --overwrite to '
-                         f'replace {"them" if len(existing) > 1 else "it"}')
+        several = len(existing) > 1
+        raise ValueError(f'output file{"s" if several else ""} already exist{"" if several else "s"}: '
+                         f'{", ".join(existing[:5])}{" ..." if len(existing) > 5 else ""}; pass --overwrite to '
+                         f'replace {"them" if several else "it"}')
 
 
 # ----------------------------------------------------------------------------- one volume
