@@ -2,6 +2,7 @@
 (SimpleITK) and as a DICOM series (one file per slice, the tags a scanner writes)."""
 from __future__ import annotations
 
+import locale
 from pathlib import Path
 
 import nibabel as nib
@@ -47,7 +48,16 @@ def write_nifti_like(path: Path, image: sitk.Image) -> Path:
 def write_dicom_series(folder: Path, image: sitk.Image, series_uid: str = '1.2.826.0.1.3680043.2.1125.1',
                        modality: str = 'MR', description: str = 'T1 test') -> Path:
     """One DICOM file per k-slice of ``image`` (cast to int16) with position, orientation, spacing and series
-    tags, as the SimpleITK series-writing recipe does."""
+    tags, as the SimpleITK series-writing recipe does. GDCM's writer switches the process locale to "C" (ASCII
+    text files from then on); the locale is put back."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        return _write_dicom_series(folder, image, series_uid, modality, description)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_dicom_series(folder: Path, image: sitk.Image, series_uid: str, modality: str, description: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     image = sitk.Cast(image, sitk.sitkInt16)
     direction = image.GetDirection()

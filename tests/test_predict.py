@@ -72,7 +72,7 @@ def test_synthrad2025_layout_trains_and_every_subject_is_scored_with_ms_ssim(tra
     assert not (trained['data'] / 'splits').exists()
     for r in rows:
         assert 0 < float(r['ms_ssim']) <= 1 and float(r['mae']) > 0 and r['ssim'] == ''
-    assert 'MS-SSIM' in Path(trained['page']).read_text()
+    assert 'MS-SSIM' in Path(trained['page']).read_text(encoding='utf-8')
 
 
 def test_brats2023_layout_trains_and_tests(tmp_path):
