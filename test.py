@@ -37,7 +37,8 @@ def main(args: list[str] | None = None) -> str:
     model.setup(opt)
     if opt.epoch == BEST_LABEL:
         print(best_note(model.save_dir))
-    label = f'{opt.phase}_{opt.epoch}' + (f'_iter{opt.load_iter}' if opt.load_iter > 0 else '')
+    split = getattr(opt, 'split', '') or opt.phase      # --split all: results/NAME/all_<epoch>
+    label = f'{split}_{opt.epoch}' + (f'_iter{opt.load_iter}' if opt.load_iter > 0 else '')
     web_dir = os.path.join(opt.results_dir, opt.name, label)
     webpage = HTML(web_dir, f'Experiment = {opt.name}, Phase = {opt.phase}, Epoch = {opt.epoch}')
     evaluator = dataset.dataset.make_evaluator(opt, web_dir)

@@ -1,19 +1,23 @@
 """Paired 3D volumes cut into 2D slices along x, y and z (the paper's triplanar slicing, section IV-A).
 
-Layouts, one folder per subject under ``--dataroot``:
+Layouts (data/layouts.py), one folder per subject under ``--dataroot``:
 
 - SynthRAD2023 Task 1: ``<subject>/mr.nii.gz``, ``ct.nii.gz`` and optionally ``mask.nii.gz`` (A = MR, B = CT);
-- BraTS 2018-2021: ``<subject>/<subject>_{flair,t1,t1ce,t2}.nii[.gz]``; ``--modality_A flair --modality_B t2``.
+- SynthRAD2025 and SynthRAD2023 Task 2: ``<subject>/mr.mha`` (or ``cbct.mha`` with ``--modality_A cbct``),
+  ``ct.mha``, ``mask.mha``;
+- BraTS 2018-2021: ``<subject>/<subject>_{flair,t1,t1ce,t2}.nii[.gz]``; ``--modality_A flair --modality_B t2``;
+- BraTS 2023+: ``<subject>/<subject>-{t1n,t1c,t2w,t2f}.nii.gz``; ``--modality_A t2f --modality_B t2w``.
 
-A modality ``M`` is the file ``M.nii[.gz]`` or ``<subject>_M.nii[.gz]``; a ``mask`` file, when present, is the body
-mask (otherwise one is computed). ``--direction BtoA`` swaps A and B. Without ``--dataroot`` the demo dataset
-``./datasets/demo_synthrad`` (``demo_brats`` for BraTS modalities) is used and made on first use.
+Files may be NIfTI, MetaImage, NRRD or a DICOM series folder (util/image_io.py); a ``mask`` file, when present, is
+the body mask (otherwise one is computed). ``--direction BtoA`` swaps A and B. Without ``--dataroot`` the demo
+dataset ``./datasets/demo_synthrad`` (``demo_brats`` for BraTS modalities) is used and made on first use.
 
 Each subject is read, checked, reoriented to RAS and normalised to [-1, 1] once, into a slice store
 ``<cache_dir>/triplanar_<key>/<subject>/`` (``volumes.npy``: canonical (X, Y, Z, 3) array of modality A, modality B
 and body mask, interleaved so that one strided read gives all three slices; ``meta.json``) that later runs reuse;
 items are memory-mapped slices resized with torch. Splits are per subject: ``<dataroot>/splits/<phase>.txt``, made
-8:1:1 with ``--split_seed`` when there are none.
+8:1:1 with ``--split_seed`` when there are none (kept in the experiment folder when the dataroot is read-only);
+``--split all`` takes every subject.
 """
 from __future__ import annotations
 
@@ -33,29 +37,21 @@ import torch
 import torch.nn.functional as F
 
 from data.base_dataset import BaseDataset
+from data.layouts import BRATS_MODALITIES, LAYOUT_EXAMPLES, MASK_NAME, describe_candidates, find_modality
+from util.image_io import read_image
+from util.metrics import METRIC_SETS
 from util.volume import (CT_WINDOW, MR_PERCENTILES, PLANES, RESIZE_MODES, Geometry, IntensityMap, body_mask,
-                         intensity_map, load_nifti, modality_kind, slice_spacing, take_slice, to_square)
+                         intensity_map, modality_kind, slice_spacing, take_slice, to_square)
 
 DEMO_ROOTS = {'synthrad': os.path.join('datasets', 'demo_synthrad'), 'brats': os.path.join('datasets', 'demo_brats')}
-BRATS_MODALITIES = ('flair', 't1', 't1ce', 't2')
-MASK_NAME = 'mask'
 SPLITS_DIR = 'splits'
+ALL_SPLIT = 'all'                   # --split all: every subject of the folder
 SPLIT_RATIOS = {'train': 8, 'val': 1, 'test': 1}
 STORE_VERSION = 3
 STORE_FILE = 'volumes.npy'
 
 
 # ----------------------------------------------------------------------------- layout
-
-def nifti_candidates(subject_dir: str, subject: str, name: str) -> list[str]:
-    """Where modality ``name`` of ``subject`` may be: ``name.nii.gz``, ``name.nii``, ``<subject>_name.nii[.gz]``."""
-    stems = (name, f'{subject}_{name}')
-    return [os.path.join(subject_dir, stem + ext) for stem in stems for ext in ('.nii.gz', '.nii')]
-
-
-def find_nifti(subject_dir: str, subject: str, name: str) -> str | None:
-    return next((p for p in nifti_candidates(subject_dir, subject, name) if os.path.isfile(p)), None)
-
 
 def list_subjects(root: str) -> list[str]:
     """Sorted subject folder names under ``root`` (hidden folders and ``splits/`` left out)."""
@@ -65,8 +61,7 @@ def list_subjects(root: str) -> list[str]:
                    if not e.startswith('.') and e != SPLITS_DIR and os.path.isdir(os.path.join(root, e)))
     if not names:
         raise FileNotFoundError(f'{root}: no subject folders found; expected one folder per subject, e.g. '
-                                f'<subject>/mr.nii.gz + ct.nii.gz (SynthRAD2023) or <subject>/<subject>_flair.nii.gz '
-                                f'+ <subject>_t2.nii.gz (BraTS)')
+                                f'{LAYOUT_EXAMPLES}')
     return names
 
 
@@ -109,23 +104,38 @@ def read_splits(root: str) -> dict[str, list[str]]:
     return out
 
 
-def load_split(root: str, phase: str, subjects: list[str], seed: int) -> list[str]:
-    """The subjects of ``phase``: read from ``splits/<phase>.txt``, or, when there are no split files at all, a
-    new 8:1:1 split (seed ``seed``) written there first. Checks that no subject is in two splits and that every
-    listed subject has a folder."""
+def load_split(root: str, phase: str, subjects: list[str], seed: int, fallback: str | None = None) -> list[str]:
+    """The subjects of ``phase``: every subject for ``all``; else read from ``splits/<phase>.txt``, or, when there
+    are no split files at all, a new 8:1:1 split (seed ``seed``) written there first. When ``root`` cannot be
+    written (read-only storage) the new split goes to ``<fallback>/splits/`` (the experiment folder), where later
+    runs find it. Checks that no subject is in two splits and that every listed subject has a folder."""
+    if phase == ALL_SPLIT:
+        return sorted(subjects)
     splits = read_splits(root)
     folder = os.path.join(root, SPLITS_DIR)
+    if not splits and fallback and read_splits(fallback):
+        splits, folder = read_splits(fallback), os.path.join(fallback, SPLITS_DIR)
+        print(f'using the subject split kept in {folder} (none under {root})')
     if not splits:
         splits = split_subjects(subjects, seed)
+        ratios = ":".join(map(str, SPLIT_RATIOS.values()))
         try:
             write_splits(root, splits)
-            print(f'wrote a new {":".join(map(str, SPLIT_RATIOS.values()))} subject split (seed {seed}) to {folder}')
+            print(f'wrote a new {ratios} subject split (seed {seed}) to {folder}')
         except OSError as e:
-            print(f'WARNING: could not write the subject split to {folder} ({e}); using it unsaved', file=sys.stderr)
+            if not fallback:
+                print(f'WARNING: could not write the subject split to {folder} ({e}); using it unsaved',
+                      file=sys.stderr)
+            else:
+                write_splits(fallback, splits)
+                folder = os.path.join(fallback, SPLITS_DIR)
+                print(f'WARNING: {root} cannot be written ({e}): wrote the new {ratios} subject split (seed {seed}) '
+                      f'to the experiment folder {folder} instead; later runs of this experiment use it',
+                      file=sys.stderr)
     if phase not in splits:
         raise FileNotFoundError(f'{os.path.join(folder, phase + ".txt")} not found (--phase {phase}); the split '
-                                f'folder has {", ".join(sorted(splits))}. Write it, or remove {folder} to make a '
-                                f'new split')
+                                f'folder has {", ".join(sorted(splits))}. Write it, remove {folder} to make a '
+                                f'new split, or pass --split {ALL_SPLIT} to use every subject')
     seen: dict[str, str] = {}
     for name, members in splits.items():
         for s in members:
@@ -138,7 +148,8 @@ def load_split(root: str, phase: str, subjects: list[str], seed: int) -> list[st
         raise FileNotFoundError(f'{folder}/{phase}.txt lists subjects with no folder under {root}: '
                                 f'{", ".join(missing[:10])}')
     if not splits[phase]:
-        raise ValueError(f'{folder}/{phase}.txt is empty: no subjects for --phase {phase}')
+        raise ValueError(f'{folder}/{phase}.txt is empty: no subjects for --phase {phase} (--split {ALL_SPLIT} '
+                         f'uses every subject of {root})')
     return splits[phase]
 
 
@@ -162,7 +173,7 @@ class StoreSettings:
 class Subject:
     """One stored subject: source files, geometry, intensity maps and body fraction per slice."""
     name: str
-    paths: dict[str, str]                       # modality -> source NIfTI
+    paths: dict[str, str]                       # modality -> source file (or DICOM folder)
     mask_path: str | None
     geometry: Geometry                          # shared by all modalities
     maps: dict[str, IntensityMap]               # modality -> map to [-1, 1]
@@ -189,23 +200,24 @@ def _sources(paths: dict[str, str], mask_path: str | None) -> list:
 
 
 def subject_sources(root: str, name: str, modalities: tuple[str, str]) -> tuple[dict[str, str], str | None]:
-    """The NIfTI path of each modality and of the optional mask; FileNotFoundError names a missing modality."""
+    """The file (or DICOM folder) of each modality and of the optional mask; FileNotFoundError names a missing
+    modality."""
     folder = os.path.join(root, name)
     paths = {}
     for m in modalities:
-        path = find_nifti(folder, name, m)
+        path = find_modality(folder, name, m)
         if path is None:
-            tried = ', '.join(os.path.basename(c) for c in nifti_candidates(folder, name, m))
-            raise FileNotFoundError(f'{folder}: modality "{m}" is missing (looked for {tried})')
+            raise FileNotFoundError(f'{folder}: modality "{m}" is missing (looked for '
+                                    f'{describe_candidates(folder, name, m)})')
         paths[m] = path
-    return paths, find_nifti(folder, name, MASK_NAME)
+    return paths, find_modality(folder, name, MASK_NAME)
 
 
 def build_subject(root: str, name: str, settings: StoreSettings, store: str) -> Subject:
     """Read, check, normalise and store one subject (written to a temporary folder, then renamed)."""
     paths, mask_path = subject_sources(root, name, settings.modalities)
     print(f'slice store: adding {name}', flush=True)
-    volumes = {m: load_nifti(p) for m, p in paths.items()}
+    volumes = {m: read_image(p) for m, p in paths.items()}
     (ref, (_, ref_img)), *others = volumes.items()
     geometry = Geometry.of(ref_img)
     for m, (_, img) in others:
@@ -216,7 +228,7 @@ def build_subject(root: str, name: str, settings: StoreSettings, store: str) -> 
     canonical = {m: geometry.to_canonical(data) for m, (data, _) in volumes.items()}
     del volumes
     if mask_path:
-        mask_data, mask_img = load_nifti(mask_path)
+        mask_data, mask_img = read_image(mask_path)
         why = geometry.mismatch(Geometry.of(mask_img), settings.affine_tol)
         if why:
             raise ValueError(f'subject {name} refused: mask {mask_path} does not match {paths[ref]}: {why}')
@@ -291,6 +303,11 @@ class TriplanarAlignedDataset(BaseDataset):
                                  'Volumes and metrics always use every slice')
         parser.add_argument('--fuse', default='mean', choices=['mean', 'median'],
                             help='how test.py fuses the per-plane volumes')
+        parser.add_argument('--split', default='', help=f'subjects to use: the split <dataroot>/splits/<name>.txt '
+                            f'(default: --phase), or "{ALL_SPLIT}" for every subject folder of --dataroot')
+        parser.add_argument('--metrics', default='synthrad2023', choices=sorted(METRIC_SETS),
+                            help='volume metrics of test.py: synthrad2023 (MAE, PSNR, SSIM) or synthrad2025 (MAE, '
+                                 'PSNR, masked MS-SSIM), each as its challenge computes them')
         parser.add_argument('--split_seed', type=int, default=2024,
                             help='seed of the 8:1:1 subject split made when <dataroot>/splits/ has none')
         parser.add_argument('--skip_bad_subjects', action='store_true',
@@ -328,11 +345,13 @@ class TriplanarAlignedDataset(BaseDataset):
                                  opt.cache_dtype, opt.affine_tol)
         cache = opt.cache_dir or os.path.join(self.root, '.cache')
         self.store_root = os.path.join(cache, f'triplanar_{settings.key()}')
-        names = load_split(self.root, opt.phase, list_subjects(self.root), opt.split_seed)
+        self.split = opt.split or opt.phase
+        names = load_split(self.root, self.split, list_subjects(self.root), opt.split_seed,
+                           fallback=os.path.join(opt.checkpoints_dir, opt.name))
         self.subjects, self.skipped = self._load_subjects(names, settings)
         self.index = self._make_index(opt.min_foreground)
         if len(self.index) == 0:
-            raise ValueError(f'{self.root}: no slice of the {opt.phase} split reaches --min_foreground '
+            raise ValueError(f'{self.root}: no slice of the {self.split} split reaches --min_foreground '
                              f'{opt.min_foreground}')
         self._names = list(self.subjects)
         channels = [opt.modality_A, opt.modality_B]
@@ -356,7 +375,7 @@ class TriplanarAlignedDataset(BaseDataset):
             print(f'--skip_bad_subjects: skipped {len(skipped)} subject(s):\n' +
                   '\n'.join(f'  {n}: {why}' for n, why in skipped.items()), file=sys.stderr)
         if not subjects:
-            raise ValueError(f'{self.root}: no usable subjects in the {self.opt.phase} split')
+            raise ValueError(f'{self.root}: no usable subjects in the {self.split} split')
         return subjects, skipped
 
     def _make_index(self, min_foreground: float) -> np.ndarray:

@@ -4,6 +4,9 @@
     python scripts/benchmark.py train --model mrnet              # MRNet step vs pix2pix unet_256, SAM 256/1024,
                                                                  # frozen and fine-tuned
     python scripts/benchmark.py data                             # triplanar slices/s with 0 and 2 workers
+    python scripts/benchmark.py predict                          # seconds per ~256^3 volume, 3 planes: MRNet at
+                                                                 # the quick-start settings on the CPU; with
+                                                                 # --device cuda also SAM 1024 (bf16), ngf 64
 
 Each configuration runs in a fresh process so its peak memory is its own (CPU: peak RSS; GPU: peak allocated).
 Add ``--device cuda`` on a machine with a GPU; ``--quick`` shortens every run for a smoke check.
@@ -95,6 +98,43 @@ def run_data_config(cfg: dict) -> dict:
             'workers_mb': workers_mb}
 
 
+def run_predict_config(cfg: dict) -> dict:
+    """Seconds to synthesise one ``cfg['side']``^3 MR phantom (3 planes, every body slice) with scripts/predict.py's
+    code path (util.prediction), after saving and reloading an untrained generator of ``cfg['extra']`` options;
+    model loading and the first batch (warm-up) are excluded by timing a second run."""
+    import contextlib
+    import io
+    import numpy as np
+    import torch
+    from models import create_model
+    from options.train_options import TrainOptions
+    from util.image_io import reference_image
+    from util.prediction import load_generator, predict_volume
+    gpu = '0' if cfg['device'].startswith('cuda') else '-1'
+    args = ['--model', 'mrnet', '--gpu_ids', gpu, '--display_id', '0', '--checkpoints_dir', cfg['tmp'],
+            '--name', 'bench_predict', '--crop_size', '256'] + cfg['extra']
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        opt = TrainOptions().parse(args)
+        model = create_model(opt)
+        model.save_networks('latest')
+        generator = load_generator(cfg['tmp'], 'bench_predict', 'latest', opt.device)
+    side = cfg['side']
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, side)] * 3, indexing='ij'))
+    r = np.sqrt(((grid / 0.85) ** 2).sum(0))
+    volume = np.where(r < 1, 500 + 200 * grid[1], 20).astype(np.float32)
+    reference = reference_image(volume, np.diag([1.0, 1.0, 1.0, 1.0]))
+
+    def once() -> tuple[float, int]:
+        start = time.perf_counter()
+        result = predict_volume(generator, volume, reference, batch_size=cfg['batch'], progress=False)
+        if opt.device.type == 'cuda':
+            torch.cuda.synchronize()
+        return time.perf_counter() - start, result.n_slices
+    once() if cfg['warmup'] else None
+    seconds, slices = once()
+    return {'seconds': seconds, 'slices': slices, 'peak_mb': _peak_memory_mb(cfg['device'])}
+
+
 def _children_rss_mb() -> float:
     """Summed resident memory (MB) of this process's live child processes, read from /proc."""
     total, me = 0, str(os.getpid())
@@ -160,13 +200,37 @@ def bench_data(args: argparse.Namespace) -> None:
               f'slices, peak RSS {r["peak_mb"]:.0f} MB main process + {r["workers_mb"]:.0f} MB workers')
 
 
+def bench_predict(args: argparse.Namespace) -> None:
+    """CPU: MRNet at the quick-start settings (ngf 16, SAM ViT-B at 256); with --device cuda also the paper's
+    MRNet (ngf 64) with SAM at 1024 (bf16 autocast inside SAM), the goal being under 10 s per volume."""
+    import tempfile
+    tmp = tempfile.mkdtemp(prefix='bench_')
+    side = 64 if args.quick else args.side
+    configs = [('cpu', 'MRNet quick-start (ngf 16, SAM 256) on the CPU', ['--ngf', '16', '--sam_input_size', '256'])]
+    if args.device.startswith('cuda'):
+        configs.append((args.device, 'MRNet (ngf 64, SAM 1024, bf16) on the GPU', ['--ngf', '64',
+                                                                                 '--sam_input_size', '1024']))
+    print(f'one {side}^3 volume, planes x, y, z, batch {args.batch}; torch threads: '
+          f'{os.environ.get("OMP_NUM_THREADS", "default")}', flush=True)
+    for device, label, extra in configs:
+        if args.skip_cpu and device == 'cpu':
+            continue
+        r = _in_subprocess('predict', {'tmp': tmp, 'device': device, 'side': side, 'batch': args.batch,
+                                       'warmup': not args.quick, 'extra': extra + args.extra})
+        if 'error' in r:
+            print(f'{label:<50} failed: {r["error"]}', flush=True)
+            continue
+        print(f'{label:<50} {r["seconds"]:8.1f} s/volume  {r["slices"]} slices  '
+              f'{r["slices"] / r["seconds"]:7.1f} slices/s  peak {r["peak_mb"]:.0f} MB', flush=True)
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == '_one':
-        fn = run_train_config if sys.argv[2] == 'train' else run_data_config
+        fn = {'train': run_train_config, 'data': run_data_config, 'predict': run_predict_config}[sys.argv[2]]
         print(json.dumps(fn(json.loads(sys.argv[3]))))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('what', choices=['train', 'data'])
+    parser.add_argument('what', choices=['train', 'data', 'predict'])
     parser.add_argument('--model', default='pix2pix', help='pix2pix, or mrnet (compared with pix2pix)')
     parser.add_argument('--device', default='cpu', help='cpu or cuda')
     parser.add_argument('--iters', type=int, default=5, help='timed steps per configuration')
@@ -174,9 +238,12 @@ def main() -> None:
                         help='SAM input sizes to measure (mrnet), e.g. 256,1024')
     parser.add_argument('--warmup', type=int, default=2, help='untimed steps before timing')
     parser.add_argument('--quick', action='store_true', help='one short run per configuration (smoke check)')
+    parser.add_argument('--side', type=int, default=256, help='predict: side of the cubic test volume')
+    parser.add_argument('--batch', type=int, default=16, help='predict: slices per forward pass')
+    parser.add_argument('--skip_cpu', action='store_true', help='predict: only the GPU configuration')
     args, extra = parser.parse_known_args()
     args.extra = extra  # passed on to the options parser, e.g. --ngf 32 --sam_checkpoint PATH
-    bench_train(args) if args.what == 'train' else bench_data(args)
+    {'train': bench_train, 'data': bench_data, 'predict': bench_predict}[args.what](args)
 
 
 if __name__ == '__main__':

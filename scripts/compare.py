@@ -59,7 +59,7 @@ PAPER_SHARED = {'--dataset_mode': ['triplanar_aligned'], '--crop_size': ['256'],
                 '--val_freq': ['1']}
 # set by compare.py itself for every run
 RESERVED = ('--name', '--model', '--dataroot', '--checkpoints_dir', '--results_dir', '--continue_train', '--epoch',
-            '--epoch_count', '--phase', '--suffix', '--load_iter')
+            '--epoch_count', '--phase', '--split', '--suffix', '--load_iter')
 # passed to train.py only: test.py scores the whole test split, one slice at a time
 TRAIN_ONLY = ('--max_dataset_size', '--batch_size')
 # options that do not change what a run learns or scores; left out of the check of a TAG's shared options

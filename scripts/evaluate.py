@@ -1,17 +1,21 @@
-"""Score synthesized NIfTI volumes made anywhere (another toolkit, a challenge submission) with this toolkit's
-metrics code: the SynthRAD2023 set (MAE in HU, PSNR, SSIM inside the body mask), exactly as test.py scores its
-own volumes; optionally add them as a row to a comparison made by scripts/compare.py.
+"""Score synthesized volumes made anywhere (another toolkit, a challenge submission) with this toolkit's metrics
+code: the SynthRAD2023 set (MAE in HU, PSNR, SSIM inside the body mask) or, with ``--metrics synthrad2025``,
+SynthRAD2025's (MAE, PSNR, masked MS-SSIM), exactly as test.py scores its own volumes; optionally add them as a
+row to a comparison made by scripts/compare.py.
 
     python scripts/evaluate.py --pred DIR --gt DIR [--mask DIR] [--out scores.csv]
     python scripts/evaluate.py --pred sub/ --pred_pattern '{subject}_sct.nii.gz' --gt /data/synthrad/brain
+    python scripts/evaluate.py --pred sub/ --pred_pattern '{subject}/sct.mha' --gt /data/synthrad2025 \
+        --metrics synthrad2025 --split all                                        # every subject must be there
     python scripts/evaluate.py --pred DIR --gt DIR --append TAG --label "Method X"   # a row in compare_TAG
 
-Predictions: files ``--pred_pattern`` (default ``{subject}.nii.gz``) under --pred. Ground truth: the
-``--modality`` volume of each subject under --gt, either in a subject folder (``<subject>/ct.nii.gz`` or
-``<subject>/<subject>_ct.nii.gz``, the dataset layouts) or flat (``<subject>.nii.gz``). Mask: the same under
---mask (file ``mask`` in a subject folder, or ``<subject>.nii.gz``); without --mask, the ``mask`` file of the
-ground truth's subject folder, or else a body mask computed from the ground truth as the dataset does. A
-prediction must have the ground truth's shape and affine.
+Predictions: files ``--pred_pattern`` (default ``{subject}.nii.gz``; NIfTI, .mha, .mhd or .nrrd) under --pred.
+Ground truth: the ``--modality`` volume of each subject under --gt, either in a subject folder in any dataset layout
+(data/layouts.py: ``<subject>/ct.nii.gz``, ``ct.mha``, ``<subject>_ct.nii.gz`` ...) or flat (``<subject>.nii.gz``).
+Mask: the same under --mask (file ``mask`` in a subject folder, or ``<subject>.<ext>``); without --mask, the
+``mask`` file of the ground truth's subject folder, or else a body mask computed from the ground truth as the
+dataset does. A prediction must have the ground truth's shape and affine. ``--split NAME`` scores the subjects of
+``<gt>/splits/NAME.txt`` and ``--split all`` every subject folder of --gt; both refuse a missing prediction.
 
 Missing files are reported before anything is scored. A subject that cannot be scored (a prediction off the
 ground truth's grid, an unreadable file) does not cost the others: their scores are printed and written, then
@@ -31,13 +35,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from data.triplanar_aligned_dataset import find_nifti  # noqa: E402
+from data.layouts import MASK_NAME, find_modality, find_subject_file  # noqa: E402
+from data.triplanar_aligned_dataset import ALL_SPLIT, list_subjects, load_split  # noqa: E402
 from util.cli import run_cli  # noqa: E402
-from util.comparison import (VOLUME_METRICS, VOLUME_PLANES, Stat, external_paths, options_path, read_json,  # noqa: E402
+from util.comparison import (VOLUME_PLANES, Stat, external_paths, options_path, read_json,  # noqa: E402
                              safe_label, tag_dir, write_json)
 from util.evaluation import write_csv  # noqa: E402
-from util.metrics import SYNTHRAD_HU_RANGE, volume_metrics_or_nan  # noqa: E402
-from util.volume import Geometry, body_mask, intensity_map, load_nifti, modality_kind  # noqa: E402
+from util.image_io import read_image  # noqa: E402
+from util.metrics import METRIC_SETS, metric_window, volume_metrics_or_nan  # noqa: E402
+from util.volume import Geometry, body_mask, intensity_map, modality_kind  # noqa: E402
 
 SUBJECT = '{subject}'
 
@@ -60,16 +66,6 @@ def find_predictions(pred_dir: str, pattern: str) -> dict[str, str]:
     return found
 
 
-def find_subject_file(root: str, subject: str, name: str) -> str | None:
-    """``<root>/<subject>/`` holding ``name`` (``name.nii[.gz]`` or ``<subject>_name.nii[.gz]``), else the flat
-    ``<root>/<subject>.nii[.gz]``; None when neither exists."""
-    folder = os.path.join(root, subject)
-    if os.path.isdir(folder):
-        return find_nifti(folder, subject, name)
-    return next((p for p in (os.path.join(root, subject + ext) for ext in ('.nii.gz', '.nii')) if os.path.isfile(p)),
-                None)
-
-
 def check_same_grid(path: str, img, ref_path: str, ref_img, tol: float) -> None:
     """ValueError naming both files when ``img`` is not on ``ref_img``'s voxel grid (shape, affine)."""
     why = Geometry.of(ref_img).mismatch(Geometry.of(img), tol)
@@ -78,45 +74,57 @@ def check_same_grid(path: str, img, ref_path: str, ref_img, tol: float) -> None:
 
 
 def score_subject(pred_path: str, gt_path: str, mask_path: str | None, modality: str,
-                  affine_tol: float = 1e-3) -> tuple[dict[str, float], dict[str, str]]:
-    """({'mae', 'psnr', 'ssim'}, {metric: why it is NaN}) of one predicted volume (source units, HU for CT)
-    against its ground truth inside the mask: CT clipped to [-1024, 3000] HU, MR to the ground truth's
-    normalisation window (util.evaluation)."""
-    truth, truth_img = load_nifti(gt_path)
-    pred, pred_img = load_nifti(pred_path)
+                  affine_tol: float = 1e-3, metrics: str = 'synthrad2023') -> tuple[dict[str, float], dict[str, str]]:
+    """(the ``metrics`` set, {metric: why it is NaN}) of one predicted volume (source units, HU for CT) against its
+    ground truth inside the mask: CT clipped to the challenge's HU window, MR to the ground truth's normalisation
+    window (util.evaluation)."""
+    truth, truth_img = read_image(gt_path)
+    pred, pred_img = read_image(pred_path)
     check_same_grid(pred_path, pred_img, gt_path, truth_img, affine_tol)
     kind = modality_kind(modality)
     if mask_path:
-        mask_data, mask_img = load_nifti(mask_path)
+        mask_data, mask_img = read_image(mask_path)
         check_same_grid(mask_path, mask_img, gt_path, truth_img, affine_tol)
         mask = mask_data > 0
     else:
         mask = body_mask([(truth, kind)])
-    if kind == 'ct':
-        window = SYNTHRAD_HU_RANGE
-    else:
+    mr_window = None
+    if kind != 'ct':
         m = intensity_map('mr', truth, mask, gt_path)
-        window = (m.low, m.high)
-    return volume_metrics_or_nan(pred, truth, mask, window)
+        mr_window = (m.low, m.high)
+    return volume_metrics_or_nan(pred, truth, mask, metric_window(metrics, kind, mr_window), metrics)
+
+
+def select_split(pred: dict[str, str], gt_dir: str, split: str) -> dict[str, str]:
+    """The predictions of the subjects of ``split`` (a split file under ``<gt_dir>/splits/``, or ``all`` subject
+    folders of --gt); FileNotFoundError lists the subjects without a prediction."""
+    subjects = load_split(gt_dir, split, list_subjects(gt_dir), seed=0) if split != ALL_SPLIT else \
+        list_subjects(gt_dir)
+    missing = [s for s in subjects if s not in pred]
+    if missing:
+        raise FileNotFoundError(f'--split {split}: {len(missing)} of the {len(subjects)} subjects of {gt_dir} have no '
+                                f'prediction: {", ".join(missing[:10])}{" ..." if len(missing) > 10 else ""}')
+    return {s: pred[s] for s in subjects}
 
 
 def evaluate(pred: dict[str, str], gt_dir: str, mask_dir: str | None, modality: str, plane: str,
-             affine_tol: float = 1e-3) -> tuple[list[dict], dict[str, str]]:
-    """Rows in metrics.csv form (level 'volume', subject, plane, mae, psnr, ssim), one per scored subject, and
-    subject -> why it could not be scored. Missing files raise FileNotFoundError before anything is scored."""
+             affine_tol: float = 1e-3, metrics: str = 'synthrad2023') -> tuple[list[dict], dict[str, str]]:
+    """Rows in metrics.csv form (level 'volume', subject, plane, then the ``metrics`` set: mae, psnr, ssim or
+    ms_ssim), one per scored subject, and subject -> why it could not be scored. Missing files raise
+    FileNotFoundError before anything is scored."""
     files = {}
     for subject, pred_path in pred.items():
         gt_path = find_subject_file(gt_dir, subject, modality)
         if gt_path is None:
             raise FileNotFoundError(f'{pred_path}: no ground truth for subject {subject} under --gt {gt_dir} '
-                                    f'(looked for {subject}/{modality}.nii[.gz], {subject}/{subject}_{modality}'
-                                    f'.nii[.gz] and {subject}.nii[.gz])')
+                                    f'(looked for {subject}/{modality}.<ext>, {subject}/{subject}_{modality}.<ext>, '
+                                    f'{subject}/{subject}-{modality}.<ext> and {subject}.<ext>)')
         if mask_dir:
-            mask_path = find_subject_file(mask_dir, subject, 'mask')
+            mask_path = find_subject_file(mask_dir, subject, MASK_NAME)
             if mask_path is None:
                 raise FileNotFoundError(f'--mask {mask_dir}: no mask for subject {subject}')
         else:
-            mask_path = find_nifti(os.path.join(gt_dir, subject), subject, 'mask') \
+            mask_path = find_modality(os.path.join(gt_dir, subject), subject, MASK_NAME) \
                 if os.path.isdir(os.path.join(gt_dir, subject)) else None
             if mask_path is None:
                 print(f'{subject}: no mask file, using a body mask computed from {gt_path}')
@@ -124,7 +132,7 @@ def evaluate(pred: dict[str, str], gt_dir: str, mask_dir: str | None, modality: 
     rows, failed = [], {}
     for subject, (pred_path, gt_path, mask_path) in files.items():
         try:
-            scores, problems = score_subject(pred_path, gt_path, mask_path, modality, affine_tol)
+            scores, problems = score_subject(pred_path, gt_path, mask_path, modality, affine_tol, metrics)
         except (OSError, ValueError) as exc:
             failed[subject] = str(exc)
             print(f'ERROR: subject {subject}: {exc}; going on with the others', file=sys.stderr)
@@ -170,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--gt', required=True, help='folder of the ground truth (dataset layout or flat)')
     p.add_argument('--mask', default=None, help='folder of body masks (default: the ground truth\'s mask files)')
     p.add_argument('--modality', default='ct', help='ground-truth modality name: ct (HU) or an MR name')
+    p.add_argument('--metrics', default='synthrad2023', choices=sorted(METRIC_SETS),
+                   help='synthrad2023 (MAE, PSNR, SSIM) or synthrad2025 (MAE, PSNR, masked MS-SSIM)')
+    p.add_argument('--split', default=None, help='score the subjects of <gt>/splits/SPLIT.txt, or "all" subject '
+                   'folders of --gt; a subject without a prediction is an error (default: every prediction found)')
     p.add_argument('--plane', default='fused', choices=VOLUME_PLANES,
                    help='the table column the volumes belong to (a 3D prediction is "fused")')
     p.add_argument('--affine_tol', type=float, default=1e-3, help='largest affine difference (mm) accepted')
@@ -183,13 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> list[dict]:
     args = build_parser().parse_args(argv)
     pred = find_predictions(args.pred, args.pred_pattern)
-    rows, failed = evaluate(pred, args.gt, args.mask, args.modality, args.plane, args.affine_tol)
+    if args.split:
+        pred = select_split(pred, args.gt, args.split)
+    rows, failed = evaluate(pred, args.gt, args.mask, args.modality, args.plane, args.affine_tol, args.metrics)
     unit = ' (HU)' if modality_kind(args.modality) == 'ct' else ''
-    print(f'{"subject":<24}' + ''.join(f'{m.upper() + (unit if m == "mae" else ""):>22}' for m in VOLUME_METRICS))
+    names = METRIC_SETS[args.metrics]
+    print(f'{"subject":<24}' + ''.join(f'{m.upper() + (unit if m == "mae" else ""):>22}' for m in names))
     for r in rows:
-        print(f'{r["subject"]:<24}' + ''.join(f'{r[m]:>22.4f}' for m in VOLUME_METRICS))
-    stats = {m: Stat.of(r[m] for r in rows) for m in VOLUME_METRICS}
-    summary = [f'{stats[m].mean:.4f} ± {stats[m].std:.4f}' for m in VOLUME_METRICS]
+        print(f'{r["subject"]:<24}' + ''.join(f'{r[m]:>22.4f}' for m in names))
+    stats = {m: Stat.of(r[m] for r in rows) for m in names}
+    summary = [f'{stats[m].mean:.4f} ± {stats[m].std:.4f}' for m in names]
     print(f'{"mean ± std":<24}' + ''.join(f'{text:>22}' for text in summary))
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -201,6 +216,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.append:
         label = args.label or os.path.basename(os.path.normpath(args.pred))
         meta = {'pred': os.path.abspath(args.pred), 'pattern': args.pred_pattern, 'gt': os.path.abspath(args.gt),
+                'metrics': args.metrics,
                 'mask': os.path.abspath(args.mask) if args.mask else None, 'modality': args.modality,
                 'plane': args.plane, 'files': {s: os.path.abspath(p) for s, p in pred.items()}}
         page = append_to_comparison(args.results_dir, args.append, label, rows, meta)

@@ -333,3 +333,19 @@ def test_slice_choice():
 def test_option_differences_name_each_flag():
     assert option_differences({'lr': 1e-4, 'ngf': 8}, {'lr': 2e-4, 'ngf': 8, 'seed': 1}) == \
         ['--lr: earlier 0.0001, now 0.0002', "--seed: earlier 'unset', now 1"]
+
+
+def test_synthrad2025_metrics_reach_test_and_the_tables(base: Path):
+    """--metrics synthrad2025 is passed to test.py, and volume rows with ms_ssim make the MS-SSIM table."""
+    argv = ['--dataroot', str(base / 'data'), '--name', 'm25', '--models', 'pix2pix', '--metrics', 'synthrad2025']
+    args, shared = compare.build_parser().parse_known_args(argv)
+    runs, _ = compare.plan(args, shared)
+    assert runs[0].test_args[runs[0].test_args.index('--metrics') + 1] == 'synthrad2025'
+    rows = [{**_volume('fused', mae), 'ssim': math.nan, 'ms_ssim': score}
+            for mae, score in ((60.0, 0.9), (80.0, 0.8))]
+    _, volume_table, _ = table_sections([Result('ours', 'mrnet', volumes=rows)])
+    assert volume_table.title == 'SynthRAD2025 volume metrics' and '[-1024, 3071] HU' in volume_table.note
+    assert volume_table.header[-3:] == ['MAE (HU) fused', 'PSNR fused', 'MS-SSIM fused']
+    assert volume_table.rows[0][-1].text == '0.8500 ± 0.0500'
+    with pytest.raises(ValueError, match='--split'):
+        compare.plan(*compare.build_parser().parse_known_args(argv + ['--split', 'all']))

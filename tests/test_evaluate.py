@@ -154,3 +154,29 @@ def test_append_adds_a_row_and_checks_the_subjects(tmp_path: Path):
     evaluate.main(argv)                                                   # appending again replaces the row
     with open(folder / 'table.csv', newline='') as f:
         assert len(list(csv.DictReader(f))) == 1
+
+
+def test_synthrad2025_layout_metrics_and_split_all(tmp_path: Path):
+    """MHA predictions against a SynthRAD2025 folder (<subject>/ct.mha, mask.mha): --metrics synthrad2025 gives
+    mae, psnr (data range 3071 + 1024) and ms_ssim; --split all refuses a subject without a prediction."""
+    from util.image_io import reference_image, write_image
+    ct, mask = head()
+    ref = reference_image(ct, AFFINE)
+    for subject in ('1PA001', '1PA002'):
+        write_image(ct, ref, str(tmp_path / 'gt' / subject / 'ct.mha'))
+        write_image(mask.astype(np.float32), ref, str(tmp_path / 'gt' / subject / 'mask.mha'))
+    write_image(np.where(mask, ct + 100, ct), ref, str(tmp_path / 'pred' / '1PA001_sct.mha'))
+    args = ['--pred', str(tmp_path / 'pred'), '--pred_pattern', '{subject}_sct.mha', '--gt', str(tmp_path / 'gt'),
+            '--metrics', 'synthrad2025']
+    rows = evaluate.main(args)
+    assert [r['subject'] for r in rows] == ['1PA001'] and set(rows[0]) >= {'mae', 'psnr', 'ms_ssim'}
+    assert rows[0]['mae'] == pytest.approx(100.0)
+    assert rows[0]['psnr'] == pytest.approx(20 * math.log10(4095 / 100))
+    assert 0 < rows[0]['ms_ssim'] < 1 and 'ssim' not in rows[0]
+    with pytest.raises(FileNotFoundError, match=r'--split all: 1 of the 2 subjects of .* have no prediction: 1PA002'):
+        evaluate.main(args + ['--split', 'all'])
+    write_image(ct, ref, str(tmp_path / 'pred' / '1PA002_sct.mha'))
+    rows = evaluate.main(args + ['--split', 'all', '--out', str(tmp_path / 'scores.csv')])
+    assert [r['subject'] for r in rows] == ['1PA001', '1PA002'] and rows[1]['ms_ssim'] == pytest.approx(1.0)
+    with open(tmp_path / 'scores.csv') as f:
+        assert 'ms_ssim' in next(csv.reader(f))

@@ -88,3 +88,71 @@ def test_metric_errors():
         masked_mae(np.zeros((4, 4, 4)), np.zeros((4, 4, 4)), np.zeros((4, 4, 4)))
     with pytest.raises(ValueError, match='mask shape'):
         masked_psnr(np.zeros((4, 4, 4)), np.zeros((4, 4, 4)), np.ones((4, 4, 3)))
+
+
+# ----------------------------------------------------------------------------- SynthRAD2025 (--metrics synthrad2025)
+
+def test_downsample2_is_a_zero_bordered_2x2x2_box_then_every_other_voxel():
+    """Hand values along one axis, and the same as scipy's fftconvolve with a 2x2x2 box in 'same' mode."""
+    from scipy.signal import fftconvolve
+    from util.metrics import downsample2
+    x = np.array([2.0, 4.0, 6.0, 8.0, 10.0])
+    np.testing.assert_allclose(downsample2(x), [1.0, 5.0, 9.0])      # (0+2)/2, (4+6)/2, (8+10)/2
+    v = np.random.default_rng(0).normal(size=(9, 8, 7))
+    expected = fftconvolve(v, np.ones((2, 2, 2)) / 8, mode='same')[::2, ::2, ::2]
+    np.testing.assert_allclose(downsample2(v), expected, atol=1e-12)
+
+
+def test_ms_ssim_of_identical_volumes_is_one_whatever_lies_outside_the_mask():
+    from util.metrics import masked_ms_ssim
+    rng = np.random.default_rng(1)
+    truth = rng.normal(0, 400, (30, 24, 20))
+    mask = np.zeros(truth.shape, bool)
+    mask[5:25, 4:20, 3:17] = True
+    pred = np.where(mask, truth, rng.normal(0, 900, truth.shape))      # garbage outside the body
+    assert masked_ms_ssim(pred, truth, mask) == pytest.approx(1.0, abs=1e-12)
+    clipped = np.where(truth > 3071, 5000, truth)                       # above the window: clipped alike
+    assert masked_ms_ssim(np.where(truth > 3000, 9000, clipped), clipped, mask) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_ms_ssim_single_level_of_constant_volumes_is_the_luminance_term_to_the_weight():
+    """Constant a and b in a window [0, 100]: contrast and structure are 1, luminance (2ab + C1)/(a^2 + b^2 + C1)
+    with C1 = (0.01 * 100)^2 = 1, raised to the level weight (the organisers' exponent): a=50, b=40 gives
+    4001/4101, and its square root with weight 0.5."""
+    from util.metrics import masked_ms_ssim
+    a, b = np.full((20, 20, 20), 50.0), np.full((20, 20, 20), 40.0)
+    mask = np.ones(a.shape, bool)
+    assert masked_ms_ssim(a, b, mask, (0.0, 100.0), weights=(1.0,)) == pytest.approx(4001 / 4101, abs=1e-12)
+    assert masked_ms_ssim(a, b, mask, (0.0, 100.0), weights=(0.5,)) == pytest.approx((4001 / 4101) ** 0.5,
+                                                                                      abs=1e-12)
+
+
+def test_ms_ssim_first_level_is_scikit_image_ssim_and_levels_multiply():
+    """With one level of weight 1 and no voxel clipped by the l, c, s >= 0 rule, MS-SSIM is scikit-image's 3D SSIM
+    (7-voxel uniform window, sample covariance, 3-voxel border left out) of the volumes shifted by -low; the
+    5-level value lies below it and is the product of per-level means in (0, 1]."""
+    from util.metrics import masked_ms_ssim
+    a, b = smooth_pair((97, 97, 97), seed=2, noise=0.05)
+    truth, pred = a * 1000, b * 1000                                   # HU in [-1000, 1000]
+    mask = np.ones(truth.shape, bool)
+    one = masked_ms_ssim(pred, truth, mask, weights=(1.0,))
+    expected = structural_similarity(pred + 1024, truth + 1024, data_range=4095.0, win_size=7)
+    assert one == pytest.approx(expected, abs=1e-9)
+    five = masked_ms_ssim(pred, truth, mask)
+    assert 0 < five < 1 and five != pytest.approx(one)
+
+
+def test_volume_metrics_sets():
+    from util.metrics import metric_window
+    t = np.zeros((10, 10, 10))
+    t[2:8, 2:8, 2:8] = 100.0
+    mask = t > 0
+    p = t + 10.0 * mask
+    m23 = volume_metrics(p, t, mask, metric_window('synthrad2023', 'ct'))
+    m25 = volume_metrics(p, t, mask, metric_window('synthrad2025', 'ct'), 'synthrad2025')
+    assert set(m23) == {'mae', 'psnr', 'ssim'} and set(m25) == {'mae', 'psnr', 'ms_ssim'}
+    assert m23['mae'] == m25['mae'] == pytest.approx(10.0)
+    assert m23['psnr'] == pytest.approx(20 * math.log10(4024 / 10))     # data range 3000 + 1024
+    assert m25['psnr'] == pytest.approx(20 * math.log10(4095 / 10))     # data range 3071 + 1024
+    with pytest.raises(ValueError, match='--metrics synthrad2024: unknown metric set'):
+        volume_metrics(p, t, mask, metrics='synthrad2024')

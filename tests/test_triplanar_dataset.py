@@ -279,7 +279,7 @@ def break_subject(root, case):
     vols = phantom()
     if case == 'missing modality':
         ct.unlink()
-        return folder, 'modality "ct" is missing (looked for ct.nii.gz, ct.nii, bad_ct.nii.gz, bad_ct.nii)'
+        return folder, 'modality "ct" is missing (looked for ct.<ext>, bad_ct.<ext>, bad-ct.<ext>, ct/ (DICOM) with <ext> one of .nii.gz .nii .mha'
     if case == 'shape':
         write_nifti(ct, vols['ct'][:, :, :8])
         return folder / 'mr.nii.gz', f'(shape {SHAPE}) and {ct} (shape (12, 14, 8)) are not on the same voxel grid'

@@ -9,8 +9,9 @@ A comparison TAG lives in ``<results_dir>/compare_TAG/``:
 
 Each trained run is a normal experiment ``compare_TAG_<label>`` whose test results (``metrics.csv``,
 ``volumes/``) come from test.py. Metrics are summarised as mean and standard deviation: the paper's per-slice
-PSNR/SSIM (images in [-1, 1], data range 2), overall and per plane, and the SynthRAD2023 volume set (MAE in HU,
-PSNR, SSIM inside the body mask) per plane and fused, over subjects.
+PSNR/SSIM (images in [-1, 1], data range 2), overall and per plane, and the volume set test.py scored (``--metrics``
+synthrad2023: MAE in HU, PSNR, SSIM; synthrad2025: MAE, PSNR, MS-SSIM; inside the body mask) per plane and fused,
+over subjects.
 """
 from __future__ import annotations
 
@@ -28,10 +29,11 @@ from util.checkpoint import atomic_write
 PLANES = ('x', 'y', 'z')
 VOLUME_PLANES = ('x', 'y', 'z', 'fused')
 SLICE_METRICS = ('psnr', 'ssim')
-VOLUME_METRICS = ('mae', 'psnr', 'ssim')
-HIGHER_IS_BETTER = {'psnr': True, 'ssim': True, 'mae': False}
-METRIC_TITLES = {'psnr': 'PSNR', 'ssim': 'SSIM', 'mae': 'MAE'}
-DECIMALS = {'psnr': 2, 'ssim': 4, 'mae': 2}
+VOLUME_METRICS = ('mae', 'psnr', 'ssim')                 # SynthRAD2023 (the default)
+VOLUME_METRICS_2025 = ('mae', 'psnr', 'ms_ssim')         # --metrics synthrad2025
+HIGHER_IS_BETTER = {'psnr': True, 'ssim': True, 'ms_ssim': True, 'mae': False}
+METRIC_TITLES = {'psnr': 'PSNR', 'ssim': 'SSIM', 'ms_ssim': 'MS-SSIM', 'mae': 'MAE'}
+DECIMALS = {'psnr': 2, 'ssim': 4, 'ms_ssim': 4, 'mae': 2}
 PREFIX = 'compare_'
 
 
@@ -122,7 +124,7 @@ def read_metrics_csv(path: str) -> list[dict]:
     with open(path, newline='') as f:
         rows = list(csv.DictReader(f))
     for row in rows:
-        for m in VOLUME_METRICS:
+        for m in dict.fromkeys(VOLUME_METRICS + VOLUME_METRICS_2025):
             row[m] = _number(row.get(m, ''))
         row['slice'] = int(row['slice']) if row.get('slice') not in ('', None) else -1
     return rows
@@ -255,6 +257,12 @@ def format_seconds(seconds: float) -> str:
     return f'{seconds / 60:.1f} min' if seconds < 7200 else f'{seconds / 3600:.2f} h'
 
 
+def volume_metric_names(results: list[Result]) -> tuple[str, ...]:
+    """The volume metric set of the results: SynthRAD2025's when any volume row has an MS-SSIM, else SynthRAD2023's."""
+    has_2025 = any(math.isfinite(r.get('ms_ssim', math.nan)) for res in results for r in res.volumes)
+    return VOLUME_METRICS_2025 if has_2025 else VOLUME_METRICS
+
+
 def table_sections(results: list[Result], device: str = '') -> list[Section]:
     """The report's tables, each with a row per result: per-slice PSNR/SSIM (the paper's Tables II-V), the
     SynthRAD2023 volume metrics per plane and fused, and cost (parameters, training and inference time)."""
@@ -263,17 +271,20 @@ def table_sections(results: list[Result], device: str = '') -> list[Section]:
     for p in planes:
         slice_stats += [(f'{METRIC_TITLES[m]} {p}', m, lambda r, m=m, p=p: r.slice_stat(m, p)) for m in SLICE_METRICS]
     volume_stats = []
+    names = volume_metric_names(results)
     for p in [*planes, 'fused']:
         unit = {'mae': ' (HU)'}
         volume_stats += [(f'{METRIC_TITLES[m]}{unit.get(m, "")} {p}', m, lambda r, m=m, p=p: r.volume_stat(m, p))
-                         for m in VOLUME_METRICS]
+                         for m in names]
+    challenge, window = (('SynthRAD2025', 'MS-SSIM after clipping to [-1024, 3071] HU') if names == VOLUME_METRICS_2025
+                         else ('SynthRAD2023', 'SSIM after clipping to [-1024, 3000] HU'))
     sections = [
         _section('Per-slice PSNR and SSIM (as in the paper, Tables II-V)',
                  'Every test slice at the training size, images in [-1, 1] (data range 2), whole slice; mean ± std '
                  'over slices, all planes and per plane (x sagittal, y coronal, z axial).', results, slice_stats),
-        _section('SynthRAD2023 volume metrics',
-                 'Slices put back into one volume per plane and a fused one, in source units; MAE in HU (CT), PSNR '
-                 'and SSIM after clipping to [-1024, 3000] HU (MR: the target\'s normalisation window), inside the '
+        _section(f'{challenge} volume metrics',
+                 f'Slices put back into one volume per plane and a fused one, in source units; MAE in HU (CT), PSNR '
+                 f'and {window} (MR: the target\'s normalisation window), inside the '
                  'body mask; mean ± std over test subjects.', results, volume_stats),
     ]
     cost_rows = []
@@ -324,7 +335,7 @@ def csv_row(result: Result, planes: list[str]) -> dict:
         for m in SLICE_METRICS:
             put(f'slice_{m}_{p}', result.slice_stat(m, p))
     for p in [*planes, 'fused']:
-        for m in VOLUME_METRICS:
+        for m in volume_metric_names([result]):
             put(f'volume_{m}_{p}', result.volume_stat(m, p))
     for key, value in (('params_total', result.params_total), ('params_frozen', result.params_frozen),
                        ('train_seconds', result.train_seconds), ('inference_ms_per_slice', result.inference_ms)):

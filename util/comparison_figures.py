@@ -19,7 +19,7 @@ from matplotlib.patches import Rectangle
 
 from util.comparison import PLANES, Result
 from util.metrics import SYNTHRAD_HU_RANGE, psnr
-from util.volume import (CT_WINDOW, MR_PERCENTILES, PLANE_NAMES, Geometry, body_mask, intensity_map, load_nifti,
+from util.volume import (CT_WINDOW, MR_PERCENTILES, PLANE_NAMES, Geometry, body_mask, intensity_map,
                          modality_kind, plane_axis, take_slice)
 
 LOSS_LINE = re.compile(r'^\(epoch: (\d+), iters: (\d+)[^)]*\)\s*(.*)$')
@@ -176,8 +176,9 @@ class DataInfo:
 
 
 def canonical_volume(path: str) -> tuple[np.ndarray, Geometry]:
-    """A NIfTI volume in canonical RAS order and its geometry."""
-    data, img = load_nifti(path)
+    """A volume (any format util.image_io reads) in canonical RAS order and its geometry."""
+    from util.image_io import read_image
+    data, img = read_image(path)
     geometry = Geometry.of(img)
     return geometry.to_canonical(data), geometry
 
@@ -200,15 +201,15 @@ class SubjectData:
 def load_subject(info: DataInfo, subject: str) -> SubjectData:
     """Read ``<dataroot>/<subject>``: the input and target volumes and the ``mask`` file, or, without one, the
     body mask the dataset computes. FileNotFoundError names a missing volume."""
-    from data.triplanar_aligned_dataset import find_nifti
+    from data.layouts import MASK_NAME, find_modality
     folder = os.path.join(info.dataroot, subject)
-    paths = [find_nifti(folder, subject, m) for m in (info.source, info.target)]
+    paths = [find_modality(folder, subject, m) for m in (info.source, info.target)]
     for modality, path in zip((info.source, info.target), paths):
         if path is None:
             raise FileNotFoundError(f'{folder}: no {modality} volume for the strips of subject {subject}')
     source, _ = canonical_volume(paths[0])
     truth, geometry = canonical_volume(paths[1])
-    mask_path = find_nifti(folder, subject, 'mask')
+    mask_path = find_modality(folder, subject, MASK_NAME)
     if mask_path:
         mask = canonical_volume(mask_path)[0] > 0
     else:

@@ -4,9 +4,10 @@
   (data range 2), written to ``metrics.csv`` with a mean +- std table at the top of the result page.
 - :class:`VolumeEvaluator` (triplanar_aligned): the same per-slice rows, plus every subject's slices put back
   into one volume per plane and a fused one, at the source shape, orientation, affine and intensity scale (HU
-  for CT), written as float32 NIfTI under ``volumes/`` and scored with the SynthRAD2023 set (MAE, PSNR, SSIM in
-  the body mask); the page gets a summary per plane and fused, and per subject the three orthogonal mid-slices
-  of input, synthesized, ground truth and absolute error (as in the paper's Figs. 3-4).
+  for CT), written as float32 NIfTI under ``volumes/`` and scored with the ``--metrics`` set (SynthRAD2023: MAE,
+  PSNR, SSIM; SynthRAD2025: MAE, PSNR, MS-SSIM; in the body mask); the page gets a summary per plane and
+  fused, and per subject the three orthogonal mid-slices of input, synthesized, ground truth and absolute error
+  (as in the paper's Figs. 3-4).
 
 Both follow ``add(data: collated batch, visuals: name -> Tensor (N, C, H, W)) -> None`` and
 ``finish(webpage) -> dict``.
@@ -24,10 +25,10 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 
 from util.checkpoint import atomic_write
-from util.metrics import SYNTHRAD_HU_RANGE, slice_metrics, volume_metrics_or_nan, volume_problems
+from util.image_io import read_image
+from util.metrics import METRIC_SETS, metric_window, slice_metrics, volume_metrics_or_nan, volume_problems
 from util.util import output_name, save_image
-from util.volume import PLANES, PLANE_NAMES, VolumeAssembler, load_nifti, modality_kind, save_nifti, slice_spacing, \
-    take_slice
+from util.volume import PLANES, PLANE_NAMES, VolumeAssembler, modality_kind, save_nifti, slice_spacing, take_slice
 
 CSV_FIELDS = ['level', 'subject', 'plane', 'slice', 'name', 'mae', 'psnr', 'ssim']
 FIGURE_HEIGHT = 160      # pixels of each mid-slice montage in the result page
@@ -47,9 +48,12 @@ def summary_sections(summary: dict) -> dict[str, dict]:
 
 
 def write_csv(path: str, rows: list[dict]) -> None:
-    """``rows`` (dicts with keys from CSV_FIELDS) as a CSV file with a header."""
+    """``rows`` (dicts with keys from CSV_FIELDS, plus any other metric columns such as ms_ssim) as a CSV file with
+    a header, written atomically."""
+    extra = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in CSV_FIELDS]
+
     def write(f) -> None:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS + extra)
         writer.writeheader()
         writer.writerows(rows)
     atomic_write(write, path, binary=False)
@@ -117,6 +121,8 @@ class VolumeEvaluator:
         """write: False scores only (no NIfTI, CSV or figures; validation during training); truths: a dict that
         keeps each subject's canonical target volume (source units) once read, shared between evaluators."""
         self.dataset, self.preds, self.pred, self.fuse = dataset, preds, preds[0], opt.fuse
+        self.metrics = getattr(opt, 'metrics', 'synthrad2023')
+        self.metric_names = METRIC_SETS[self.metrics]
         self.result_dir, self.write = result_dir, write
         self.truths = {} if truths is None else truths
         self.volume_dir = os.path.join(result_dir, 'volumes')
@@ -130,7 +136,7 @@ class VolumeEvaluator:
         self.failed: dict[str, str] = {}
         self.problems: dict[str, dict[str, str]] = {}
         for name, subject in dataset.subjects.items():
-            problems = volume_problems(subject.geometry.canonical_shape)
+            problems = volume_problems(subject.geometry.canonical_shape, self.metrics)
             if problems:
                 self.problems[name] = problems
                 print(f'WARNING: subject {name}: ' + '; '.join(f'no volume {m.upper()}: {why}'
@@ -176,12 +182,11 @@ class VolumeEvaluator:
                     print(f'ERROR: subject {name}: {exc}; going on with the others', file=sys.stderr)
 
     def window(self, subject) -> tuple[float, float]:
-        """Clip range and data range of the volume metrics: SynthRAD2023's [-1024, 3000] HU for CT, the
-        target's normalisation window (source units) for MR."""
-        if self.kind == 'ct':
-            return SYNTHRAD_HU_RANGE
+        """Clip range and data range of the volume metrics: the --metrics challenge's HU window for CT
+        (SynthRAD2023 [-1024, 3000], SynthRAD2025 [-1024, 3071]), the target's normalisation window (source units)
+        for MR."""
         m = subject.maps[self.dataset.target]
-        return m.low, m.high
+        return metric_window(self.metrics, self.kind, (m.low, m.high))
 
     def _finish_subject(self, name: str) -> None:
         subject = self.dataset.subjects[name]
@@ -189,7 +194,7 @@ class VolumeEvaluator:
         target_map = subject.maps[self.dataset.target]
         path = subject.paths[self.dataset.target]
         if self.write or name not in self.truths:
-            truth, reference = load_nifti(path)
+            truth, reference = read_image(path)
             self.truths[name] = truth = subject.geometry.to_canonical(truth)
         truth = self.truths[name]
         arrays = self.dataset.arrays(name)
@@ -204,7 +209,7 @@ class VolumeEvaluator:
                 os.makedirs(self.volume_dir, exist_ok=True)
                 save_nifti(subject.geometry.from_canonical(pred), reference,
                            os.path.join(self.volume_dir, f'{name}_{self.pred}_{label}.nii.gz'))
-            scores[label], problems = volume_metrics_or_nan(pred, truth, mask, window)
+            scores[label], problems = volume_metrics_or_nan(pred, truth, mask, window, self.metrics)
             for metric, why in problems.items():
                 self.problems.setdefault(name, {}).setdefault(metric, why)
             rows.append({'level': 'volume', 'subject': name, 'plane': label, **scores[label]})
@@ -230,7 +235,8 @@ class VolumeEvaluator:
         error_rgb = (colormaps['inferno']((error.astype(np.float32) / 255))[..., :3] * 255).astype(np.uint8)
         captions = [f'{name}: input {self.dataset.source}',
                     f'synthesized {self.dataset.target} ({self.fuse} of {"".join(planes)}): MAE {scores["mae"]:.2f} '
-                    f'{unit}, PSNR {scores["psnr"]:.2f} dB, SSIM {scores["ssim"]:.4f}',
+                    f'{unit}, PSNR {scores["psnr"]:.2f} dB, {self.metric_names[2].upper().replace("_", "-")} '
+                    f'{scores[self.metric_names[2]]:.4f}',
                     f'ground truth {self.dataset.target}', f'|error|, 0 to {error_max:.0f} {unit}']
         return name, [*gray, error_rgb], captions
 
@@ -244,9 +250,16 @@ class VolumeEvaluator:
             return self.summary()
         write_csv(os.path.join(self.result_dir, 'metrics.csv'), self.slices.rows + self.rows)
         unit = self.unit
-        window = 'clipped to [-1024, 3000] HU' if self.kind == 'ct' else "clipped to the target's window"
-        webpage.add_header(f'Volume metrics of {self.dataset.target} (MAE in {unit}; PSNR and SSIM {window}; inside '
-                           f'the body mask) and per-slice metrics ([-1, 1], data range 2), mean ± std', top=True)
+        names = self.metric_names
+        ssim_title = names[2].upper().replace('_', '-')
+        if self.kind == 'ct':
+            low, high = metric_window(self.metrics, 'ct')
+            window = f'clipped to [{low:g}, {high:g}] HU'
+        else:
+            window = "clipped to the target's window"
+        webpage.add_header(f'Volume metrics of {self.dataset.target} (MAE in {unit}; PSNR and {ssim_title} {window}; '
+                           f'inside the body mask; {self.metrics}) and per-slice metrics ([-1, 1], data range 2), '
+                           f'mean ± std', top=True)
         table = []
         for label in [*PLANES, 'fused']:
             rows = [r for r in self.rows if r['plane'] == label]
@@ -254,9 +267,9 @@ class VolumeEvaluator:
             if not rows and not slices:
                 continue
             title = f'{label} ({PLANE_NAMES[label]})' if label in PLANE_NAMES else label
-            table.append([title, len(rows), *(mean_std([r[m] for r in rows]) for m in ('mae', 'psnr', 'ssim')),
+            table.append([title, len(rows), *(mean_std([r[m] for r in rows]) for m in names),
                           len(slices), mean_std([r['psnr'] for r in slices]), mean_std([r['ssim'] for r in slices])])
-        webpage.add_table(['plane', 'subjects', f'MAE ({unit})', 'PSNR (dB)', 'SSIM', 'slices', 'slice PSNR (dB)',
+        webpage.add_table(['plane', 'subjects', f'MAE ({unit})', 'PSNR (dB)', ssim_title, 'slices', 'slice PSNR (dB)',
                            'slice SSIM'], table, top=True)
         if self.assemblers:
             webpage.add_text(f'incomplete, not written: {", ".join(self.assemblers)}', top=True)
@@ -274,14 +287,14 @@ class VolumeEvaluator:
         return self.summary()
 
     def summary(self) -> dict:
-        """{'slice': {'n', 'psnr', 'ssim'}, 'x' | 'y' | 'z' | 'fused': {'n', 'mae', 'psnr', 'ssim'}} (means over the
-        finished subjects)."""
+        """{'slice': {'n', 'psnr', 'ssim'}, 'x' | 'y' | 'z' | 'fused': {'n', 'mae', 'psnr', 'ssim' or 'ms_ssim'}}
+        (means of the finite values over the finished subjects)."""
         out = {'slice': self.slices.summary()}
         for label in [*PLANES, 'fused']:
             rows = [r for r in self.rows if r['plane'] == label]
             if rows:
                 out[label] = {'n': len(rows),
-                              **{m: _finite_mean([r[m] for r in rows]) for m in ('mae', 'psnr', 'ssim')}}
+                              **{m: _finite_mean([r[m] for r in rows]) for m in self.metric_names}}
         return out
 
 

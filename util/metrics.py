@@ -1,5 +1,7 @@
 """Image quality metrics: per-slice PSNR/SSIM as the paper reports them (section IV-C, Tables II-III) and the
-per-volume SynthRAD2023 set (MAE, PSNR, SSIM inside the body mask) computed as its official evaluation does.
+per-volume sets of the SynthRAD challenges, computed as their organisers' evaluation code does:
+SynthRAD2023 (``--metrics synthrad2023``: MAE, PSNR, SSIM inside the body mask, CT window [-1024, 3000] HU) and
+SynthRAD2025 (``--metrics synthrad2025``: MAE, PSNR and masked multi-scale SSIM, CT window [-1024, 3071] HU).
 
 Per-slice metrics take images in the network's range [-1, 1] with data range 2, over the whole slice
 (background included), as 2D images at the training size (e.g. 256x256). Volume metrics take arrays in source
@@ -14,6 +16,14 @@ from scipy.ndimage import uniform_filter
 
 # The SynthRAD2023 evaluation clips CT to this range (HU); its width 4024 is the PSNR/SSIM data range.
 SYNTHRAD_HU_RANGE = (-1024.0, 3000.0)
+# SynthRAD2025 clips to [-1024, 3071] HU (data range 4095)
+SYNTHRAD2025_HU_RANGE = (-1024.0, 3071.0)
+# MS-SSIM: the 5 scale weights of Wang, Simoncelli and Bovik 2003 (eq. 7), the smallest side the 5 levels need
+# (every side is edge-padded up to it), as SynthRAD2025 does
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+MS_SSIM_MIN_SIDE = 97
+METRIC_SETS = {'synthrad2023': ('mae', 'psnr', 'ssim'), 'synthrad2025': ('mae', 'psnr', 'ms_ssim')}
+CT_METRIC_WINDOWS = {'synthrad2023': SYNTHRAD_HU_RANGE, 'synthrad2025': SYNTHRAD2025_HU_RANGE}
 SSIM_WINDOW = 7  # voxels per side of the uniform SSIM window (scikit-image's default)
 _K1, _K2 = 0.01, 0.03
 
@@ -34,6 +44,13 @@ def ssim_map(x: np.ndarray, y: np.ndarray, data_range: float, win_size: int = SS
     Uniform ``win_size``^n window (scipy ``uniform_filter``, reflected borders), unbiased (sample) covariances,
     C1 = (0.01 R)^2, C2 = (0.03 R)^2 with R = ``data_range``: the definition scikit-image uses by default.
     """
+    ux, uy, vx, vy, vxy = _local_moments(x, y, win_size)
+    c1, c2 = (_K1 * data_range) ** 2, (_K2 * data_range) ** 2
+    return ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+
+
+def _local_moments(x: np.ndarray, y: np.ndarray, win_size: int) -> tuple[np.ndarray, ...]:
+    """Local means ux, uy, sample variances vx, vy and covariance vxy under a uniform ``win_size``^n window."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     if x.shape != y.shape:
         raise ValueError(f'SSIM needs arrays of the same shape, got {x.shape} and {y.shape}')
@@ -45,8 +62,7 @@ def ssim_map(x: np.ndarray, y: np.ndarray, data_range: float, win_size: int = SS
     vx = cov_norm * (uniform_filter(x * x, win_size) - ux * ux)
     vy = cov_norm * (uniform_filter(y * y, win_size) - uy * uy)
     vxy = cov_norm * (uniform_filter(x * y, win_size) - ux * uy)
-    c1, c2 = (_K1 * data_range) ** 2, (_K2 * data_range) ** 2
-    return ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return ux, uy, vx, vy, vxy
 
 
 def _trim(a: np.ndarray, border: int) -> np.ndarray:
@@ -105,30 +121,128 @@ def masked_ssim(pred: np.ndarray, target: np.ndarray, mask: np.ndarray,
     return float(_trim(smap, border)[inside].mean())
 
 
+def ssim_components(x: np.ndarray, y: np.ndarray, data_range: float,
+                    win_size: int = SSIM_WINDOW) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Local luminance l, contrast c and structure s maps of SSIM (Wang et al. 2004, eqs. 6, 9, 10), each
+    clipped at 0: l = (2 ux uy + C1) / (ux^2 + uy^2 + C1), c = (2 sx sy + C2) / (vx + vy + C2),
+    s = (vxy + C3) / (sx sy + C3), C3 = C2 / 2, with the moments of :func:`ssim_map` (l c s is its SSIM)."""
+    ux, uy, vx, vy, vxy = _local_moments(x, y, win_size)
+    c1, c2 = (_K1 * data_range) ** 2, (_K2 * data_range) ** 2
+    c3 = c2 / 2
+    sx, sy = np.sqrt(np.clip(vx, 0, None)), np.sqrt(np.clip(vy, 0, None))
+    lum = np.clip((2 * ux * uy + c1) / (ux * ux + uy * uy + c1), 0, None)
+    con = np.clip((2 * sx * sy + c2) / (vx + vy + c2), 0, None)
+    struct = np.clip((vxy + c3) / (sx * sy + c3), 0, None)
+    return lum, con, struct
+
+
+def downsample2(x: np.ndarray) -> np.ndarray:
+    """Halve every axis by averaging neighbour pairs: out[m] = (x[2m - 1] + x[2m]) / 2 along each axis, with
+    x[-1] = 0 (a 2x2x2 box filter with zero border, then every other voxel; SynthRAD2025's MS-SSIM pyramid)."""
+    out = np.asarray(x, np.float64)
+    for axis in range(out.ndim):
+        n = out.shape[axis]
+        pad = [(0, 0)] * out.ndim
+        pad[axis] = (1, 0)
+        p = np.pad(out, pad)
+        half = (n + 1) // 2
+        take = lambda start: np.take(p, np.arange(start, start + 2 * half, 2), axis=axis)  # noqa: E731
+        out = (take(0) + take(1)) / 2
+    return out
+
+
+def _pad_to(a: np.ndarray, side: int) -> np.ndarray:
+    """Edge-pad every axis shorter than ``side`` to ``side`` (half before, the rest after)."""
+    pad = [((side - n) // 2, side - n - (side - n) // 2) if n < side else (0, 0) for n in a.shape]
+    return np.pad(a, pad, mode='edge')
+
+
+def masked_ms_ssim(pred: np.ndarray, target: np.ndarray, mask: np.ndarray,
+                   window: tuple[float, float] = SYNTHRAD2025_HU_RANGE,
+                   weights: tuple[float, ...] = MS_SSIM_WEIGHTS, win_size: int = SSIM_WINDOW) -> float:
+    """Masked multi-scale SSIM as SynthRAD2025 scores a volume.
+
+    Both volumes clipped to ``window``, voxels outside the mask set to its low end, shifted by -low (>= 0); every
+    axis edge-padded to at least 97 voxels (mask too). At level j = 1..5 the SSIM map l^w_j c^w_j s^w_j
+    (:func:`ssim_components`, 7-voxel uniform window, data range high - low) is averaged over the mask voxels
+    away from a 3-voxel border; the volumes are then halved with :func:`downsample2` and the mask by taking every
+    other voxel. MS-SSIM = prod_j clip(mean_j, 0, 1). As in the organisers' code, the luminance exponent of every
+    level is that level's weight w_j (Wang et al. 2003 use luminance at the coarsest level only).
+    """
+    m = _mask(mask, target)
+    low, high = window
+
+    def prepare(v: np.ndarray) -> np.ndarray:
+        return _pad_to(np.where(m, np.clip(np.asarray(v, np.float64), low, high), low) - low, MS_SSIM_MIN_SIDE)
+
+    x, y, inside = prepare(pred), prepare(target), _pad_to(m, MS_SSIM_MIN_SIDE)
+    border = (win_size - 1) // 2
+    result = 1.0
+    for level, w in enumerate(weights):
+        lum, con, struct = ssim_components(x, y, high - low, win_size)
+        keep = _trim(inside, border)
+        if not keep.any():
+            raise ValueError(f'MS-SSIM: no mask voxel away from the border at level {level + 1} '
+                             f'(shape {inside.shape})')
+        level_mean = float(_trim(lum ** w * con ** w * struct ** w, border)[keep].mean())
+        result *= min(max(level_mean, 0.0), 1.0)
+        if level < len(weights) - 1:
+            x, y, inside = downsample2(x), downsample2(y), inside[::2, ::2, ::2]
+    return result
+
+
+def metric_window(metrics: str, kind: str, mr_window: tuple[float, float] | None = None) -> tuple[float, float]:
+    """Clip range and data range of a metric set: the challenge's HU window for CT, ``mr_window`` (the target's
+    normalisation window) for MR."""
+    check_metric_set(metrics)
+    if kind == 'ct':
+        return CT_METRIC_WINDOWS[metrics]
+    if mr_window is None:
+        raise ValueError('an MR target needs its intensity window for PSNR and SSIM')
+    return mr_window
+
+
+def check_metric_set(metrics: str) -> None:
+    if metrics not in METRIC_SETS:
+        raise ValueError(f'--metrics {metrics}: unknown metric set; use one of {", ".join(METRIC_SETS)}')
+
+
+# name -> fn(pred, target, mask, window) of every volume metric (source units, inside the mask)
+VOLUME_METRICS = {
+    'mae': lambda pred, target, mask, window: masked_mae(pred, target, mask),
+    'psnr': masked_psnr,
+    'ssim': masked_ssim,
+    'ms_ssim': masked_ms_ssim,
+}
+
+
 def volume_metrics(pred: np.ndarray, target: np.ndarray, mask: np.ndarray,
-                   window: tuple[float, float] = SYNTHRAD_HU_RANGE) -> dict[str, float]:
-    """The SynthRAD2023 set {'mae', 'psnr', 'ssim'} of a volume in source units (HU and [-1024, 3000] for CT)."""
-    return {'mae': masked_mae(pred, target, mask), 'psnr': masked_psnr(pred, target, mask, window),
-            'ssim': masked_ssim(pred, target, mask, window)}
+                   window: tuple[float, float] = SYNTHRAD_HU_RANGE, metrics: str = 'synthrad2023') -> dict[str, float]:
+    """The set ``metrics`` of a volume in source units: SynthRAD2023 {'mae', 'psnr', 'ssim'} or SynthRAD2025
+    {'mae', 'psnr', 'ms_ssim'}; ``window`` is the clip and data range (see :func:`metric_window`)."""
+    check_metric_set(metrics)
+    return {name: VOLUME_METRICS[name](pred, target, mask, window) for name in METRIC_SETS[metrics]}
 
 
-def volume_problems(shape: tuple[int, ...], win_size: int = SSIM_WINDOW) -> dict[str, str]:
-    """metric -> why it cannot be computed for a volume of ``shape``, known before any prediction is made."""
-    if min(shape) < win_size:
+def volume_problems(shape: tuple[int, ...], metrics: str = 'synthrad2023',
+                    win_size: int = SSIM_WINDOW) -> dict[str, str]:
+    """metric -> why it cannot be computed for a volume of ``shape``, known before any prediction is made (MS-SSIM
+    pads thin volumes, as the SynthRAD2025 organisers do)."""
+    if 'ssim' in METRIC_SETS[metrics] and min(shape) < win_size:
         return {'ssim': f'the volume {tuple(shape)} is thinner than the {win_size}-voxel SSIM window'}
     return {}
 
 
 def volume_metrics_or_nan(pred: np.ndarray, target: np.ndarray, mask: np.ndarray,
-                          window: tuple[float, float] = SYNTHRAD_HU_RANGE) -> tuple[dict[str, float], dict[str, str]]:
+                          window: tuple[float, float] = SYNTHRAD_HU_RANGE,
+                          metrics: str = 'synthrad2023') -> tuple[dict[str, float], dict[str, str]]:
     """:func:`volume_metrics`, with NaN for a metric that cannot be computed (volume thinner than the SSIM
     window, empty mask) and, in the second dict, metric -> the reason."""
+    check_metric_set(metrics)
     values, problems = {}, {}
-    for name, fn in (('mae', lambda: masked_mae(pred, target, mask)),
-                     ('psnr', lambda: masked_psnr(pred, target, mask, window)),
-                     ('ssim', lambda: masked_ssim(pred, target, mask, window))):
+    for name in METRIC_SETS[metrics]:
         try:
-            values[name] = fn()
+            values[name] = VOLUME_METRICS[name](pred, target, mask, window)
         except ValueError as exc:
             values[name], problems[name] = math.nan, str(exc)
     return values, problems

@@ -1,0 +1,100 @@
+"""Synthesise the target modality for new patients who have only the input (e.g. a synthetic CT from an MR):
+
+    python scripts/predict.py --name NAME --input patient1/mr.nii.gz --output patient1_sct.nii.gz
+    python scripts/predict.py --name NAME --input /data/new_patients --output /data/synthetic   # a folder
+    python scripts/predict.py --name NAME --input dicom/series_folder --output sct.mha [--series UID]
+
+--input: files (NIfTI .nii/.nii.gz, MetaImage .mha/.mhd, NRRD .nrrd/.nhdr), DICOM series folders, subject folders
+in any dataset layout (SynthRAD ``mr.mha``, BraTS ``<subject>-t2f.nii.gz`` ...; the model's input modality and the
+folder's ``mask`` are taken), or folders of these. --output: a file (one input; its extension picks the format) or
+a folder receiving ``<name>_s<target>.<input's extension>`` (NIfTI for DICOM input; --format overrides).
+
+The network and its data settings come from what the checkpoint stored at training time; a frozen SAM is rebuilt
+from --sam_checkpoint, which must be the file the model was trained with (sha256 checked). The output is on
+exactly the input's voxel grid and geometry, in target units (HU for CT, clipped to the training window).
+--save_planes adds the per-plane volumes ``<stem>_x|y|z``, --disagreement the per-voxel standard deviation of the
+plane predictions ``<stem>_disagreement`` (a first uncertainty map). Every file appears whole or not at all;
+existing outputs are refused unless --overwrite.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+from data.triplanar_aligned_dataset import parse_planes  # noqa: E402
+from util.cli import run_cli  # noqa: E402
+from util.image_io import WRITABLE_EXTENSIONS  # noqa: E402
+from util.prediction import (REQUIRED_OPTIONS, check_outputs_free, find_inputs, load_generator, mask_for,  # noqa: E402
+                             plan_outputs, predict_file)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--name', required=True, help='experiment name: the checkpoint is <checkpoints_dir>/<name>/')
+    p.add_argument('--input', required=True, nargs='+', help='files, DICOM series folders, subject folders, or '
+                   'folders of these')
+    p.add_argument('--output', required=True, help='output file (one input) or folder')
+    p.add_argument('--checkpoints_dir', default='./checkpoints')
+    p.add_argument('--epoch', default='latest', help='which checkpoint: <epoch>_net_G.pth')
+    p.add_argument('--gpu_ids', default='0', help='GPU id, or -1 for the CPU (falls back to the CPU without a GPU)')
+    p.add_argument('--sam_checkpoint', default=None, help='the SAM file the model was trained with (MRNet)')
+    p.add_argument('--mask', default=None, help='body mask file (one input) or folder of masks (<name>/mask.<ext> '
+                   'or <name>.<ext>); default: the subject folder\'s mask, else computed as the dataset does')
+    p.add_argument('--series', default=None, help='DICOM series instance UID when a folder holds several')
+    p.add_argument('--planes', default=None, help='planes to predict and fuse (default: those of training)')
+    p.add_argument('--fusion', default=None, choices=['mean', 'median'], help='plane fusion (default: training\'s)')
+    p.add_argument('--batch_size', type=int, default=8, help='slices per forward pass')
+    p.add_argument('--format', default=None, choices=WRITABLE_EXTENSIONS,
+                   help='output format when --output is a folder (default: the input\'s; NIfTI for DICOM)')
+    p.add_argument('--save_planes', action='store_true', help='also write the per-plane volumes')
+    p.add_argument('--disagreement', action='store_true',
+                   help='also write the voxel-wise std of the plane predictions (target units)')
+    p.add_argument('--overwrite', action='store_true', help='replace existing output files')
+    p.add_argument('--no_progress', action='store_true', help='no progress bar')
+    p.add_argument('--verbose', action='store_true', help='full tracebacks on errors')
+    classic = p.add_argument_group('for checkpoints without stored options (the classic toolkit\'s)')
+    for key in REQUIRED_OPTIONS:
+        classic.add_argument(f'--{key}', type=int if key in ('ngf', 'input_nc', 'output_nc', 'crop_size') else str,
+                             default=None)
+    classic.add_argument('--direction', default=None, choices=['AtoB', 'BtoA'])
+    classic.add_argument('--preprocess', default=None, choices=['resize', 'pad'])
+    return p
+
+
+def main(argv: list[str] | None = None) -> list[str]:
+    """Returns the summary lines, one per volume."""
+    args = build_parser().parse_args(argv)
+    if args.batch_size < 1:
+        raise ValueError(f'--batch_size {args.batch_size}: must be at least 1')
+    if args.planes is not None:
+        parse_planes(args.planes)
+    gpu = [int(i) for i in str(args.gpu_ids).split(',') if i.strip() and int(i) >= 0]
+    device = torch.device('cuda', gpu[0]) if gpu and torch.cuda.is_available() else torch.device('cpu')
+    given = {k: getattr(args, k) for k in (*REQUIRED_OPTIONS, 'direction', 'preprocess')}
+    generator = load_generator(args.checkpoints_dir, args.name, args.epoch, device, args.sam_checkpoint, given)
+    s = generator.settings
+    print(f'{generator.path}: {s.source} -> {s.target} ({s.unit}), planes {args.planes or s.planes}, '
+          f'{args.fusion or s.fuse} fusion, {s.crop_size}x{s.crop_size} slices, {device}')
+    inputs = find_inputs(args.input, s.source, args.series)
+    planes = args.planes or s.planes
+    plans = plan_outputs(inputs, args.output, s.target, planes, args.save_planes, args.disagreement, args.format)
+    check_outputs_free(plans, args.overwrite)
+    masks = [mask_for(item, args.mask, len(inputs)) for item in inputs]
+    lines = []
+    for item, plan, mask in zip(inputs, plans, masks):
+        line = predict_file(generator, item, plan, mask, args.planes, args.fusion, args.batch_size,
+                            progress=not args.no_progress)
+        print(line, flush=True)
+        lines.append(line)
+    return lines
+
+
+if __name__ == '__main__':
+    run_cli(main)
