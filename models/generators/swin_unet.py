@@ -10,7 +10,8 @@
 
 Window 8 at 256x256 (``--swin_window``; Swin-T's 7 does not divide 64). About 27 M parameters at 256x256.
 ``--pretrained_swin`` reads the official ImageNet ``swin_tiny_patch4_window7_224.pth`` (its 'model' key) with
-timm's checkpoint filter, which resizes the relative-position tables to the window; as in the official code the
+timm's checkpoint filter, which resizes the relative-position tables to the window (the patch embedding is summed
+over RGB for 1-channel input); as in the official code the
 decoder's Swin blocks start from the mirrored encoder stage's weights. ``--norm``, ``--ngf`` and
 ``--no_dropout`` are not used (LayerNorm and stochastic depth 0.1, as published).
 """
@@ -22,6 +23,7 @@ from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
+from timm.models import adapt_input_conv
 from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, checkpoint_filter_fn
 
 from .base import BaselineGenerator, add_flag, check_built_size, check_size, int_tuple, warn_random_init
@@ -138,10 +140,11 @@ class SwinUnet(BaselineGenerator):
         weights = {k: v for k, v in raw['model'].items() if not k.startswith('head.')}
         try:
             state = checkpoint_filter_fn(weights, self.encoder)
+            state['patch_embed.proj.weight'] = adapt_input_conv(self.input_nc, state['patch_embed.proj.weight'])
             self.encoder.load_state_dict(state, strict=True)
         except (RuntimeError, AttributeError, KeyError, ValueError) as exc:
             raise ValueError(f'{FLAG} {path}: does not fit the Swin-T encoder of swin_unet: '
-                             f'{str(exc).splitlines()[0]}') from None
+                             f'{" ".join(str(exc).split())[:400]}') from None
         for j, stage in enumerate(self.up_stages, start=1):
             for block, source in zip(stage.blocks, self.encoder.layers[3 - j].blocks):
                 block.load_state_dict(source.state_dict(), strict=True)
