@@ -119,7 +119,7 @@ def load_official_npz(path: str, config: HybridConfig, img_size: int, in_chans: 
             raise
         raise ValueError(f'{FLAG} {path}: not a readable {OFFICIAL_FILE} ({exc})') from None
     except KeyError as exc:
-        raise ValueError(f'{FLAG} {path}: not the official {OFFICIAL_FILE}: it lacks {exc}') from None
+        raise ValueError(f'{FLAG} {path}: not the official {OFFICIAL_FILE}: it lacks an array ({exc.args[0]})') from None
     except RuntimeError as exc:
         raise ValueError(f'{FLAG} {path}: a tensor has the wrong shape for this generator: '
                          f'{str(exc).splitlines()[0]}') from None

@@ -96,7 +96,7 @@ class SwinUnet(BaselineGenerator):
         self.encoder = SwinTransformer(img_size=img_size, patch_size=PATCH, in_chans=input_nc, num_classes=0,
                                        global_pool='', embed_dim=embed_dim, depths=depths, num_heads=heads,
                                        window_size=window, drop_path_rate=DROP_PATH)
-        rates = torch.linspace(0, DROP_PATH, sum(depths)).tolist()
+        rates = [DROP_PATH * i / max(1, sum(depths) - 1) for i in range(sum(depths))]   # as timm's encoder
         grid = img_size // PATCH
         self.expand = PatchExpand(embed_dim * 8)                  # bottleneck (8C, S/32) -> (4C, S/16)
         self.concat = nn.ModuleList()
@@ -138,6 +138,11 @@ class SwinUnet(BaselineGenerator):
         if not isinstance(raw, Mapping) or not isinstance(raw.get('model'), Mapping):
             raise ValueError(f"{FLAG} {path}: no 'model' state dict; expected the official {OFFICIAL_FILE}")
         weights = {k: v for k, v in raw['model'].items() if not k.startswith('head.')}
+        depths = tuple(len({k.split('.')[3] for k in weights if k.startswith(f'layers.{i}.blocks.')}) for i in range(4))
+        own = tuple(len(stage.blocks) for stage in self.encoder.layers)
+        if depths != own:
+            raise ValueError(f'{FLAG} {path}: holds a Swin with stage depths {depths}; swin_unet has {own} '
+                             f'(expected the official {OFFICIAL_FILE})')
         try:
             state = checkpoint_filter_fn(weights, self.encoder)
             state['patch_embed.proj.weight'] = adapt_input_conv(self.input_nc, state['patch_embed.proj.weight'])
