@@ -9,11 +9,22 @@ import pytest
 from conftest import run_script
 from generator_fixtures import SWIN_FLAGS, VIT_FLAGS
 from scripts import compare
-from test_compare import COMPARE, TINY, make_data, read_table
+import scripts.make_demo_data as demo
+from test_compare import COMPARE, TINY, read_table
 
 PAPER = ['mrnet', 'pix2pix', 'cycle_gan', 'tcgan', 'transunet', 'swin_unet', 'resvit', 'ppt']
 # the baselines' hidden size flags reach only the runs whose generator knows them
 TINY_BASELINES = [*VIT_FLAGS, *SWIN_FLAGS, '--tcgan_dim', '64', '--tcgan_depths', '1,1,1']
+
+
+def make_thin_data(root: Path) -> Path:
+    """Three demo subjects of 12 x 14 x 3 voxels (3 axial slices each): one per split."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(demo, 'SHAPE', (12, 14, 3))
+        mp.setattr(demo, 'SPACING_ISO', (16.0, 16.0, 16.0))
+        mp.setattr(demo, 'SPACING_ANISO', (16.0, 16.0, 20.0))
+        demo.make_synthrad(str(root), 3, 2024)
+    return root
 
 
 def option_table(path: Path) -> dict[str, str]:
@@ -35,14 +46,14 @@ def test_paper_names_the_eight_rows_and_runs_baselines_in_the_cgan(tmp_path: Pat
 
 
 def test_compare_paper_writes_eight_rows(tmp_path: Path):
-    make_data(tmp_path / 'data')
+    make_thin_data(tmp_path / 'data')
     run_script(COMPARE, '--dataroot', str(tmp_path / 'data'), '--name', 'paper', '--models', 'paper', '--quiet',
-               '--time_slices', '1', *TINY, *TINY_BASELINES, cwd=tmp_path)
+               '--time_slices', '1', *TINY, *TINY_BASELINES, cwd=tmp_path, timeout=1800)
     folder = tmp_path / 'results' / 'compare_paper'
     table = read_table(folder / 'table.csv')
     assert [r['model'] for r in table] == PAPER
-    for row in table:
-        assert int(row['n_slices']) == 10 and float(row['slice_psnr_mean']) > 0
+    assert len({r['n_slices'] for r in table}) == 1 and int(table[0]['n_slices']) > 0   # one test split for all
+    assert all(float(r['slice_psnr_mean']) > 0 for r in table)
     for key in PAPER[3:]:       # each baseline trained as --model pix2pix --netG <key> with the shared D
         saved = option_table(tmp_path / 'checkpoints' / f'compare_paper_{key}' / 'train_opt.txt')
         assert (saved['model'], saved['netG'], saved['netD'], saved['gan_mode']) == ('pix2pix', key, 'basic', 'lsgan')
