@@ -58,7 +58,8 @@ def add_hybrid_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
 def hybrid_config(opt: argparse.Namespace) -> HybridConfig:
     config = HybridConfig(opt.vit_dim, opt.vit_depth, opt.vit_heads, int_tuple(opt.r50_layers), opt.r50_width)
     if config.r50_width < 32 or config.r50_width % 32:
-        raise ValueError(f'the ResNet stem width must be a multiple of 32 (GroupNorm has 32 groups); got {config.r50_width}')
+        raise ValueError(f'the ResNet stem width must be a multiple of 32 (GroupNorm has 32 groups); '
+                         f'got {config.r50_width}')
     if config.embed_dim % config.num_heads:
         raise ValueError(f'ViT width {config.embed_dim} is not divisible by {config.num_heads} heads')
     return config
@@ -119,7 +120,8 @@ def load_official_npz(path: str, config: HybridConfig, img_size: int, in_chans: 
             raise
         raise ValueError(f'{FLAG} {path}: not a readable {OFFICIAL_FILE} ({exc})') from None
     except KeyError as exc:
-        raise ValueError(f'{FLAG} {path}: not the official {OFFICIAL_FILE}: it lacks an array ({exc.args[0]})') from None
+        raise ValueError(f'{FLAG} {path}: not the official {OFFICIAL_FILE}: it lacks an array '
+                         f'({exc.args[0]})') from None
     except RuntimeError as exc:
         raise ValueError(f'{FLAG} {path}: a tensor has the wrong shape for this generator: '
                          f'{str(exc).splitlines()[0]}') from None

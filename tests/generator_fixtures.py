@@ -50,6 +50,10 @@ def reference_hybrid(config: HybridConfig = TINY_VIT, seed: int = 0) -> torch.nn
     return vit
 
 
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy()
+
+
 def _hwio(w: torch.Tensor) -> np.ndarray:
     return w.detach().permute(2, 3, 1, 0).numpy()  # OIHW -> HWIO (JAX)
 
@@ -60,41 +64,41 @@ def save_official_npz(vit: torch.nn.Module, path) -> None:
     w: dict[str, np.ndarray] = {}
     backbone = vit.patch_embed.backbone
     w['conv_root/kernel'] = _hwio(backbone.stem.conv.weight)
-    w['gn_root/scale'], w['gn_root/bias'] = backbone.stem.norm.weight.detach().numpy(), backbone.stem.norm.bias.detach().numpy()
+    w['gn_root/scale'], w['gn_root/bias'] = _np(backbone.stem.norm.weight), _np(backbone.stem.norm.bias)
     for i, stage in enumerate(backbone.stages):
         for j, block in enumerate(stage.blocks):
             prefix = f'block{i + 1}/unit{j + 1}/'
             for r in (1, 2, 3):
                 w[f'{prefix}conv{r}/kernel'] = _hwio(getattr(block, f'conv{r}').weight)
                 norm = getattr(block, f'norm{r}')
-                w[f'{prefix}gn{r}/scale'], w[f'{prefix}gn{r}/bias'] = norm.weight.detach().numpy(), norm.bias.detach().numpy()
+                w[f'{prefix}gn{r}/scale'], w[f'{prefix}gn{r}/bias'] = _np(norm.weight), _np(norm.bias)
             if block.downsample is not None:
                 w[f'{prefix}conv_proj/kernel'] = _hwio(block.downsample.conv.weight)
-                w[f'{prefix}gn_proj/scale'] = block.downsample.norm.weight.detach().numpy()
-                w[f'{prefix}gn_proj/bias'] = block.downsample.norm.bias.detach().numpy()
+                w[f'{prefix}gn_proj/scale'] = _np(block.downsample.norm.weight)
+                w[f'{prefix}gn_proj/bias'] = _np(block.downsample.norm.bias)
     w['embedding/kernel'] = _hwio(vit.patch_embed.proj.weight)
-    w['embedding/bias'] = vit.patch_embed.proj.bias.detach().numpy()
-    w['cls'] = vit.cls_token.detach().numpy()
-    w['Transformer/posembed_input/pos_embedding'] = vit.pos_embed.detach().numpy()
-    w['Transformer/encoder_norm/scale'], w['Transformer/encoder_norm/bias'] = (vit.norm.weight.detach().numpy(),
-                                                                                 vit.norm.bias.detach().numpy())
+    w['embedding/bias'] = _np(vit.patch_embed.proj.bias)
+    w['cls'] = _np(vit.cls_token)
+    w['Transformer/posembed_input/pos_embedding'] = _np(vit.pos_embed)
+    w['Transformer/encoder_norm/scale'], w['Transformer/encoder_norm/bias'] = _np(vit.norm.weight), _np(vit.norm.bias)
     dim = vit.embed_dim
     heads = vit.blocks[0].attn.num_heads
     for i, block in enumerate(vit.blocks):
         prefix = f'Transformer/encoderblock_{i}/'
-        w[prefix + 'LayerNorm_0/scale'], w[prefix + 'LayerNorm_0/bias'] = block.norm1.weight.detach().numpy(), block.norm1.bias.detach().numpy()
-        w[prefix + 'LayerNorm_2/scale'], w[prefix + 'LayerNorm_2/bias'] = block.norm2.weight.detach().numpy(), block.norm2.bias.detach().numpy()
+        for k, norm in ((0, block.norm1), (2, block.norm2)):
+            w[prefix + f'LayerNorm_{k}/scale'], w[prefix + f'LayerNorm_{k}/bias'] = _np(norm.weight), _np(norm.bias)
         qkv_w, qkv_b = block.attn.qkv.weight.detach(), block.attn.qkv.bias.detach()
         for k, name in enumerate(('query', 'key', 'value')):
             part = qkv_w[k * dim:(k + 1) * dim]                              # (out, in)
-            w[prefix + f'MultiHeadDotProductAttention_1/{name}/kernel'] = part.T.reshape(dim, heads, -1).numpy()
-            w[prefix + f'MultiHeadDotProductAttention_1/{name}/bias'] = qkv_b[k * dim:(k + 1) * dim].reshape(heads, -1).numpy()
+            attn = prefix + f'MultiHeadDotProductAttention_1/{name}/'
+            w[attn + 'kernel'] = part.T.reshape(dim, heads, -1).numpy()
+            w[attn + 'bias'] = qkv_b[k * dim:(k + 1) * dim].reshape(heads, -1).numpy()
         proj = block.attn.proj.weight.detach()                               # (out, in = heads * head_dim)
-        w[prefix + 'MultiHeadDotProductAttention_1/out/kernel'] = proj.reshape(dim, heads, -1).permute(1, 2, 0).numpy()
-        w[prefix + 'MultiHeadDotProductAttention_1/out/bias'] = block.attn.proj.bias.detach().numpy()
+        w[prefix + 'MultiHeadDotProductAttention_1/out/kernel'] = _np(proj.reshape(dim, heads, -1).permute(1, 2, 0))
+        w[prefix + 'MultiHeadDotProductAttention_1/out/bias'] = _np(block.attn.proj.bias)
         for r, fc in enumerate((block.mlp.fc1, block.mlp.fc2)):
             w[prefix + f'MlpBlock_3/Dense_{r}/kernel'] = fc.weight.detach().T.numpy()
-            w[prefix + f'MlpBlock_3/Dense_{r}/bias'] = fc.bias.detach().numpy()
+            w[prefix + f'MlpBlock_3/Dense_{r}/bias'] = _np(fc.bias)
     w['head/kernel'] = np.zeros((dim, 21843), np.float32)
     w['head/bias'] = np.zeros(21843, np.float32)
     with open(path, 'wb') as f:

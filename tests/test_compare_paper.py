@@ -9,22 +9,11 @@ import pytest
 from conftest import run_script
 from generator_fixtures import SWIN_FLAGS, VIT_FLAGS
 from scripts import compare
-import scripts.make_demo_data as demo
-from test_compare import COMPARE, TINY, read_table
+from test_compare import COMPARE, TINY, make_data, read_table
 
 PAPER = ['mrnet', 'pix2pix', 'cycle_gan', 'tcgan', 'transunet', 'swin_unet', 'resvit', 'ppt']
 # the baselines' hidden size flags reach only the runs whose generator knows them
 TINY_BASELINES = [*VIT_FLAGS, *SWIN_FLAGS, '--tcgan_dim', '64', '--tcgan_depths', '1,1,1']
-
-
-def make_thin_data(root: Path) -> Path:
-    """Three demo subjects of 12 x 14 x 3 voxels (3 axial slices each): one per split."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(demo, 'SHAPE', (12, 14, 3))
-        mp.setattr(demo, 'SPACING_ISO', (16.0, 16.0, 16.0))
-        mp.setattr(demo, 'SPACING_ANISO', (16.0, 16.0, 20.0))
-        demo.make_synthrad(str(root), 3, 2024)
-    return root
 
 
 def option_table(path: Path) -> dict[str, str]:
@@ -46,7 +35,7 @@ def test_paper_names_the_eight_rows_and_runs_baselines_in_the_cgan(tmp_path: Pat
 
 
 def test_compare_paper_writes_eight_rows(tmp_path: Path):
-    make_thin_data(tmp_path / 'data')
+    make_data(tmp_path / 'data')
     run_script(COMPARE, '--dataroot', str(tmp_path / 'data'), '--name', 'paper', '--models', 'paper', '--quiet',
                '--time_slices', '1', *TINY, *TINY_BASELINES, cwd=tmp_path, timeout=1800)
     folder = tmp_path / 'results' / 'compare_paper'

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from generator_fixtures import (SWIN_TINY, TINY, TINY_VIT, reference_hybrid, reference_swin, save_official_npz,
+from generator_fixtures import (TINY, TINY_VIT, reference_hybrid, reference_swin, save_official_npz,
                                 save_official_swin, tiny_options)
 from models import create_model, networks
 from models.generators import available_generators, base, find_generator
@@ -201,7 +201,8 @@ def test_bad_npz_files_are_clear_errors(vit_npz, tmp_path):
     deeper = tmp_path / 'deeper.npz'
     save_official_npz(reference_hybrid(HybridConfig(32, 3, 2, (1, 1, 1), 32)), deeper)
     for bad, message in ((text, 'not a readable R50\\+ViT-B_16.npz'), (truncated, 'cannot be read|not a readable'),
-                         (lacking, r'not the official R50\+ViT-B_16.npz: it lacks an array \(Transformer/encoder_norm/scale'),
+                         (lacking, r'not the official R50\+ViT-B_16.npz: it lacks an array '
+                                   r'\(Transformer/encoder_norm/scale'),
                          (deeper, r'holds a hybrid with 3 transformer blocks and ResNet units \(1, 1, 1\); this '
                                   r'generator has 2 blocks')):
         with pytest.raises(ValueError, match=rf'--pretrained_vit {bad}: ({message})'):
@@ -260,7 +261,8 @@ def pair(name: str, seed: int = 0) -> dict:
     size = TINY[name][0]
     freq = torch.rand(2, 2, 1, 1, generator=torch.Generator().manual_seed(seed)) * 3 + 1
     y, x = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing='ij')
-    a = (0.9 * torch.sin(2 * torch.pi * freq[:, :1] * x) * torch.cos(2 * torch.pi * freq[:, 1:] * y)).expand(2, 3, -1, -1)
+    a = 0.9 * torch.sin(2 * torch.pi * freq[:, :1] * x) * torch.cos(2 * torch.pi * freq[:, 1:] * y)
+    a = a.expand(2, 3, -1, -1)
     return {'A': a.contiguous(), 'B': -a.contiguous(), 'A_paths': ['a0', 'a1'], 'B_paths': ['b0', 'b1']}
 
 

@@ -19,18 +19,18 @@ the ImageNet-21k ViT-B (its patch embedding, position embeddings resized to S/16
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
 import torch
 import torch.nn as nn
-from functools import partial
 from timm.models.vision_transformer import Block
 
 from util.checkpoint import read_network_file
 
-from ..networks import ResnetBlock, init_weights
+from ..networks import ResnetBlock, check_image_channels, init_weights
 from ..r50_vit import (DOWNLOAD_URL, FLAG, OFFICIAL_FILE, HybridConfig, add_hybrid_options, hybrid_config,
                        load_official_npz)
-from .base import BaselineGenerator, add_flag, check_built_size, check_image_channels, check_size, warn_random_init
+from .base import BaselineGenerator, add_flag, check_built_size, check_size, warn_random_init
 
 TRANSFORMER_BLOCKS = (0, 5)   # ART blocks 1 and 6 hold a transformer path
 N_ART = 9
