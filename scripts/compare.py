@@ -14,7 +14,8 @@ loss weights and image pool. A name of --models is a model (models/*_model.py) o
 models/generators/ (transunet, swin_unet, resvit, res_cnn, tcgan, ppt), which runs as ``--model pix2pix --netG
 NAME``: the paper's section IV-B ran its baselines as generators of the same cGAN. Flags only some models know
 (e.g. --sam_checkpoint) go to those; ``--model_args MODEL="FLAGS"`` gives one model flags of its own.
-Training-only flags (--n_epochs, --max_dataset_size, --batch_size ...) are not passed to test.py, which always runs on the whole test split at batch 1.
+Training-only flags (--n_epochs, --max_dataset_size, --batch_size ...) are not passed to test.py, which always
+runs on the whole test split at batch 1.
 
 Each run is a normal experiment ``compare_TAG_<model>`` (ablations: ``compare_TAG_n_masks2`` ...) with its
 checkpoints under --checkpoints_dir and test results under --results_dir. The comparison is written to
