@@ -30,9 +30,11 @@ def quiet_random_init(monkeypatch):
                                           'ViT-B transformer of resvit'})
 
 
-def build(name: str, input_nc: int = 3, output_nc: int = 3, *extra: str, seed: int = 0) -> torch.nn.Module:
+def build(name: str, input_nc: int = 3, output_nc: int = 3, *extra: str, seed: int = 0,
+          isTrain: bool = True) -> torch.nn.Module:
     torch.manual_seed(seed)
     opt = tiny_options(name, *extra)
+    opt.isTrain = isTrain
     return networks.define_G(input_nc, output_nc, opt.ngf, name, 'batch', True, 'normal', 0.02, opt=opt)
 
 
@@ -230,6 +232,7 @@ def test_random_initialisation_is_said_once(monkeypatch, capsys):
     build('transunet')
     build('transunet')
     build('res_cnn')
+    build('swin_unet', 3, 3, '--pretrained_swin', 'nowhere.pth', isTrain=False)   # testing: weights come later
     err = capsys.readouterr().err
     assert err.count('WARNING') == 1
     assert ('no --pretrained_vit given: the R50+ViT-B/16 encoder of transunet is RANDOMLY INITIALISED, so results '

@@ -3,7 +3,8 @@
 A generator file ``X.py`` holds one subclass of ``BaselineGenerator`` named like the file. Its static
 ``modify_commandline_options(parser)`` adds its flags (hidden ones shrink it for tests, as the SAM tests do);
 its ``build(...)`` makes the network from the options, initialised, with the official pretrained weights the
-user names loaded. Every generator maps (N, input_nc, H, W) in [-1, 1] to (N, output_nc, H, W) in [-1, 1].
+user names loaded when training (a test run takes every weight from the trained checkpoint, so it reads no
+pretrained file and gives no random-initialisation warning). Every generator maps (N, input_nc, H, W) in [-1, 1] to (N, output_nc, H, W) in [-1, 1].
 """
 from __future__ import annotations
 
@@ -30,9 +31,9 @@ class BaselineGenerator(nn.Module):
     @classmethod
     def options(cls, opt: argparse.Namespace | None) -> argparse.Namespace:
         """This generator's flags at their defaults, overridden by those ``opt`` has (opt may be None);
-        ``crop_size`` (the side the network is built for) defaults to 256."""
+        ``crop_size`` (the side the network is built for) defaults to 256, ``isTrain`` to True."""
         merged = cls.modify_commandline_options(argparse.ArgumentParser()).parse_args([])
-        merged.crop_size = DEFAULT_SIZE
+        merged.crop_size, merged.isTrain = DEFAULT_SIZE, True
         for key in vars(merged):
             if opt is not None and hasattr(opt, key):
                 setattr(merged, key, getattr(opt, key))

@@ -186,6 +186,8 @@ class ResViT(BaselineGenerator):
               opt: argparse.Namespace) -> ResViT:
         net = cls(input_nc, output_nc, ngf, opt.crop_size, hybrid_config(opt))
         init_weights(net, init_type, init_gain)
+        if not opt.isTrain:
+            return net
         if opt.pretrained_vit:
             net.load_pretrained_vit(opt.pretrained_vit)
         else:

@@ -160,9 +160,9 @@ class SwinUnet(BaselineGenerator):
         net = cls(input_nc, output_nc, opt.crop_size, opt.swin_window, opt.swin_embed_dim,
                   int_tuple(opt.swin_depths), int_tuple(opt.swin_heads))
         net.init_decoder()
-        if opt.pretrained_swin:
+        if opt.isTrain and opt.pretrained_swin:
             net.load_pretrained_swin(opt.pretrained_swin)
-        else:
+        elif opt.isTrain:
             warn_random_init('Swin-T encoder of swin_unet', FLAG, OFFICIAL_FILE, DOWNLOAD_URL)
         return net
 

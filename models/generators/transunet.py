@@ -95,8 +95,8 @@ class TransUNet(BaselineGenerator):
     def build(cls, input_nc: int, output_nc: int, ngf: int, init_type: str, init_gain: float,
               opt: argparse.Namespace) -> TransUNet:
         net = cls(input_nc, output_nc, opt.crop_size, hybrid_config(opt))
-        if opt.pretrained_vit:
+        if opt.isTrain and opt.pretrained_vit:
             net.load_pretrained_vit(opt.pretrained_vit)
-        else:
+        elif opt.isTrain:
             warn_random_init('R50+ViT-B/16 encoder of transunet', FLAG, OFFICIAL_FILE, DOWNLOAD_URL)
         return net
