@@ -398,7 +398,8 @@ def define_G(input_nc: int, output_nc: int, ngf: int, netG: str, norm: str = 'ba
              init_type: str = 'normal', init_gain: float = 0.02, opt=None) -> nn.Module:
     """Build and initialise the generator named ``netG`` (one of GENERATORS); returns a CPU module.
 
-    'sam_unet' (MRNet) is built by ``models.sam_unet.define_sam_unet``, which initialises itself.
+    'sam_unet' (MRNet) is built by ``models.sam_unet.define_sam_unet``, which initialises itself; any other
+    name by ``models.generators.define_generator`` (transunet, swin_unet, resvit, res_cnn, tcgan, ppt).
     """
     if netG == 'sam_unet':
         from .sam_unet import define_sam_unet
@@ -412,8 +413,9 @@ def define_G(input_nc: int, output_nc: int, ngf: int, netG: str, norm: str = 'ba
         net = UnetGenerator(input_nc, output_nc, 7, ngf, norm_layer, use_dropout)
     elif netG == 'unet_256':
         net = UnetGenerator(input_nc, output_nc, 8, ngf, norm_layer, use_dropout)
-    else:
-        raise ValueError(f'generator {netG!r} is not recognized; choose one of {_choices(GENERATORS)}')
+    else:  # the paper's baselines, one file each under models/generators/
+        from .generators import define_generator
+        return define_generator(netG, input_nc, output_nc, ngf, init_type, init_gain, opt, GENERATORS)
     return init_weights(net, init_type, init_gain)
 
 

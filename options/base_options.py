@@ -36,7 +36,7 @@ class BaseOptions:
         parser.add_argument('--ngf', type=int, default=64, help='# of gen filters in the last conv layer')
         parser.add_argument('--ndf', type=int, default=64, help='# of discrim filters in the first conv layer')
         parser.add_argument('--netD', type=str, default='basic', help='[basic | n_layers | pixel]; basic is a 70x70 PatchGAN')
-        parser.add_argument('--netG', type=str, default='resnet_9blocks', help='[resnet_9blocks | resnet_6blocks | unet_256 | unet_128 | sam_unet]')
+        parser.add_argument('--netG', type=str, default='resnet_9blocks', help='[resnet_9blocks | resnet_6blocks | unet_256 | unet_128 | sam_unet | transunet | swin_unet | resvit | res_cnn | tcgan | ppt]')
         parser.add_argument('--n_layers_D', type=int, default=3, help='only used if netD==n_layers')
         parser.add_argument('--norm', type=str, default='instance', help='instance, batch, syncbatch or none normalization')
         parser.add_argument('--init_type', type=str, default='normal', help='network initialization [normal | xavier | kaiming | orthogonal]')
@@ -74,7 +74,8 @@ class BaseOptions:
         if opt.netG == 'sam_unet':
             from models.sam_unet import add_sam_options
             parser = add_sam_options(parser)
-        return parser
+        from models.generators import add_generator_options
+        return add_generator_options(parser, opt.netG)
 
     def format_options(self, opt: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
         """The option table; non-default values are marked with their default."""

@@ -1,6 +1,8 @@
 """Speed and memory benchmarks (not tests: these machines are noisy, so compare ratios taken in one run).
 
     python scripts/benchmark.py train --model pix2pix            # it/s at batch 1 and 4, 256x256, peak memory
+    python scripts/benchmark.py train --model pix2pix --netG transunet,swin_unet,resvit,tcgan,ppt
+                                                                 # each generator at batch 4 vs unet_256
     python scripts/benchmark.py train --model mrnet              # MRNet step vs pix2pix unet_256, SAM 256/1024,
                                                                  # frozen and fine-tuned
     python scripts/benchmark.py data                             # triplanar slices/s with 0 and 2 workers
@@ -173,6 +175,14 @@ def bench_train(args: argparse.Namespace) -> None:
     iters, warmup = (1, 1) if args.quick else (args.iters, args.warmup)
     base = {'device': args.device, 'size': 256, 'tmp': tmp, 'iters': iters, 'warmup': warmup}
     print(f'device: {args.device}, torch threads: {os.environ.get("OMP_NUM_THREADS", "default")}', flush=True)
+    if args.model == 'pix2pix' and args.netG:
+        ref = _in_subprocess('train', {**base, 'model': 'pix2pix', 'batch': 4, 'extra': args.extra})
+        _print_train_row('pix2pix unet_256 batch 4 (reference)', ref)
+        for name in args.netG:
+            res = _in_subprocess('train', {**base, 'model': 'pix2pix', 'batch': 4,
+                                           'extra': ['--netG', name] + args.extra})
+            _print_train_row(f'pix2pix {name} batch 4', res, ref)
+        return
     if args.model == 'pix2pix':
         for b in (1, 4):
             _print_train_row(f'pix2pix unet_256 batch {b}',
@@ -233,6 +243,8 @@ def main() -> None:
     parser.add_argument('what', choices=['train', 'data', 'predict'])
     parser.add_argument('--model', default='pix2pix', help='pix2pix, or mrnet (compared with pix2pix)')
     parser.add_argument('--device', default='cpu', help='cpu or cuda')
+    parser.add_argument('--netG', type=lambda v: [x for x in v.split(',') if x], default=[],
+                        help='pix2pix generators to compare with unet_256 at batch 4, e.g. transunet,swin_unet')
     parser.add_argument('--iters', type=int, default=5, help='timed steps per configuration')
     parser.add_argument('--sam_sizes', type=lambda v: [int(x) for x in v.split(',')], default=[256, 1024],
                         help='SAM input sizes to measure (mrnet), e.g. 256,1024')

@@ -2,6 +2,7 @@
 section needs (the paper's Tables II-V and Figs. 3-4).
 
     python scripts/compare.py --dataroot DIR --models mrnet,pix2pix,cycle_gan --name TAG [shared options]
+    python scripts/compare.py --dataroot DIR --models paper --name TAG     # all eight rows of Tables II-III
     python scripts/compare.py --dataroot DIR --models mrnet --ablation n_masks=1,2,3,4,6,7 --name TAG   # Table IV
     python scripts/compare.py --dataroot DIR --ablation losses --name TAG   # Table V: GAN + L1 vs + feature + mask
     python scripts/compare.py --dataroot DIR --ablation sam --name TAG      # with and without the SAM branch
@@ -10,10 +11,13 @@ Every run trains with the same shared options: the paper's settings (section IV-
 batch 4, Adam lr 1e-4 and beta1 0.5, 40 epochs, seed 2024, 70x70 PatchGAN with the LSGAN objective, and the
 val split scored every epoch, --val_freq 1, the paper's early stopping) unless you pass others, which then apply
 to every run. Validated runs are tested with their best checkpoint (``test_best``; ``--val_freq 0``: the last
-one, ``test_latest``). A model keeps what it owns: its generator, normalisation, dropout,
-loss weights and image pool. Flags only some models know (e.g. --sam_checkpoint) go to those; ``--model_args
-MODEL="FLAGS"`` gives one model flags of its own. Training-only flags (--n_epochs, --max_dataset_size,
---batch_size ...) are not passed to test.py, which always runs on the whole test split at batch 1.
+one, ``test_latest``). A model keeps what it owns: its generator, normalisation, dropout, loss weights and image
+pool. A name of --models is a model (models/*_model.py) or a generator of models/generators/ (transunet,
+swin_unet, resvit, res_cnn, tcgan, ppt), which runs as ``--model pix2pix --netG NAME``: the paper's section IV-B
+ran its baselines as generators of the same cGAN. Flags only some models know (e.g. --sam_checkpoint) go to
+those; ``--model_args MODEL="FLAGS"`` gives one model flags of its own. Training-only flags (--n_epochs,
+--max_dataset_size, --batch_size ...) are not passed to test.py, which always runs on the whole test split at
+batch 1.
 
 Each run is a normal experiment ``compare_TAG_<model>`` (ablations: ``compare_TAG_n_masks2`` ...) with its
 checkpoints under --checkpoints_dir and test results under --results_dir. The comparison is written to
@@ -66,6 +70,10 @@ TRAIN_ONLY = ('--max_dataset_size', '--batch_size')
 NOT_COMPARED = ('gpu_ids', 'num_threads', 'display_id', 'display_freq', 'display_ncols', 'display_server',
                 'display_env', 'display_port', 'update_html_freq', 'print_freq', 'no_html', 'save_latest_freq',
                 'save_epoch_freq', 'save_by_iter', 'verbose', 'open_volumes', 'cache_dir', 'display_winsize')
+# the rows of the paper's Tables II and III, MRNet (the reference) first
+PAPER_MODELS = ('mrnet', 'pix2pix', 'cycle_gan', 'tcgan', 'transunet', 'swin_unet', 'resvit', 'ppt')
+# the cGAN that runs a generator of models/generators/ named in --models
+GENERATOR_HOST = 'pix2pix'
 # named ablations: (key, label, flags)
 ABLATIONS = {
     'losses': [('gan_l1', 'GAN + L1', ['--lambda_feature', '0', '--lambda_mask', '0']),
@@ -101,8 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 allow_abbrev=False)
     p.add_argument('--name', required=True, help='TAG: results go to <results_dir>/compare_TAG/')
     p.add_argument('--models', default=None,
-                   help='comma-separated models, the reference first (default mrnet,pix2pix,cycle_gan; with '
-                        '--ablation: mrnet)')
+                   help='comma-separated models or models/generators/ names (run as pix2pix --netG NAME), the '
+                        'reference first, or "paper" for the eight rows of Tables II-III (default '
+                        'mrnet,pix2pix,cycle_gan; with --ablation: mrnet)')
     p.add_argument('--ablation', default=None,
                    help='instead of several models, variants of one: "losses" (Table V), "sam" (with and without '
                         'SAM) or FLAG=V1,V2,... (e.g. n_masks=1,2,3,4,6,7 for Table IV; true/false for switches)')
@@ -142,13 +151,17 @@ def flatten(groups: dict[str, list[str]]) -> list[str]:
 
 
 def parse_models(text: str | None, ablation: bool) -> list[str]:
-    """Model names of --models, checked against models/*_model.py; ValueError for an unknown or repeated one."""
+    """Names of --models ('paper': PAPER_MODELS), checked against models/*_model.py and models/generators/;
+    ValueError for an unknown or repeated one."""
     import models
+    from models.generators import available_generators
+    text = ','.join(PAPER_MODELS) if text == 'paper' else text
     names = [m.strip() for m in (text or ('mrnet' if ablation else 'mrnet,pix2pix,cycle_gan')).split(',') if m.strip()]
-    available = models.available_models()
+    available = models.available_models() + available_generators()
     unknown = [m for m in names if m not in available]
     if unknown:
-        raise ValueError(f'--models: unknown model(s) {", ".join(unknown)}; available: {", ".join(available)}')
+        raise ValueError(f'--models: unknown model(s) {", ".join(unknown)}; available: {", ".join(available)} '
+                         f'or "paper"')
     if len(set(names)) != len(names):
         raise ValueError(f'--models lists a model twice: {text}')
     if ablation and len(names) != 1:
@@ -156,6 +169,12 @@ def parse_models(text: str | None, ablation: bool) -> list[str]:
     if 'test' in names:
         raise ValueError('--models: "test" is a test-only model and cannot be trained')
     return names
+
+
+def model_and_flags(name: str) -> tuple[str, list[str]]:
+    """(--model, flags) of a --models name: a model as is, a generator of models/generators/ in pix2pix's cGAN."""
+    import models
+    return (name, []) if name in models.available_models() else (GENERATOR_HOST, ['--netG', name])
 
 
 def parse_model_args(items: list[str], models: list[str]) -> dict[str, list[str]]:
@@ -207,9 +226,10 @@ def make_runs(args: argparse.Namespace, base: list[str]) -> list[Run]:
     models = parse_models(args.models, bool(args.ablation))
     own = parse_model_args(args.model_args, models)
     if args.ablation:
-        runs = ablation_runs(args.ablation, models[0], own.get(models[0], []), base)
+        model, flags = model_and_flags(models[0])
+        runs = ablation_runs(args.ablation, model, flags + own.get(models[0], []), base)
     else:
-        runs = [Run(m, m, m, own.get(m, [])) for m in models]
+        runs = [Run(m, m, model_and_flags(m)[0], model_and_flags(m)[1] + own.get(m, [])) for m in models]
     keys = [r.key for r in runs]
     if len(set(keys)) != len(keys):
         raise ValueError(f'two runs would share a name: {", ".join(keys)}')

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Reproduce the experiments of the MRNet paper (section IV) with scripts/compare.py:
 #
-#   table2  SynthRAD2023 brain MR -> CT: MRNet vs pix2pix vs CycleGAN         (Table II, Figs. 3-4)
-#   table3  BraTS FLAIR -> T2 (axial slices): MRNet vs pix2pix vs CycleGAN    (Table III)
+#   table2  SynthRAD2023 brain MR -> CT: the eight rows (MRNet, pix2pix, CycleGAN, TCGAN, TransUNet, Swin-Unet,
+#           ResViT, PPT; the five baselines as generators of pix2pix's cGAN)    (Table II, Figs. 3-4)
+#   table3  BraTS FLAIR -> T2 (axial slices): the same eight rows              (Table III)
 #   table4  MRNet with 1, 2, 3, 4, 6, 7 masks on SynthRAD2023                  (Table IV)
 #   table5  MRNet trained with GAN + L1 only vs + feature + mask losses         (Table V)
 #   sam     MRNet with and without the SAM branch                               (not in the paper)
 #
 # Usage (all steps, or the ones named):
 #   SYNTHRAD=/data/synthrad2023/Task1/brain BRATS=/data/brats SAM=sam_vit_b_01ec64.pth \
+#       VIT=R50+ViT-B_16.npz SWIN=swin_tiny_patch4_window7_224.pth \
 #       bash scripts/reproduce_paper.sh [table2 table3 table4 table5 sam]
 #
 # What you need:
@@ -18,14 +20,23 @@
 #          127 test subjects) is not 8:1:1 and not published: write your own splits/*.txt to follow it.
 #   SAM    the official ViT-B checkpoint sam_vit_b_01ec64.pth
 #          (https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth, 375 MB).
+#   ViT    (optional) the ImageNet-21k R50+ViT-B_16.npz for TransUNet and ResViT
+#          (https://storage.googleapis.com/vit_models/imagenet21k/R50%2BViT-B_16.npz), and Swin-T's
+#          swin_tiny_patch4_window7_224.pth for Swin-Unet (https://github.com/SwinTransformer/storage/releases/
+#          download/v1.0.0/swin_tiny_patch4_window7_224.pth); without them those baselines start from random
+#          weights (said plainly at start-up) and will not match the paper. ResViT trains in one stage here
+#          (see the README for its official two-stage recipe).
 #   GPU    one GPU with 24 GB or more (the paper used one A100, or four GPUs); CPU-only is not practical.
 #   disk   about 60 GB: the slice stores (~10 GB SynthRAD, ~5 GB BraTS) and, per run, test images and volumes.
 #   time   the paper's settings are 40 epochs at batch 4 over ~95,600 SynthRAD training slices (x, y and z),
 #          i.e. ~956,000 steps per run. Rough A100 estimates (measure yours with
 #          `python scripts/benchmark.py train --model mrnet --device cuda`): pix2pix ~15 ms/step (~4 h per run),
-#          CycleGAN ~35 ms (~10 h), MRNet with SAM at 1024 px ~40 ms (~11 h). By step: table2 ~25 h,
-#          table3 ~12 h (axial BraTS slices, about half as many), table4 ~65 h (6 MRNet runs), table5 ~22 h,
-#          sam ~16 h: about 140 GPU hours in all (estimates, not measurements). Each step can be stopped and
+#          CycleGAN ~35 ms (~10 h), MRNet with SAM at 1024 px ~40 ms (~11 h); the five baselines cost 1.3x
+#          (Swin-Unet) to 11x (ResViT) a pix2pix step on a CPU (README, Benchmarks; measure them on your GPU with
+#          `python scripts/benchmark.py train --model pix2pix --netG transunet,swin_unet,resvit,tcgan,ppt
+#          --device cuda`). By step, for MRNet, pix2pix and CycleGAN alone: table2 ~25 h, table3 ~12 h (axial
+#          BraTS slices, about half as many), table4 ~65 h (6 MRNet runs), table5 ~22 h, sam ~16 h: about 140 GPU
+#          hours; the five baselines add several times that to table2 and table3 (estimates, not measurements). Each step can be stopped and
 #          restarted: finished runs are reused and unfinished ones resume from their checkpoints.
 #
 # Results, under the current folder: results/compare_paper_<step>/table.md (the table), index.html (table, loss
@@ -36,6 +47,8 @@ set -euo pipefail
 SYNTHRAD=${SYNTHRAD:-}
 BRATS=${BRATS:-}
 SAM=${SAM:-sam_vit_b_01ec64.pth}
+VIT=${VIT:-}                        # R50+ViT-B_16.npz (TransUNet, ResViT)
+SWIN=${SWIN:-}                      # swin_tiny_patch4_window7_224.pth (Swin-Unet)
 GPU=${GPU:-0}                       # --gpu_ids
 EXTRA=${EXTRA:-}                    # more shared options for every run, e.g. "--num_threads 8"
 STEPS=${*:-table2 table3 table4 table5 sam}
@@ -49,16 +62,19 @@ needs_brats() { [ -n "$BRATS" ] && [ -d "$BRATS" ] || fail "set BRATS to the Bra
 
 # compare.py's defaults are the paper's settings (section IV-B): 3x256x256 triplanar slices, batch 4,
 # Adam lr 1e-4 and beta1 0.5, 40 epochs, seed 2024, 70x70 PatchGAN with the LSGAN loss.
-# --sam_checkpoint reaches MRNet only; the baselines keep their own generators.
+# --sam_checkpoint reaches MRNet only, --pretrained_vit TransUNet and ResViT, --pretrained_swin Swin-Unet.
+WEIGHTS=()
+[ -z "$VIT" ] || { [ -f "$VIT" ] || fail "VIT file '$VIT' not found"; WEIGHTS+=(--pretrained_vit "$VIT"); }
+[ -z "$SWIN" ] || { [ -f "$SWIN" ] || fail "SWIN file '$SWIN' not found"; WEIGHTS+=(--pretrained_swin "$SWIN"); }
 compare() { python "$ROOT/scripts/compare.py" --gpu_ids "$GPU" --sam_checkpoint "$SAM" $EXTRA "$@"; }
 
 for step in $STEPS; do
     echo "=== $step ==="
     case $step in
         table2) needs_synthrad
-                compare --dataroot "$SYNTHRAD" --name paper_table2 --models mrnet,pix2pix,cycle_gan ;;
+                compare --dataroot "$SYNTHRAD" --name paper_table2 --models paper ${WEIGHTS[@]+"${WEIGHTS[@]}"} ;;
         table3) needs_brats
-                compare --dataroot "$BRATS" --name paper_table3 --models mrnet,pix2pix,cycle_gan \
+                compare --dataroot "$BRATS" --name paper_table3 --models paper ${WEIGHTS[@]+"${WEIGHTS[@]}"} \
                     --modality_A flair --modality_B t2 --planes z ;;
         table4) needs_synthrad
                 compare --dataroot "$SYNTHRAD" --name paper_table4 --ablation n_masks=1,2,3,4,6,7 ;;

@@ -9,7 +9,8 @@ from types import ModuleType
 
 def available(package: ModuleType, suffix: str) -> list[str]:
     """Names ``X`` of every ``X<suffix>.py`` module in ``package`` (e.g. suffix '_model')."""
-    names = (m.name[:-len(suffix)] for m in pkgutil.iter_modules(package.__path__) if m.name.endswith(suffix))
+    names = (m.name[:len(m.name) - len(suffix)] for m in pkgutil.iter_modules(package.__path__)
+             if m.name.endswith(suffix))
     return sorted(n for n in names if n != 'base')
 
 
