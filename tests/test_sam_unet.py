@@ -261,7 +261,7 @@ def test_checkpoint_leaves_frozen_sam_out_and_restores_outputs(tmp_path):
     meta = net.checkpoint_meta()
     assert meta == {'no_sam': False, 'n_masks': 2, 'sam_model_type': 'vit_b', 'sam_checkpoint': 'sam_tiny.pth',
                     'sam_sha256': hashlib.sha256(path.read_bytes()).hexdigest(), 'sam_input_size': 64,
-                    'sam_finetune': False}
+                    'sam_finetune': False, 'sam_precision': 'fp32'}
     torch.save({'state': state, 'meta': meta}, tmp_path / 'net.pth')
     saved = torch.load(tmp_path / 'net.pth', weights_only=True)
 
