@@ -286,7 +286,8 @@ def test_finetuned_sam_is_saved_and_loaded():
     frozen.load_checkpoint_state(state, net.checkpoint_meta())
     assert torch.equal(frozen.sam.image_encoder.neck[0].weight, net.sam.image_encoder.neck[0].weight)
     net.eval()
-    assert torch.equal(net(images()), frozen(images()))
+    # SDPA picks another CPU kernel when gradients are needed: equal up to float rounding
+    torch.testing.assert_close(net(images()), frozen(images()), atol=1e-5, rtol=0)
 
 
 def test_load_warns_when_sam_file_differs(tmp_path):
