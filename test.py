@@ -26,6 +26,7 @@ def main(args: list[str] | None = None) -> str:
     dataset = create_dataset(opt)
     model = create_model(opt)
     model.setup(opt)
+    model.prepare_data(dataset)
     label = f'{opt.phase}_{opt.epoch}' + (f'_iter{opt.load_iter}' if opt.load_iter > 0 else '')
     web_dir = os.path.join(opt.results_dir, opt.name, label)
     webpage = HTML(web_dir, f'Experiment = {opt.name}, Phase = {opt.phase}, Epoch = {opt.epoch}')
