@@ -127,7 +127,7 @@ def chunk_files(tmp_path: Path) -> list[str]:
     return sorted(glob.glob(str(tmp_path / 'cache' / 'sam_*' / '*' / '*.npy')))
 
 
-def train_losses(loader, model, steps: int = 3) -> list[dict]:
+def train_losses(loader, model, steps: int = 2) -> list[dict]:
     model.prepare_data(loader)
     loader.set_epoch(1)
     out = []
@@ -310,16 +310,17 @@ def test_torchrun_ranks_build_their_shares_and_train(tmp_path, dataroot):
            str(ROOT / 'train.py'), '--model', 'mrnet', '--dataroot', str(dataroot), '--name', 'ddp',
            '--checkpoints_dir', str(tmp_path / 'ckpt'), '--gpu_ids', '-1', '--num_threads', '0', '--planes', 'z',
            '--sam_cache', str(tmp_path / 'cache'), '--display_id', '0', '--batch_size', '2', '--n_epochs', '2',
-           '--n_epochs_decay', '0', *TINY]
+           '--n_epochs_decay', '0', '--max_dataset_size', '4', *TINY]
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(ROOT)}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    _, loader, _ = make_run(tmp_path, dataroot)
-    n = len(loader.dataset)
-    assert proc.stdout.count(f'0 of {n} slices cached; computing {n}') == 1     # built once, in epoch 1
-    files = chunk_files(tmp_path)
-    indices = [i for f in files for i in json.loads(Path(f[:-4] + '.json').read_text())['indices']]
-    assert len(indices) == n and len(files) == 2          # one chunk per subject, each written by one rank
+    assert proc.stdout.count('0 of 4 slices cached; computing 4') == 1     # built once, in epoch 1, by both ranks
+    assert proc.stdout.count('End of epoch 2 / 2') == 1
+    keys = []
+    for f in chunk_files(tmp_path):
+        meta = json.loads(Path(f[:-4] + '.json').read_text())
+        keys += [(meta['subject'], i) for i in meta['indices']]
+    assert len(keys) == len(set(keys)) == 4              # no slice written twice: each chunk built by one rank
     assert (tmp_path / 'ckpt' / 'ddp' / '2_net_G.pth').exists()
 
 
