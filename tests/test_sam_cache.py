@@ -155,7 +155,9 @@ def test_cached_training_gives_the_same_losses(tmp_path, dataroot):
 
 def test_cache_is_reused_and_rebuilt_for_other_settings(tmp_path, dataroot, monkeypatch):
     opt, loader, model = make_run(tmp_path, dataroot)
+    rng = torch.get_rng_state()
     model.prepare_data(loader)
+    assert torch.equal(torch.get_rng_state(), rng)       # building leaves the run's random state alone (--seed)
     first = chunk_files(tmp_path)
     assert first and len(loader.dataset.sam_features) == len(loader.dataset)
     key = json.loads(Path(first[0]).parent.parent.joinpath('key.json').read_text())

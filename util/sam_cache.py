@@ -338,7 +338,8 @@ def build_chunks(cache: SamFeatureCache, chunks: list[ChunkPlan], dataset, finge
     if not positions:
         return
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, positions), batch_size=batch_size,
-                                         shuffle=False, num_workers=num_workers)
+                                         shuffle=False, num_workers=num_workers,
+                                         generator=torch.Generator())   # leaves the run's random state alone
     storage = TORCH_DTYPES[cache.dtype.name]
     pending, parts, n_pending = list(chunks), [], 0
     with tqdm(total=len(positions), desc='SAM features', unit='slice', disable=not show_progress,
