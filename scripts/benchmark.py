@@ -219,7 +219,7 @@ def bench_cache(args: argparse.Namespace) -> None:
     print(f'device: {args.device}; {slices} triplanar demo slices, batch {args.batch}, ngf {args.ngf}, SAM input '
           f'{args.sam_size}', flush=True)
     runs = [('pix2pix unet_256', 'pix2pix', 1, ['--netG', 'unet_256'] + args.extra),
-            ('mrnet, no cache (--sam_cache off)', 'mrnet', 2, sam + ['--sam_cache', 'off']),
+            ('mrnet, no cache (--sam_cache off)', 'mrnet', 1, sam + ['--sam_cache', 'off']),
             ('mrnet, building then reading the cache', 'mrnet', 2,
              sam + ['--sam_cache', os.path.join(tmp, 'sam_cache')])]
     results = {}
