@@ -178,8 +178,11 @@ class SamFeatureCache:
             for entry in sorted(os.listdir(folder)):
                 path = os.path.join(folder, entry)
                 if entry.startswith('.tmp-'):
-                    if prune and now - os.path.getmtime(path) > STALE_TMP_SECONDS:
-                        os.remove(path)
+                    try:
+                        if prune and now - os.path.getmtime(path) > STALE_TMP_SECONDS:
+                            os.remove(path)
+                    except FileNotFoundError:       # renamed or removed by its writer meanwhile
+                        pass
                     continue
                 if not entry.endswith('.json'):
                     continue
