@@ -35,6 +35,7 @@ def main(args: list[str] | None = None) -> str:
         check_unique_names(sources)
     model = create_model(opt)
     model.setup(opt)
+    model.prepare_data(dataset)
     if opt.epoch == BEST_LABEL:
         print(best_note(model.save_dir))
     split = getattr(opt, 'split', '') or opt.phase      # --split all: results/NAME/all_<epoch>

@@ -55,8 +55,9 @@ def main(args: list[str] | None = None) -> None:
             break
         skip = counters['epoch_iter'] // opt.batch_size if epoch == counters['epoch'] else 0
         epoch_iter = skip * opt.batch_size * opt.world_size
-        dataset.set_epoch(epoch, skip)
         epoch_start = time.time()
+        model.prepare_data(dataset)
+        dataset.set_epoch(epoch, skip)
         progress = tqdm(total=batches_per_epoch, initial=skip, desc=f'epoch {epoch}/{last_epoch}', unit='it',
                         disable=not main_process, dynamic_ncols=True, leave=False)
         iter_data_time = time.time()

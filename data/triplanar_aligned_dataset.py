@@ -357,6 +357,7 @@ class TriplanarAlignedDataset(BaseDataset):
         channels = [opt.modality_A, opt.modality_B]
         self._order = [channels.index(self.source), channels.index(self.target), 2]   # source, target, mask
         self._open: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.sam_features = None    # util.sam_cache.CachedFeatures, attached by the MRNet model when it applies
 
     def _load_subjects(self, names: list[str], settings: StoreSettings) -> tuple[dict[str, Subject], dict[str, str]]:
         """Stored (or newly stored) subjects, and with --skip_bad_subjects the refused ones with the reason."""
@@ -418,6 +419,22 @@ class TriplanarAlignedDataset(BaseDataset):
             counts[name][plane] = counts[name].get(plane, 0) + 1
         return counts
 
+    def sam_cache_spec(self) -> dict:
+        """What an item's input slice depends on, for the SAM feature cache (util/sam_cache.py): the folder it
+        goes next to, the slice store's key, the input modality, size and resizing; one fingerprint per subject
+        (source files, geometry, intensity map)."""
+        def fingerprint(subject: Subject) -> str:
+            return hashlib.sha1(json.dumps(subject.to_json(), sort_keys=True).encode()).hexdigest()[:16]
+        return {'root': os.path.dirname(self.store_root),
+                'slices': {'store': os.path.basename(self.store_root), 'source': self.source, 'size': self.size,
+                           'preprocess': self.mode},
+                'subjects': {name: fingerprint(s) for name, s in self.subjects.items()}}
+
+    def slice_key(self, i: int) -> tuple[str, str, int]:
+        """(subject, plane, slice index) of item ``i``."""
+        s, axis, index = (int(v) for v in self.index[i])
+        return self._names[s], 'xyz'[axis], index
+
     def __getitem__(self, i: int) -> dict:
         s, axis, index = (int(v) for v in self.index[i])
         name = self._names[s]
@@ -429,7 +446,9 @@ class TriplanarAlignedDataset(BaseDataset):
             x = augment(x, flip=not self.opt.no_flip)
         src, tgt, _ = self._order
         plane = 'xyz'[axis]
-        return {'A': x[src:src + 1].expand(self.opt.input_nc, -1, -1),
+        item = {} if self.sam_features is None else dict(zip(('sam_feature', 'sam_cached'),
+                                                              self.sam_features.read((name, plane, index))))
+        return {**item, 'A': x[src:src + 1].expand(self.opt.input_nc, -1, -1),
                 'B': x[tgt:tgt + 1].expand(self.opt.output_nc, -1, -1),
                 'A_paths': subject.paths[self.source], 'B_paths': subject.paths[self.target],
                 'name': f'{name}_{plane}{index:03d}', 'subject': name, 'plane': plane, 'slice_index': index,

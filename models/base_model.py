@@ -62,6 +62,10 @@ class BaseModel(ABC):
             self.real_B = input['B'].to(self.device)
         self.image_paths = input['A_paths']
 
+    def prepare_data(self, dataset) -> None:
+        """Called by train.py before every epoch and by test.py once, with the data loader: precompute what the
+        data allows (MRNet's SAM feature cache). Nothing by default."""
+
     @abstractmethod
     def forward(self) -> None:
         """Run the generator(s); called by ``optimize_parameters`` and ``test``."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from util.sam_cache import add_sam_cache_options, prepare
+
 from .pix2pix_model import Pix2PixModel
 from .sam_unet import add_sam_options
 
@@ -59,7 +61,7 @@ class MrnetModel(Pix2PixModel):
                                 help='weight of the feature-discarding loss (eq. 9)')
             parser.add_argument('--lambda_mask', type=float, default=0.05,
                                 help='weight of the mask sparsity loss (eq. 10)')
-        return add_sam_options(parser)
+        return add_sam_cache_options(add_sam_options(parser))
 
     def __init__(self, opt):
         if opt.netG != 'sam_unet':
@@ -70,9 +72,25 @@ class MrnetModel(Pix2PixModel):
         self.mask_names = [f'mask_{k}' for k in range(1, opt.n_masks + 1)]
         self.visual_names = ['real_A', 'fake_B', 'real_B'] + self.mask_names
 
+    def prepare_data(self, dataset) -> None:
+        """Build (what is missing of) the frozen-SAM feature cache and attach it to the dataset (util/sam_cache.py)."""
+        prepare(self.unwrap('G').sam, dataset, self.opt)
+
+    def set_input(self, input: dict) -> None:
+        """Also takes the cached SAM features of the batch (``sam_feature``, ``sam_cached``) when the dataset
+        gives them; a slice whose feature is not cached gets it from SAM now."""
+        super().set_input(input)
+        self.sam_feature = None
+        if 'sam_feature' in input:
+            feature = input['sam_feature'].to(self.device, torch.float32)
+            missing = ~input['sam_cached'].to(self.device)
+            if missing.any():
+                feature[missing] = self.unwrap('G').sam(self.real_A[missing])
+            self.sam_feature = feature
+
     def forward(self) -> None:
         """fake_B = y_n; also keeps [y_0..y_n] and [M_1..M_n], and the masks in [-1, 1] for display."""
-        out = self.netG(self.real_A, return_all=True)
+        out = self.netG(self.real_A, return_all=True, sam_feature=getattr(self, 'sam_feature', None))
         self.fake_B, self.mask_steps, self.masks = out.image, out.steps, out.masks
         for name, mask in zip(self.mask_names, self.masks):
             setattr(self, name, mask.detach() * 2.0 - 1.0)

@@ -29,6 +29,7 @@ from segment_anything.modeling import ImageEncoderViT
 from util.distributed import is_main_process
 
 from .networks import NormLayer, check_image_channels, conv_bias_needed, get_norm_layer, init_weights
+from .sam_attention import use_sdpa_attention
 
 # ----------------------------------------------------------------------------- SAM constants
 
@@ -40,6 +41,7 @@ SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)  # RGB, 0..255 scale
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 SAM_RANDOM_INIT_SEED = 0  # a SAM without --sam_checkpoint is the same in every run (train and test)
 SAM_ENCODER_PREFIX = 'image_encoder.'
+SAM_PRECISIONS = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 N_STAGES = 8
 MIN_SIDE = 2 ** N_STAGES  # 256: the bottleneck is 1x1
@@ -87,6 +89,13 @@ def add_sam_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                              'much cheaper; position embeddings are resized on load)')
     parser.add_argument('--sam_finetune', action='store_true',
                         help='train the SAM encoder too (default: frozen, not saved in our checkpoints)')
+    parser.add_argument('--sam_precision', default='auto', choices=['auto', *SAM_PRECISIONS],
+                        help='precision SAM runs in: auto = bf16 on GPUs that support it, fp16 on other GPUs, fp32 '
+                             'on the CPU; recorded in checkpoints (a run in another precision than training is '
+                             'warned: its SAM features differ slightly)')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile the SAM image encoder (worth it on GPUs for long runs; the first '
+                             'batches are slow while it compiles)')
     parser.add_argument('--no_sam', action='store_true',
                         help='ablation: the same U-Net without the SAM branch')
     parser.add_argument('--n_masks', type=int, default=2,
@@ -272,6 +281,18 @@ def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode='bilinear', align_corners=False, antialias=shrinking)
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'fp32', 'bf16' or 'fp16' for --sam_precision on ``device``: 'auto' is bf16 on a GPU that supports it,
+    fp16 on other GPUs and fp32 on the CPU; an explicit precision is kept."""
+    if precision in SAM_PRECISIONS:
+        return precision
+    if precision != 'auto':
+        raise ValueError(f'--sam_precision must be auto, {", ".join(SAM_PRECISIONS)}; got {precision!r}')
+    if device.type != 'cuda':
+        return 'fp32'
+    return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
+
+
 class SamFeatureEncoder(nn.Module):
     """featureSAM(x): (N, 1 or 3, H, W) in [-1, 1] -> F (N, 256, S/16, S/16), S = ``input_size``.
 
@@ -279,30 +300,36 @@ class SamFeatureEncoder(nn.Module):
     (x - pixel_mean) / pixel_std, then bilinear resizing to S x S (a non-square image is stretched;
     the adapters stretch the features back, so they stay aligned with the image).
 
-    Frozen (default): no gradients, always in eval mode, run under torch.inference_mode (and bf16 or
-    fp16 autocast on a GPU); F is returned as an ordinary float32 tensor, a constant for autograd.
-    ``finetune=True`` trains it like any other layer.
+    Attention runs through fused scaled_dot_product_attention (models/sam_attention.py), equal to
+    segment_anything's. Frozen (default): no gradients, always in eval mode, run under
+    torch.inference_mode with its weights in ``precision`` (see :func:`resolve_precision`: bf16 or fp16
+    on GPUs, fp32 on the CPU by default); F is returned as an ordinary float32 tensor, a constant for
+    autograd. ``finetune=True`` trains it like any other layer (fp32 weights, autocast for bf16/fp16).
     Without ``checkpoint`` the weights are segment_anything's random init under a fixed seed, so a
-    test run rebuilds the same encoder that training used.
+    test run rebuilds the same encoder that training used. ``compile`` wraps the ViT in torch.compile.
     """
 
     out_channels = SAM_OUT_CHANS
 
     def __init__(self, config: SamEncoderConfig, input_size: int = SAM_PRETRAIN_SIZE, in_channels: int = 3,
-                 checkpoint: str | None = None, finetune: bool = False, model_type: str = 'vit_b'):
+                 checkpoint: str | None = None, finetune: bool = False, model_type: str = 'vit_b',
+                 precision: str = 'auto', compile: bool = False):
         super().__init__()
         if input_size < SAM_PATCH_SIZE or input_size % SAM_PATCH_SIZE:
             raise ValueError(f'--sam_input_size must be a positive multiple of {SAM_PATCH_SIZE} (e.g. 256, 512, 1024); '
                              f'got {input_size}')
         if in_channels not in (1, 3):
             raise ValueError(f'SAM reads 1- or 3-channel images; --input_nc is {in_channels}')
+        resolve_precision(precision, torch.device('cpu'))  # validates the name
         self.input_size = input_size
         self.in_channels = in_channels
         self.finetune = finetune
         self.model_type = model_type
+        self.config = config
+        self.precision = precision
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(SAM_RANDOM_INIT_SEED)
-            self.image_encoder = build_image_encoder(config, input_size)
+            self.image_encoder = use_sdpa_attention(build_image_encoder(config, input_size))
         self.checkpoint_name: str | None = None
         self.checkpoint_sha256: str | None = None
         if checkpoint:
@@ -313,6 +340,8 @@ class SamFeatureEncoder(nn.Module):
             warn_random_sam(model_type)
         self.register_buffer('pixel_mean', torch.tensor(SAM_PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer('pixel_std', torch.tensor(SAM_PIXEL_STD).view(1, 3, 1, 1), persistent=False)
+        if compile:
+            self.image_encoder.compile()  # in place: parameters and state-dict keys unchanged
         if not finetune:
             self.image_encoder.requires_grad_(False)
             self.eval()
@@ -320,6 +349,22 @@ class SamFeatureEncoder(nn.Module):
     def train(self, mode: bool = True) -> SamFeatureEncoder:
         """A frozen encoder stays in eval mode whatever its parent asks."""
         return super().train(mode and self.finetune)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def precision_on(self, device: torch.device | None = None) -> str:
+        """The precision SAM runs in on ``device`` (default: where the encoder is): 'fp32', 'bf16' or 'fp16'."""
+        return resolve_precision(self.precision, device or self.device)
+
+    def cache_identity(self, device: torch.device | None = None) -> dict:
+        """Everything that decides F for a given image, for feature caches (util/sam_cache.py): the weights
+        (file sha256, or the seeded random init), the encoder's shape, the input size and the precision."""
+        return {'sam_sha256': self.checkpoint_sha256 or f'random-init-seed-{SAM_RANDOM_INIT_SEED}',
+                'model_type': self.model_type, 'config': [self.config.embed_dim, self.config.depth,
+                                                          self.config.num_heads, list(self.config.global_attn_indexes)],
+                'input_size': self.input_size, 'precision': self.precision_on(device)}
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 1 or 3, H, W) in [-1, 1] -> (N, 3, S, S) normalised as SAM expects."""
@@ -329,19 +374,23 @@ class SamFeatureEncoder(nn.Module):
         return resize_bilinear((rgb - self.pixel_mean) / self.pixel_std, (self.input_size, self.input_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = SAM_PRECISIONS[self.precision_on(x.device)]
         if self.finetune:
-            return self.image_encoder(self.preprocess(x))
-        with torch.inference_mode(), _gpu_autocast(x):
-            feature = self.image_encoder(self.preprocess(x))
+            with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
+                return self.image_encoder(self.preprocess(x)).float()
+        if next(self.image_encoder.parameters()).dtype != dtype:
+            self.image_encoder.to(dtype)      # frozen weights held in the run's precision (no casts per op)
+        with torch.inference_mode():
+            feature = self.image_encoder(self.preprocess(x).to(dtype))
         return feature.to(torch.float32, copy=True)  # a copy made outside inference mode is a normal tensor
 
-
-def _gpu_autocast(x: torch.Tensor) -> torch.autocast:
-    """bf16 autocast on a GPU that supports it, fp16 on other GPUs; disabled on the CPU."""
-    if x.device.type != 'cuda':
-        return torch.autocast('cpu', enabled=False)
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast('cuda', dtype=dtype)
+    @torch.no_grad()
+    def encode_batches(self, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """F of many images, ``batch_size`` at a time on this encoder's device: (N, C, H, W) (any device) ->
+        (N, 256, S/16, S/16) float32 on that device. For prediction and cache building."""
+        if batch_size < 1:
+            raise ValueError(f'--sam_batch_size must be >= 1, got {batch_size}')
+        return torch.cat([self(images[i:i + batch_size].to(self.device)) for i in range(0, len(images), batch_size)])
 
 
 class SamAdapter(nn.Module):
@@ -536,19 +585,48 @@ class SamUNet(nn.Module):
                              f'{MIN_SIDE} ({MIN_SIDE}, {2 * MIN_SIDE}, ...); got {height}x{width}: resize the data '
                              '(--load_size / --crop_size)')
 
-    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """[E_1, ..., E_8]; E_8 is the soft-clamped bottleneck."""
-        feature = self.sam(x) if self.sam is not None else None
+    def encode(self, x: torch.Tensor, sam_feature: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """[E_1, ..., E_8]; E_8 is the soft-clamped bottleneck. ``sam_feature`` (N, 256, S/16, S/16), when
+        given, is used instead of running SAM on ``x`` (a cached frozen feature, util/sam_cache.py)."""
+        feature = None
+        if self.sam is not None:
+            feature = self.sam(x) if sam_feature is None else self._check_feature(sam_feature, x)
         stages = []
         for stage in self.encoder:
             x = stage(x, feature)
             stages.append(x)
         return stages
 
-    def forward(self, x: torch.Tensor, return_all: bool = False) -> torch.Tensor | GeneratorOutput:
+    def _check_feature(self, feature: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        side = self.sam.input_size // SAM_PATCH_SIZE
+        want = (x.shape[0], SAM_OUT_CHANS, side, side)
+        if tuple(feature.shape) != want:
+            raise ValueError(f'a given SAM feature has shape {tuple(feature.shape)}; this generator (--sam_input_size '
+                             f'{self.sam.input_size}) needs {want}')
+        return feature.to(x.dtype)
+
+    def forward(self, x: torch.Tensor, return_all: bool = False,
+                sam_feature: torch.Tensor | None = None) -> torch.Tensor | GeneratorOutput:
         self.check_input(x)
-        steps, masks = self.masks(self.decoder(self.encode(x)))
+        steps, masks = self.masks(self.decoder(self.encode(x, sam_feature)))
         return GeneratorOutput(steps[-1], steps, masks) if return_all else steps[-1]
+
+    @torch.no_grad()
+    def generate(self, images: torch.Tensor, batch_size: int = 4, sam_batch_size: int = 32) -> torch.Tensor:
+        """Translate many slices for prediction: (N, input_nc, H, W) in [-1, 1] (any device) -> (N, output_nc,
+        H, W) on the CPU. SAM sees ``sam_batch_size`` slices per call (one large batch is much faster on a
+        GPU than many small ones); the U-Net runs ``batch_size`` at a time on the generator's device. Equal
+        to calling the generator slice by slice (instance norm does not mix slices)."""
+        device = next(self.parameters()).device
+        outputs = []
+        for start in range(0, len(images), sam_batch_size):
+            block = images[start:start + sam_batch_size].to(device)
+            self.check_input(block)
+            features = self.sam.encode_batches(block, sam_batch_size) if self.sam is not None else None
+            for i in range(0, len(block), batch_size):
+                feature = None if features is None else features[i:i + batch_size]
+                outputs.append(self(block[i:i + batch_size], sam_feature=feature).cpu())
+        return torch.cat(outputs)
 
     # ------------------------------------------------------------------ checkpoint hooks
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
@@ -562,13 +640,14 @@ class SamUNet(nn.Module):
             return {'no_sam': True, 'n_masks': self.n_masks}
         return {'no_sam': False, 'n_masks': self.n_masks, 'sam_model_type': self.sam.model_type,
                 'sam_checkpoint': self.sam.checkpoint_name, 'sam_sha256': self.sam.checkpoint_sha256,
-                'sam_input_size': self.sam.input_size, 'sam_finetune': self.sam.finetune}
+                'sam_input_size': self.sam.input_size, 'sam_finetune': self.sam.finetune,
+                'sam_precision': self.sam.precision_on()}
 
     def load_checkpoint_state(self, state: Mapping[str, torch.Tensor], meta: Mapping) -> None:
         """Load ``state`` strictly; SAM's weights may be absent (then those from --sam_checkpoint stay).
 
         Raises RuntimeError when keys are missing or unexpected; warns when the SAM this run uses is
-        not the one the checkpoint was trained with.
+        not the one the checkpoint was trained with, or runs in another --sam_precision.
         """
         own = self.state_dict()
         sam_keys = {k for k in own if k.startswith('sam.')}
@@ -581,6 +660,8 @@ class SamUNet(nn.Module):
         self.load_state_dict(state, strict=has_sam)
         if self.sam is not None and not has_sam:
             self._warn_other_sam(meta)
+        if self.sam is not None:
+            self._warn_other_precision(meta)
 
     def _warn_other_sam(self, meta: Mapping) -> None:
         trained = (meta.get('sam_checkpoint'), meta.get('sam_sha256'))
@@ -594,6 +675,14 @@ class SamUNet(nn.Module):
             warnings.warn(f'this generator was trained with --sam_input_size {meta["sam_input_size"]}, this run '
                           f'uses {self.sam.input_size}', UserWarning, stacklevel=3)
 
+    def _warn_other_precision(self, meta: Mapping) -> None:
+        precision = self.sam.precision_on()
+        if meta.get('sam_precision', precision) != precision:
+            warnings.warn(f'this generator was trained with SAM in {meta["sam_precision"]}, this run computes SAM in '
+                          f'{precision} (--sam_precision {self.sam.precision}), so its SAM features differ slightly '
+                          f'from those it learnt; pass --sam_precision {meta["sam_precision"]} to match',
+                          UserWarning, stacklevel=3)
+
 
 def define_sam_unet(input_nc: int, output_nc: int, ngf: int, norm: str, use_dropout: bool, init_type: str,
                     init_gain: float, opt: argparse.Namespace | None = None) -> SamUNet:
@@ -605,7 +694,7 @@ def define_sam_unet(input_nc: int, output_nc: int, ngf: int, norm: str, use_drop
     sam = None
     if not o.no_sam:
         sam = SamFeatureEncoder(sam_encoder_config(o), o.sam_input_size, input_nc, o.sam_checkpoint,
-                                o.sam_finetune, o.sam_model_type)
+                                o.sam_finetune, o.sam_model_type, o.sam_precision, o.compile)
     net = SamUNet(input_nc, output_nc, ngf, get_norm_layer(norm), use_dropout, o.n_masks, sam, o.mask_init_bias)
     for part in (net.encoder, net.decoder, net.masks):
         init_weights(part, init_type, init_gain)

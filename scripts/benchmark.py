@@ -9,6 +9,11 @@
     python scripts/benchmark.py predict                          # seconds per ~256^3 volume, 3 planes: MRNet at
                                                                  # the quick-start settings on the CPU; with
                                                                  # --device cuda also SAM 1024 (bf16), ngf 64
+    python scripts/benchmark.py cache                            # epochs: pix2pix, MRNet without / building /
+                                                                 # reading the SAM feature cache (same slices)
+    python scripts/benchmark.py sam --device cuda --sam_size 1024 --sam_batch 8
+                                                                 # SAM encoder images/s: segment_anything's
+                                                                 # and ours (SDPA), bf16, with/without compile
 
 Each configuration runs in a fresh process so its peak memory is its own (CPU: peak RSS; GPU: peak allocated).
 Add ``--device cuda`` on a machine with a GPU; ``--quick`` shortens every run for a smoke check.
@@ -215,6 +220,7 @@ def bench_predict(args: argparse.Namespace) -> None:
     MRNet (ngf 64) with SAM at 1024 (bf16 autocast inside SAM), the goal being under 10 s per volume."""
     import tempfile
     tmp = tempfile.mkdtemp(prefix='bench_')
+    args.batch = args.batch or 16
     side = 64 if args.quick else args.side
     configs = [('cpu', 'MRNet quick-start (ngf 16, SAM 256) on the CPU', ['--ngf', '16', '--sam_input_size', '256'])]
     if args.device.startswith('cuda'):
@@ -234,13 +240,144 @@ def bench_predict(args: argparse.Namespace) -> None:
               f'{r["slices"] / r["seconds"]:7.1f} slices/s  peak {r["peak_mb"]:.0f} MB', flush=True)
 
 
+def run_epoch_config(cfg: dict) -> dict:
+    """Train ``cfg['epochs']`` epochs of a model over the same triplanar demo slices (``--max_dataset_size``),
+    after ``cfg['warmup']`` untimed steps on random data; seconds per epoch. An epoch's time includes
+    ``model.prepare_data`` (MRNet: building the missing part of the SAM feature cache)."""
+    import contextlib
+    import io
+    import torch
+    from data import create_dataset
+    from models import create_model
+    from options.train_options import TrainOptions
+    gpu = '0' if cfg['device'].startswith('cuda') else '-1'
+    args = ['--model', cfg['model'], '--dataset_mode', 'triplanar_aligned', '--gpu_ids', gpu, '--display_id', '0',
+            '--checkpoints_dir', cfg['tmp'], '--name', 'bench', '--batch_size', str(cfg['batch']),
+            '--max_dataset_size', str(cfg['slices']), '--num_threads', str(cfg['workers']), '--ngf', str(cfg['ngf']),
+            '--input_nc', '3', '--output_nc', '3'] + cfg['extra']
+    with contextlib.redirect_stdout(io.StringIO()):
+        opt = TrainOptions().parse(args)
+        loader = create_dataset(opt)
+        model = create_model(opt)
+        model.setup(opt)
+    sync = torch.cuda.synchronize if opt.device.type == 'cuda' else (lambda: None)
+    side = opt.crop_size
+    noise = {'A': torch.rand(cfg['batch'], 3, side, side) * 2 - 1, 'B': torch.rand(cfg['batch'], 3, side, side) * 2 - 1,
+             'A_paths': ['x'] * cfg['batch'], 'B_paths': ['x'] * cfg['batch']}
+    for _ in range(cfg['warmup']):
+        model.set_input(noise)
+        model.optimize_parameters()
+    epochs = []
+    for epoch in range(1, cfg['epochs'] + 1):
+        sync()
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            model.prepare_data(loader)
+        loader.set_epoch(epoch)
+        for data in loader:
+            model.set_input(data)
+            model.optimize_parameters()
+        sync()
+        epochs.append(time.perf_counter() - start)
+    return {'epoch_s': epochs, 'slices': len(loader), 'peak_mb': _peak_memory_mb(cfg['device'])}
+
+
+def bench_cache(args: argparse.Namespace) -> None:
+    """One run: pix2pix unet_256, MRNet without the SAM cache, MRNet building the cache (epoch 1) then reading
+    it (epoch 2), on the same slices, batch and generator width; the ratios the SAM cache is judged by."""
+    import tempfile
+    tmp = tempfile.mkdtemp(prefix='bench_')
+    args.batch = args.batch or 4
+    slices = 8 if args.quick else args.slices
+    base = {'device': args.device, 'tmp': tmp, 'batch': args.batch, 'slices': slices, 'ngf': args.ngf,
+            'workers': args.workers, 'warmup': 1 if args.quick else args.warmup}
+    sam = ['--sam_input_size', str(args.sam_size), '--sam_batch_size', str(args.sam_batch)] + args.extra
+    print(f'device: {args.device}; {slices} triplanar demo slices, batch {args.batch}, ngf {args.ngf}, SAM input '
+          f'{args.sam_size}', flush=True)
+    runs = [('pix2pix unet_256', 'pix2pix', 1, ['--netG', 'unet_256'] + args.extra),
+            ('mrnet, no cache (--sam_cache off)', 'mrnet', 1, sam + ['--sam_cache', 'off']),
+            ('mrnet, building then reading the cache', 'mrnet', 2,
+             sam + ['--sam_cache', os.path.join(tmp, 'sam_cache')])]
+    results = {}
+    for label, model, epochs, extra in runs:
+        r = _in_subprocess('epoch', {**base, 'model': model, 'epochs': epochs, 'extra': extra})
+        results[label] = r
+        if 'error' in r:
+            print(f'{label:<42} failed: {r["error"]}', flush=True)
+            continue
+        times = ', '.join(f'{t:.1f}' for t in r['epoch_s'])
+        print(f'{label:<42} epoch s: {times}  ({r["slices"] / r["epoch_s"][-1]:.2f} slices/s in the last epoch)  '
+              f'peak {r["peak_mb"]:.0f} MB', flush=True)
+    p2p, plain, cached = (results[label].get('epoch_s') for label, *_ in runs)
+    if p2p and cached:
+        print(f'MRNet epoch reading the cache / pix2pix epoch: x{cached[1] / p2p[0]:.2f} (target <= 1.4)')
+    if plain and cached:
+        print(f'MRNet first epoch (building the cache) / uncached epoch: x{cached[0] / plain[-1]:.2f} (target <= 1.10)')
+        print(f'MRNet epoch reading the cache / uncached epoch: x{cached[1] / plain[-1]:.2f}')
+
+
+def run_sam_config(cfg: dict) -> dict:
+    """Images/s of one SAM image encoder configuration on random images (random weights: speed does not depend
+    on them): segment_anything's own ImageEncoderViT, or ours (SDPA attention), in fp32 or with bf16/fp16
+    weights, optionally torch.compile'd."""
+    import torch
+    from models.sam_attention import use_sdpa_attention
+    from models.sam_unet import SAM_ENCODERS, SAM_PRECISIONS, build_image_encoder
+    device = torch.device(cfg['device'])
+    dtype = SAM_PRECISIONS[cfg['precision']]
+    encoder = build_image_encoder(SAM_ENCODERS[cfg['model_type']], cfg['size'])
+    if cfg['ours']:
+        use_sdpa_attention(encoder)
+    encoder = encoder.to(device, dtype).eval().requires_grad_(False)
+    if cfg['compile']:
+        encoder = torch.compile(encoder)
+    x = torch.randn(cfg['batch'], 3, cfg['size'], cfg['size'], device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    with torch.inference_mode():
+        for _ in range(cfg['warmup']):
+            encoder(x)
+        sync()
+        start = time.perf_counter()
+        for _ in range(cfg['iters']):
+            encoder(x)
+        sync()
+    seconds = time.perf_counter() - start
+    return {'images_per_s': cfg['iters'] * cfg['batch'] / seconds, 'peak_mb': _peak_memory_mb(cfg['device'])}
+
+
+def bench_sam(args: argparse.Namespace) -> None:
+    """segment_anything's encoder against ours, same run, same input size, batch and precision."""
+    size = 256 if args.quick else args.sam_size
+    base = {'device': args.device, 'size': size, 'batch': args.sam_batch, 'model_type': args.sam_model_type,
+            'warmup': 1 if args.quick else args.warmup, 'iters': 1 if args.quick else args.iters}
+    print(f'device: {args.device}; SAM {args.sam_model_type} image encoder, input {size}, batch {args.sam_batch}',
+          flush=True)
+    configs = [('segment_anything', False, 'fp32', False), ('segment_anything', False, args.precision, False),
+               ('ours (SDPA)', True, args.precision, False), ('ours (SDPA)', True, args.precision, True)]
+    if args.compile_reference:
+        configs.insert(2, ('segment_anything', False, args.precision, True))
+    for label, ours, precision, compile_ in configs:
+        if compile_ and args.no_compile:
+            continue
+        name = f'{label} {precision}{" + compile" if compile_ else ""}'
+        r = _in_subprocess('sam', {**base, 'ours': ours, 'precision': precision, 'compile': compile_})
+        if 'error' in r:
+            print(f'{name:<42} failed: {r["error"]}', flush=True)
+        else:
+            print(f'{name:<42} {r["images_per_s"]:8.2f} images/s  peak {r["peak_mb"]:.0f} MB', flush=True)
+
+
+RUNNERS = {'train': run_train_config, 'data': run_data_config, 'predict': run_predict_config, 'epoch': run_epoch_config,
+           'sam': run_sam_config}
+BENCHES = {'train': bench_train, 'data': bench_data, 'predict': bench_predict, 'cache': bench_cache, 'sam': bench_sam}
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == '_one':
-        fn = {'train': run_train_config, 'data': run_data_config, 'predict': run_predict_config}[sys.argv[2]]
-        print(json.dumps(fn(json.loads(sys.argv[3]))))
+        print(json.dumps(RUNNERS[sys.argv[2]](json.loads(sys.argv[3]))))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('what', choices=['train', 'data', 'predict'])
+    parser.add_argument('what', choices=sorted(BENCHES))
     parser.add_argument('--model', default='pix2pix', help='pix2pix, or mrnet (compared with pix2pix)')
     parser.add_argument('--device', default='cpu', help='cpu or cuda')
     parser.add_argument('--netG', type=lambda v: [x for x in v.split(',') if x], default=[],
@@ -251,11 +388,23 @@ def main() -> None:
     parser.add_argument('--warmup', type=int, default=2, help='untimed steps before timing')
     parser.add_argument('--quick', action='store_true', help='one short run per configuration (smoke check)')
     parser.add_argument('--side', type=int, default=256, help='predict: side of the cubic test volume')
-    parser.add_argument('--batch', type=int, default=16, help='predict: slices per forward pass')
+    parser.add_argument('--batch', type=int, default=None,
+                        help='predict: slices per forward pass (16); cache: training batch size (4)')
     parser.add_argument('--skip_cpu', action='store_true', help='predict: only the GPU configuration')
+    parser.add_argument('--slices', type=int, default=32, help='cache: training slices per epoch')
+    parser.add_argument('--ngf', type=int, default=16, help='cache: generator width of pix2pix and MRNet')
+    parser.add_argument('--workers', type=int, default=0, help='cache: data loader workers')
+    parser.add_argument('--sam_size', type=int, default=256, help='cache, sam: SAM input size (sam: 1024 is SAM\'s own)')
+    parser.add_argument('--sam_batch', type=int, default=8, help='cache: slices per SAM call when building; '
+                        'sam: images per encoder call')
+    parser.add_argument('--sam_model_type', default='vit_b', help='sam: vit_b, vit_l or vit_h')
+    parser.add_argument('--precision', default='bf16', choices=['fp32', 'bf16', 'fp16'], help='sam: precision')
+    parser.add_argument('--no_compile', action='store_true', help='sam: skip the torch.compile rows')
+    parser.add_argument('--compile_reference', action='store_true',
+                        help='sam: also torch.compile segment_anything\'s own encoder')
     args, extra = parser.parse_known_args()
     args.extra = extra  # passed on to the options parser, e.g. --ngf 32 --sam_checkpoint PATH
-    {'train': bench_train, 'data': bench_data, 'predict': bench_predict}[args.what](args)
+    BENCHES[args.what](args)
 
 
 if __name__ == '__main__':

@@ -276,7 +276,7 @@ def test_checkpoint_leaves_frozen_sam_out_and_restores_outputs(tmp_path):
     meta = net.checkpoint_meta()
     assert meta == {'no_sam': False, 'n_masks': 2, 'sam_model_type': 'vit_b', 'sam_checkpoint': 'sam_tiny.pth',
                     'sam_sha256': hashlib.sha256(path.read_bytes()).hexdigest(), 'sam_input_size': 64,
-                    'sam_finetune': False}
+                    'sam_finetune': False, 'sam_precision': 'fp32'}
     torch.save({'state': state, 'meta': meta}, tmp_path / 'net.pth')
     saved = torch.load(tmp_path / 'net.pth', weights_only=True)
 
@@ -301,7 +301,8 @@ def test_finetuned_sam_is_saved_and_loaded():
     frozen.load_checkpoint_state(state, net.checkpoint_meta())
     assert torch.equal(frozen.sam.image_encoder.neck[0].weight, net.sam.image_encoder.neck[0].weight)
     net.eval()
-    assert torch.equal(net(images()), frozen(images()))
+    # SDPA picks another CPU kernel when gradients are needed: equal up to float rounding
+    torch.testing.assert_close(net(images()), frozen(images()), atol=1e-5, rtol=0)
 
 
 def test_load_warns_when_sam_file_differs(tmp_path):
