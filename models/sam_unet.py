@@ -384,14 +384,6 @@ class SamFeatureEncoder(nn.Module):
             feature = self.image_encoder(self.preprocess(x).to(dtype))
         return feature.to(torch.float32, copy=True)  # a copy made outside inference mode is a normal tensor
 
-    @torch.no_grad()
-    def encode_batches(self, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-        """F of many images, ``batch_size`` at a time on this encoder's device: (N, C, H, W) (any device) ->
-        (N, 256, S/16, S/16) float32 on that device. For prediction and cache building."""
-        if batch_size < 1:
-            raise ValueError(f'--sam_batch_size must be >= 1, got {batch_size}')
-        return torch.cat([self(images[i:i + batch_size].to(self.device)) for i in range(0, len(images), batch_size)])
-
 
 class SamAdapter(nn.Module):
     """A_i(F) = C_i(B(F, s_i)) (eq. 2): 1x1 convolution 256 -> ``width`` and bilinear resizing to s_i.
@@ -612,22 +604,6 @@ class SamUNet(nn.Module):
         return GeneratorOutput(steps[-1], steps, masks) if return_all else steps[-1]
 
     @torch.no_grad()
-    def generate(self, images: torch.Tensor, batch_size: int = 4, sam_batch_size: int = 32) -> torch.Tensor:
-        """Translate many slices for prediction: (N, input_nc, H, W) in [-1, 1] (any device) -> (N, output_nc,
-        H, W) on the CPU. SAM sees ``sam_batch_size`` slices per call (one large batch is much faster on a
-        GPU than many small ones); the U-Net runs ``batch_size`` at a time on the generator's device. Equal
-        to calling the generator slice by slice (instance norm does not mix slices)."""
-        device = next(self.parameters()).device
-        outputs = []
-        for start in range(0, len(images), sam_batch_size):
-            block = images[start:start + sam_batch_size].to(device)
-            self.check_input(block)
-            features = self.sam.encode_batches(block, sam_batch_size) if self.sam is not None else None
-            for i in range(0, len(block), batch_size):
-                feature = None if features is None else features[i:i + batch_size]
-                outputs.append(self(block[i:i + batch_size], sam_feature=feature).cpu())
-        return torch.cat(outputs)
-
     # ------------------------------------------------------------------ checkpoint hooks
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
         state = self.state_dict()
