@@ -20,8 +20,6 @@ import os
 import tempfile
 import time
 
-from util.evaluation import summary_sections
-
 # name -> (summary section, key, higher is better)
 METRICS = {'mae': ('fused', 'mae', False), 'psnr': ('fused', 'psnr', True), 'ssim': ('fused', 'ssim', True),
            'slice_psnr': ('slice', 'psnr', True), 'slice_ssim': ('slice', 'ssim', True)}
@@ -119,6 +117,7 @@ class Validator:
     def score(self, model) -> tuple[dict, float]:
         """Run ``model`` on every val item (eval mode, no gradients; training mode restored after); returns the
         evaluator's summary and the seconds it took."""
+        from util.evaluation import summary_sections
         start = time.perf_counter()
         wrapped = {name: getattr(model, 'net' + name) for name in model.model_names}
         nets = [model.unwrap(name) for name in model.model_names]
