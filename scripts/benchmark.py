@@ -226,6 +226,8 @@ def bench_predict(args: argparse.Namespace) -> None:
     if args.device.startswith('cuda'):
         configs.append((args.device, 'MRNet (ngf 64, SAM 1024, bf16) on the GPU', ['--ngf', '64',
                                                                                  '--sam_input_size', '1024']))
+        configs.append((args.device, 'the same, SAM compiled (--compile)', ['--ngf', '64', '--sam_input_size', '1024',
+                                                                           '--compile']))
     print(f'one {side}^3 volume, planes x, y, z, batch {args.batch}; torch threads: '
           f'{os.environ.get("OMP_NUM_THREADS", "default")}', flush=True)
     for device, label, extra in configs:

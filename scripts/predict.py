@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--series', default=None, help='DICOM series instance UID when a folder holds several')
     p.add_argument('--planes', default=None, help='planes to predict and fuse (default: those of training)')
     p.add_argument('--fusion', default=None, choices=['mean', 'median'], help='plane fusion (default: training\'s)')
-    p.add_argument('--batch_size', type=int, default=8, help='slices per forward pass')
+    p.add_argument('--batch_size', type=int, default=8, help='slices per forward pass (SAM and U-Net)')
+    p.add_argument('--compile', action='store_true', help='torch.compile the SAM encoder: worth it on a GPU for '
+                   'several volumes (the first batches are slow while it compiles)')
     p.add_argument('--format', default=None, choices=WRITABLE_EXTENSIONS,
                    help='output format when --output is a folder (default: the input\'s; NIfTI for DICOM)')
     p.add_argument('--save_planes', action='store_true', help='also write the per-plane volumes')
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> list[str]:
         parse_planes(args.planes)
     gpu = [int(i) for i in str(args.gpu_ids).split(',') if i.strip() and int(i) >= 0]
     device = torch.device('cuda', gpu[0]) if gpu and torch.cuda.is_available() else torch.device('cpu')
-    given = {k: getattr(args, k) for k in (*REQUIRED_OPTIONS, 'direction', 'preprocess')}
+    given = {k: getattr(args, k) for k in (*REQUIRED_OPTIONS, 'direction', 'preprocess', 'compile')}
     generator = load_generator(args.checkpoints_dir, args.name, args.epoch, device, args.sam_checkpoint, given)
     s = generator.settings
     print(f'{generator.path}: {s.source} -> {s.target} ({s.unit}), planes {args.planes or s.planes}, '
