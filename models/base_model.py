@@ -195,20 +195,16 @@ class BaseModel(ABC):
         stamps = {name: item[4] for name, item in loaded.items()}
         for name, (path, state, meta, options, _) in loaded.items():
             net = self.unwrap(name)
-            dropped = networks.drop_instance_norm_statistics(net, state)
             if getattr(self.opt, 'rank', 0) == 0:
                 print(f'loading the model from {path}')
-                if dropped:
-                    print(f'{path}: ignored {len(dropped)} InstanceNorm running-statistics entries (running_mean, '
-                          f'running_var, num_batches_tracked of an older PyTorch; these layers keep none), as the '
-                          f'classic toolkit does')
             try:
-                if hasattr(net, 'load_checkpoint_state'):
-                    net.load_checkpoint_state(state, meta)
-                else:
-                    net.load_state_dict(state, strict=True)
+                dropped = networks.load_network_state(net, state, meta)
             except RuntimeError as exc:
                 raise RuntimeError(self._mismatch_message(path, net, state, options, exc)) from None
+            if dropped and getattr(self.opt, 'rank', 0) == 0:
+                print(f'{path}: ignored {len(dropped)} InstanceNorm running-statistics entries (running_mean, '
+                      f'running_var, num_batches_tracked of an older PyTorch; these layers keep none), as the '
+                      f'classic toolkit does')
         return stamps
 
     def _mismatch_message(self, path: str, net: nn.Module, state: dict, options: dict, exc: Exception) -> str:

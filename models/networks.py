@@ -394,6 +394,18 @@ def drop_instance_norm_statistics(net: nn.Module, state: dict) -> list[str]:
     return dropped
 
 
+
+def load_network_state(net: nn.Module, state: dict, meta: dict) -> list[str]:
+    """Load a network file's ``state`` into ``net`` strictly (through its ``load_checkpoint_state`` hook when it has
+    one, e.g. MRNet's generator without its frozen SAM), after dropping classic InstanceNorm statistics; returns
+    the dropped keys. A mismatch raises RuntimeError."""
+    dropped = drop_instance_norm_statistics(net, state)
+    if hasattr(net, 'load_checkpoint_state'):
+        net.load_checkpoint_state(state, meta)
+    else:
+        net.load_state_dict(state, strict=True)
+    return dropped
+
 def define_G(input_nc: int, output_nc: int, ngf: int, netG: str, norm: str = 'batch', use_dropout: bool = False,
              init_type: str = 'normal', init_gain: float = 0.02, opt=None) -> nn.Module:
     """Build and initialise the generator named ``netG`` (one of GENERATORS); returns a CPU module.

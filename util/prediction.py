@@ -138,7 +138,7 @@ def load_generator(checkpoints_dir: str, name: str, epoch: str = 'latest', devic
     """Rebuild and load the generator of experiment ``name`` from its checkpoint and stored options; ``given``
     (option -> value, None = not given) completes or overrides them (e.g. --planes, or everything for a classic
     checkpoint)."""
-    from models.networks import define_G
+    from models.networks import define_G, load_network_state
     device = device or torch.device('cpu')
     path = generator_path(checkpoints_dir, name, epoch)
     state, meta, options = read_network_file(path)
@@ -147,10 +147,7 @@ def load_generator(checkpoints_dir: str, name: str, epoch: str = 'latest', devic
     net = define_G(opt.input_nc, opt.output_nc, opt.ngf, opt.netG, opt.norm, not opt.no_dropout, opt.init_type,
                    opt.init_gain, opt=opt)
     try:
-        if hasattr(net, 'load_checkpoint_state'):
-            net.load_checkpoint_state(state, meta)
-        else:
-            net.load_state_dict(state, strict=True)
+        load_network_state(net, state, meta)
     except RuntimeError as exc:
         raise RuntimeError(f'checkpoint {path} does not fit the generator --netG {opt.netG} --ngf {opt.ngf} --norm '
                            f'{opt.norm}: {str(exc).splitlines()[0]}') from None
