@@ -603,7 +603,6 @@ class SamUNet(nn.Module):
         steps, masks = self.masks(self.decoder(self.encode(x, sam_feature)))
         return GeneratorOutput(steps[-1], steps, masks) if return_all else steps[-1]
 
-    @torch.no_grad()
     # ------------------------------------------------------------------ checkpoint hooks
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
         state = self.state_dict()
