@@ -397,14 +397,28 @@ def drop_instance_norm_statistics(net: nn.Module, state: dict) -> list[str]:
 
 def load_network_state(net: nn.Module, state: dict, meta: dict) -> list[str]:
     """Load a network file's ``state`` into ``net`` strictly (through its ``load_checkpoint_state`` hook when it has
-    one, e.g. MRNet's generator without its frozen SAM), after dropping classic InstanceNorm statistics; returns
-    the dropped keys. A mismatch raises RuntimeError."""
-    dropped = drop_instance_norm_statistics(net, state)
-    if hasattr(net, 'load_checkpoint_state'):
-        net.load_checkpoint_state(state, meta)
-    else:
-        net.load_state_dict(state, strict=True)
-    return dropped
+    one, e.g. MRNet's generator without its frozen SAM); returns the classic InstanceNorm statistics that had to be
+    dropped for it to fit (see :func:`drop_instance_norm_statistics`). A mismatch raises the RuntimeError of the
+    file as it is, so the caller can name every extra key."""
+    def load(s: dict) -> None:
+        if hasattr(net, 'load_checkpoint_state'):
+            net.load_checkpoint_state(s, meta)
+        else:
+            net.load_state_dict(s, strict=True)
+    try:
+        load(state)
+        return []
+    except RuntimeError as mismatch:
+        trimmed = dict(state)
+        dropped = drop_instance_norm_statistics(net, trimmed)
+        if not dropped:
+            raise
+        try:
+            load(trimmed)
+        except RuntimeError:
+            raise mismatch from None
+        return dropped
+
 
 def define_G(input_nc: int, output_nc: int, ngf: int, netG: str, norm: str = 'batch', use_dropout: bool = False,
              init_type: str = 'normal', init_gain: float = 0.02, opt=None) -> nn.Module:

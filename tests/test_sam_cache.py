@@ -307,7 +307,7 @@ def test_torchrun_ranks_build_their_shares_and_train(tmp_path, dataroot):
            str(ROOT / 'train.py'), '--model', 'mrnet', '--dataroot', str(dataroot), '--name', 'ddp',
            '--checkpoints_dir', str(tmp_path / 'ckpt'), '--gpu_ids', '-1', '--num_threads', '0', '--planes', 'z',
            '--sam_cache', str(tmp_path / 'cache'), '--display_id', '0', '--batch_size', '2', '--n_epochs', '2',
-           '--n_epochs_decay', '0', '--max_dataset_size', '4', *TINY]
+           '--n_epochs_decay', '0', '--max_dataset_size', '4', '--val_freq', '0', *TINY]
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(ROOT)}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
