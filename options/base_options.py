@@ -6,7 +6,6 @@ import argparse
 import os
 from typing import Sequence
 
-import torch
 
 import data
 import models
