@@ -21,7 +21,7 @@ from util.evaluation import summary_sections
 from util.html import HTML
 from util.seed import seed_everything
 from util.util import check_unique_names
-from util.validation import BEST_LABEL, best_note
+from models.validation import BEST_LABEL, best_note
 from util.visualizer import save_images
 
 

@@ -55,3 +55,10 @@ def find_subject_file(root: str, subject: str, name: str) -> str | None:
         return find_modality(folder, subject, name)
     return next((p for p in (os.path.join(root, subject + ext) for ext in IMAGE_EXTENSIONS) if os.path.isfile(p)),
                 None)
+
+
+def subject_files(dataroot: str, subject: str, source: str, target: str) -> tuple[str | None, str | None, str | None]:
+    """The files of modalities ``source`` and ``target`` and the body mask of ``<dataroot>/<subject>/`` (None for
+    any that is missing)."""
+    folder = os.path.join(dataroot, subject)
+    return tuple(find_modality(folder, subject, name) for name in (source, target, MASK_NAME))

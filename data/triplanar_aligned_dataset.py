@@ -357,7 +357,7 @@ class TriplanarAlignedDataset(BaseDataset):
         channels = [opt.modality_A, opt.modality_B]
         self._order = [channels.index(self.source), channels.index(self.target), 2]   # source, target, mask
         self._open: OrderedDict[str, np.ndarray] = OrderedDict()
-        self.sam_features = None    # util.sam_cache.CachedFeatures, attached by the MRNet model when it applies
+        self.sam_features = None    # models.sam_cache.CachedFeatures, attached by the MRNet model when it applies
 
     def _load_subjects(self, names: list[str], settings: StoreSettings) -> tuple[dict[str, Subject], dict[str, str]]:
         """Stored (or newly stored) subjects, and with --skip_bad_subjects the refused ones with the reason."""
@@ -420,7 +420,7 @@ class TriplanarAlignedDataset(BaseDataset):
         return counts
 
     def sam_cache_spec(self) -> dict:
-        """What an item's input slice depends on, for the SAM feature cache (util/sam_cache.py): the folder it
+        """What an item's input slice depends on, for the SAM feature cache (models/sam_cache.py): the folder it
         goes next to, the slice store's key, the input modality, size and resizing; one fingerprint per subject
         (source files, geometry, intensity map)."""
         def fingerprint(subject: Subject) -> str:
@@ -475,7 +475,7 @@ def resolve_dataroot(opt: argparse.Namespace) -> str:
     if opt.dataroot:
         return opt.dataroot
     kind = 'brats' if {opt.modality_A, opt.modality_B} <= set(BRATS_MODALITIES) else 'synthrad'
-    from scripts.make_demo_data import ensure_demo_dataset
+    from .demo_data import ensure_demo_dataset
     return ensure_demo_dataset(DEMO_ROOTS[kind], kind)
 
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from util.sam_cache import add_sam_cache_options, prepare
-
+from .generators.sam_unet import add_sam_options
 from .pix2pix_model import Pix2PixModel
-from .sam_unet import add_sam_options
+from .sam_cache import add_sam_cache_options, prepare
 
 
 def feature_discard_loss(steps: list[torch.Tensor], masks: list[torch.Tensor]) -> torch.Tensor:
@@ -73,7 +72,7 @@ class MrnetModel(Pix2PixModel):
         self.visual_names = ['real_A', 'fake_B', 'real_B'] + self.mask_names
 
     def prepare_data(self, dataset) -> None:
-        """Build (what is missing of) the frozen-SAM feature cache and attach it to the dataset (util/sam_cache.py)."""
+        """Build (what is missing of) the frozen-SAM feature cache and attach it to the dataset (sam_cache.py)."""
         prepare(self.unwrap('G').sam, dataset, self.opt)
 
     def set_input(self, input: dict) -> None:

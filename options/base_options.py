@@ -70,9 +70,6 @@ class BaseOptions:
         opt, _ = parser.parse_known_args(args)
         parser = data.get_option_setter(opt.dataset_mode)(parser, self.is_train)
         opt, _ = parser.parse_known_args(args)
-        if opt.netG == 'sam_unet':
-            from models.sam_unet import add_sam_options
-            parser = add_sam_options(parser)
         from models.generators import add_generator_options
         return add_generator_options(parser, opt.netG)
 

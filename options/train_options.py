@@ -1,7 +1,7 @@
 """Training options: display, saving, schedule and optimiser."""
 import argparse
 
-from util.validation import add_validation_options
+from models.validation import add_validation_options
 from .base_options import BaseOptions
 
 

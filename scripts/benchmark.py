@@ -108,7 +108,7 @@ def run_data_config(cfg: dict) -> dict:
 
 def run_predict_config(cfg: dict) -> dict:
     """Seconds to synthesise one ``cfg['side']``^3 MR phantom (3 planes, every body slice) with scripts/predict.py's
-    code path (util.prediction), after saving and reloading an untrained generator of ``cfg['extra']`` options;
+    code path (models.prediction), after saving and reloading an untrained generator of ``cfg['extra']`` options;
     model loading and the first batch (warm-up) are excluded by timing a second run."""
     import contextlib
     import io
@@ -117,7 +117,7 @@ def run_predict_config(cfg: dict) -> dict:
     from models import create_model
     from options.train_options import TrainOptions
     from util.image_io import reference_image
-    from util.prediction import load_generator, predict_volume
+    from models.prediction import load_generator, predict_volume
     gpu = '0' if cfg['device'].startswith('cuda') else '-1'
     args = ['--model', 'mrnet', '--gpu_ids', gpu, '--display_id', '0', '--checkpoints_dir', cfg['tmp'],
             '--name', 'bench_predict', '--crop_size', '256'] + cfg['extra']
@@ -355,7 +355,7 @@ def run_sam_config(cfg: dict) -> dict:
     weights, optionally torch.compile'd."""
     import torch
     from models.sam_attention import use_sdpa_attention
-    from models.sam_unet import SAM_ENCODERS, SAM_PRECISIONS, build_image_encoder
+    from models.sam_encoder import SAM_ENCODERS, SAM_PRECISIONS, build_image_encoder
     device = torch.device(cfg['device'])
     dtype = SAM_PRECISIONS[cfg['precision']]
     encoder = build_image_encoder(SAM_ENCODERS[cfg['model_type']], cfg['size'])

@@ -488,8 +488,9 @@ def main(argv: list[str] | None = None) -> str:
         measured = execute(run, folder, args)
         record['device'] = measured.get('device', record.get('device', ''))
         write_json(options_path(folder), record)
+    from data.layouts import subject_files
     from util.comparison_report import write_report
-    page = write_report(folder)
+    page = write_report(folder, subject_files)
     print(f'[compare] table: {os.path.join(folder, "table.md")}\n[compare] page: {page}')
     return page
 

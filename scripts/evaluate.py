@@ -166,8 +166,9 @@ def append_to_comparison(results_dir: str, tag: str, label: str, rows: list[dict
     write_json(meta_path, {**meta, 'label': label})
     options['external'] = [k for k in options.get('external', []) if k != key] + [key]
     write_json(options_path(folder), options)
+    from data.layouts import subject_files
     from util.comparison_report import write_report
-    return write_report(folder)
+    return write_report(folder, subject_files)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from data.triplanar_aligned_dataset import parse_planes  # noqa: E402
 from util.cli import run_cli  # noqa: E402
 from util.image_io import WRITABLE_EXTENSIONS  # noqa: E402
-from util.prediction import (REQUIRED_OPTIONS, check_outputs_free, find_inputs, load_generator, mask_for,  # noqa: E402
+from models.prediction import (REQUIRED_OPTIONS, check_outputs_free, find_inputs, load_generator, mask_for,  # noqa: E402
                              plan_outputs, predict_file)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import scripts.make_demo_data as demo
+import data.demo_data as demo
 from conftest import ROOT, run_script
 from scripts import compare
 from util.comparison import (Result, csv_row, markdown_tables, option_differences, rank_marks, read_json,

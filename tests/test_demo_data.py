@@ -1,4 +1,4 @@
-"""Tests for scripts/make_demo_data.py and the demo dataset triplanar_aligned uses without --dataroot."""
+"""Tests for data/demo_data.py, scripts/make_demo_data.py and the demo dataset triplanar_aligned uses without --dataroot."""
 import time
 
 import nibabel as nib
@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from data.triplanar_aligned_dataset import TriplanarAlignedDataset
+from data import demo_data
 from scripts import make_demo_data
 from util.volume import Geometry
 from volume_fixtures import make_opt
@@ -72,7 +73,7 @@ def test_bone_and_air_are_both_dark_in_mr_but_not_in_ct(demo):
 
 def test_demo_is_deterministic(tmp_path):
     for name, seed in (('a', 1), ('b', 1), ('c', 2)):
-        make_demo_data.make_synthrad(str(tmp_path / name), 2, seed)
+        demo_data.make_synthrad(str(tmp_path / name), 2, seed)
     a, b, c = (load(tmp_path / n / 'demo002' / 'mr.nii.gz')[0] for n in 'abc')
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
@@ -82,7 +83,7 @@ def test_without_dataroot_the_demo_is_made_once_and_used(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ds = TriplanarAlignedDataset(make_opt(None, '--planes', 'z', checkpoints=tmp_path / 'ck'))
     root = tmp_path / 'datasets' / 'demo_synthrad'
-    assert ds.opt.dataroot == ds.root == make_demo_data.ensure_demo_dataset('datasets/demo_synthrad')
+    assert ds.opt.dataroot == ds.root == demo_data.ensure_demo_dataset('datasets/demo_synthrad')
     assert len(ds.subjects) == 6 and (root / 'splits' / 'train.txt').is_file() and len(ds) > 0
     stamp = (root / 'demo001' / 'ct.nii.gz').stat().st_mtime_ns
     brats = TriplanarAlignedDataset(make_opt(None, '--modality_A', 'flair', '--modality_B', 't2', '--planes', 'z',

@@ -12,7 +12,8 @@ import torch
 from generator_fixtures import (TINY, TINY_VIT, reference_hybrid, reference_swin, save_official_npz,
                                 save_official_swin, tiny_options)
 from models import create_model, networks
-from models.generators import available_generators, base, find_generator
+from models.layers import count_parameters
+from models.generators import available_generators, base, find_generator, generator_file
 from models.r50_vit import HybridConfig
 from options.test_options import TestOptions
 from options.train_options import TrainOptions
@@ -45,12 +46,19 @@ def images(name: str, channels: int = 3, n: int = 2, seed: int = 0) -> torch.Ten
 
 # ----------------------------------------------------------------------------- registry, shapes, sizes
 
+CLASSIC = {'unet_128': ('unet', 'Unet'), 'unet_256': ('unet', 'Unet'), 'resnet_6blocks': ('resnet', 'Resnet'),
+           'resnet_9blocks': ('resnet', 'Resnet'), 'sam_unet': ('sam_unet', 'SamUNet')}
+
+
 def test_every_generator_file_is_found_by_name():
-    assert available_generators() == sorted(NAMES)
+    assert available_generators() == sorted(NAMES + list(CLASSIC))
     assert [find_generator(n).__name__ for n in NAMES] == ['TransUNet', 'SwinUnet', 'ResViT', 'ResCNN', 'TCGAN',
                                                            'PPT']
-    with pytest.raises(ValueError, match=r"generator 'vit' is not recognized; choose one of .*'unet_256'.*'transunet'"):
-        networks.define_G(3, 3, 8, 'vit')
+    assert {n: (generator_file(n), find_generator(n).__name__) for n in CLASSIC} == CLASSIC
+    for unknown in ('vit', 'unet_64', 'resnet_3blocks'):   # a file's name alone does not make a variant
+        with pytest.raises(ValueError, match=rf"generator '{unknown}' is not recognized; choose one of "
+                                             r".*'resnet_9blocks'.*'sam_unet'.*'transunet'.*'unet_256'"):
+            networks.define_G(3, 3, 8, unknown)
 
 
 @pytest.mark.parametrize('name', NAMES)
@@ -100,7 +108,7 @@ def test_other_sizes_where_the_architecture_allows():
 def test_full_size_parameter_counts():
     """The published architectures at 256x256 (built on the meta device: no memory, no init cost)."""
     with torch.device('meta'):
-        counts = {n: networks.count_parameters(networks.define_G(3, 3, 64, n, opt=None)) for n in NAMES}
+        counts = {n: count_parameters(networks.define_G(3, 3, 64, n, opt=None)) for n in NAMES}
     assert counts == FULL_COUNTS
     # the papers' own figures: TransUNet 105.3 M (with a 9-class head), Swin-Unet 27.2 M, ResViT 123.4 M
     assert counts['transunet'] / 1e6 == pytest.approx(105.3, abs=0.1)
@@ -154,7 +162,7 @@ def test_resvit_reads_the_official_npz(vit_npz):
         assert torch.equal(net.art[i].patch_embed.weight, ref.patch_embed.proj.weight)
         assert net.art[i].pos_embed.shape == (1, 16, TINY_VIT.embed_dim) and net.art[i].pos_embed.abs().sum() > 0
     # the shared transformer is one module: one set of parameters
-    assert networks.count_parameters(net) == sum(p.numel() for p in {id(p): p for p in net.parameters()}.values())
+    assert count_parameters(net) == sum(p.numel() for p in {id(p): p for p in net.parameters()}.values())
 
 
 def test_swin_unet_reads_the_official_pth(tmp_path):

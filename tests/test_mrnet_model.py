@@ -10,7 +10,7 @@ from models import create_model
 from models.mrnet_model import MrnetModel, feature_discard_loss, mask_sparsity_loss
 from options.test_options import TestOptions
 from options.train_options import TrainOptions
-from scripts.make_demo_data import make_synthrad
+from data.demo_data import make_synthrad
 
 TINY = ['--ngf', '4', '--ndf', '4', '--sam_input_size', '64', '--sam_embed_dim', '32', '--sam_depth', '2',
         '--sam_num_heads', '2', '--sam_global_attn_indexes', '1']
@@ -42,8 +42,8 @@ def make_model(tmp_path, *extra: str) -> MrnetModel:
 
 @pytest.fixture(autouse=True)
 def quiet_random_sam(monkeypatch):
-    from models import sam_unet
-    monkeypatch.setattr(sam_unet, '_random_sam_warned', True)
+    from models import sam_encoder
+    monkeypatch.setattr(sam_encoder, '_random_sam_warned', True)
 
 
 # ----------------------------------------------------------------------------- options and names

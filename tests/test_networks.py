@@ -1,4 +1,4 @@
-"""Tests for models/networks.py: sizes, shapes, norms, init statistics, losses, penalty, schedulers, errors."""
+"""Tests for models/networks.py, models/layers.py and the classic generators: sizes, shapes, norms, init statistics, losses, penalty, schedulers, errors."""
 import math
 from types import SimpleNamespace
 
@@ -7,9 +7,10 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from models import networks
-from models.networks import (GANLoss, cal_gradient_penalty, count_parameters, define_D, define_G, get_norm_layer,
-                             get_scheduler, init_weights)
+from models import layers, networks
+from models.generators import available_generators
+from models.layers import conv_bias_needed, count_parameters, get_norm_layer, init_weights
+from models.networks import GANLoss, cal_gradient_penalty, define_D, define_G, get_scheduler
 
 
 # ----------------------------------------------------------------------------- parameter counts
@@ -70,7 +71,7 @@ def test_n_layers_D_changes_depth():
 # ----------------------------------------------------------------------------- norms
 
 @pytest.mark.parametrize('norm, layer_type', [('batch', nn.BatchNorm2d), ('instance', nn.InstanceNorm2d),
-                                              ('syncbatch', networks.SyncBatchNorm), ('none', nn.Identity)])
+                                              ('syncbatch', layers.SyncBatchNorm), ('none', nn.Identity)])
 def test_each_norm_builds_and_runs(norm, layer_type):
     net = define_G(3, 3, 4, 'resnet_6blocks', norm=norm)
     assert any(type(m) is layer_type for m in net.modules())
@@ -89,7 +90,7 @@ def test_norm_layer_settings_and_conv_bias():
     # not an nn.SyncBatchNorm: DistributedDataParallel refuses CPU modules that contain one
     assert not isinstance(sync, nn.SyncBatchNorm)
     # batch norm brings its own shift, so the conv before it has no bias; the others keep it
-    assert [networks.conv_bias_needed(get_norm_layer(n)) for n in ('batch', 'syncbatch', 'instance', 'none')] \
+    assert [conv_bias_needed(get_norm_layer(n)) for n in ('batch', 'syncbatch', 'instance', 'none')] \
         == [False, False, True, True]
 
 
@@ -304,10 +305,10 @@ def test_generator_channel_error(netG):
 
 
 @pytest.mark.parametrize('call, names', [
-    (lambda: define_G(3, 3, 8, 'unet_64'), networks.GENERATORS),
+    (lambda: define_G(3, 3, 8, 'unet_64'), available_generators()),
     (lambda: define_D(3, 8, 'multiscale'), networks.DISCRIMINATORS),
-    (lambda: get_norm_layer('group'), networks.NORM_TYPES),
-    (lambda: init_weights(nn.Linear(2, 2), 'uniform'), networks.INIT_TYPES),
+    (lambda: get_norm_layer('group'), layers.NORM_TYPES),
+    (lambda: init_weights(nn.Linear(2, 2), 'uniform'), layers.INIT_TYPES),
     (lambda: GANLoss('hinge'), networks.GAN_MODES),
     (lambda: get_scheduler(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0),
                            SimpleNamespace(lr_policy='exponential')), networks.LR_POLICIES),
@@ -322,13 +323,12 @@ def test_unknown_names_list_the_valid_ones(call, names):
 
 
 def test_sam_unet_is_delegated(monkeypatch):
-    import sys
-    import types
+    from models.generators import sam_unet
     calls = []
-    fake = types.ModuleType('models.sam_unet')
-    fake.define_sam_unet = lambda *args: calls.append(args) or nn.Identity()
-    monkeypatch.setitem(sys.modules, 'models.sam_unet', fake)
+    monkeypatch.setattr(sam_unet, 'define_sam_unet', lambda *args: calls.append(args) or nn.Identity())
     opt = SimpleNamespace()
     net = define_G(3, 3, 16, 'sam_unet', 'instance', True, 'xavier', 0.1, opt)
     assert isinstance(net, nn.Identity)
-    assert calls == [(3, 3, 16, 'instance', True, 'xavier', 0.1, opt)]
+    (args,) = calls
+    assert args[:7] == (3, 3, 16, 'instance', True, 'xavier', 0.1)
+    assert args[7].n_masks == 2 and args[7].sam_model_type == 'vit_b'   # the generator's flags at their defaults

@@ -1,4 +1,4 @@
-"""scripts/predict.py (util/prediction.py): synthesis for new patients from an MR alone in every format, on the
+"""scripts/predict.py (models/prediction.py): synthesis for new patients from an MR alone in every format, on the
 input's own grid; the SynthRAD2025 and BraTS 2023+ layouts through train.py and test.py (--split all,
 --metrics synthrad2025); each bad input a clear error with nothing written."""
 from __future__ import annotations
@@ -16,9 +16,9 @@ import train as train_script
 from conftest import ROOT, run_script
 from image_fixtures import itk_volume, write_dicom_series, write_itk
 from scripts import predict
-from scripts.make_demo_data import orient_as
+from data.demo_data import orient_as
 from util.image_io import read_image, reference_image, write_image
-from util.prediction import find_inputs
+from models.prediction import find_inputs
 from volume_fixtures import phantom
 
 # a tiny pix2pix on 32x32 slices (the SAM path is tested separately below)

@@ -20,12 +20,12 @@ from segment_anything.modeling.image_encoder import Attention
 
 from data import create_dataset
 from data.triplanar_aligned_dataset import write_splits
-from models import create_model, sam_unet
+from models import create_model, sam_cache, sam_encoder
 from models.sam_attention import SdpaAttention, use_sdpa_attention
-from models.sam_unet import SamEncoderConfig, build_image_encoder, define_sam_unet
+from models.generators.sam_unet import define_sam_unet
+from models.sam_encoder import SamEncoderConfig, build_image_encoder
 from options.test_options import TestOptions
 from options.train_options import TrainOptions
-from util import sam_cache
 from tests.sam_fixtures import (TINY_SAM, official_encoder_state, random_position_tables, save_official_checkpoint,
                                 tiny_sam_options)
 from tests.volume_fixtures import phantom, write_subject
@@ -37,7 +37,7 @@ TINY = ['--ngf', '4', '--ndf', '4', '--sam_input_size', '64', '--sam_embed_dim',
 
 @pytest.fixture(autouse=True)
 def quiet_random_sam(monkeypatch):
-    monkeypatch.setattr(sam_unet, '_random_sam_warned', True)
+    monkeypatch.setattr(sam_encoder, '_random_sam_warned', True)
 
 
 # ----------------------------------------------------------------------------- fast attention

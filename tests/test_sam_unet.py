@@ -1,4 +1,5 @@
-"""Tests for models/sam_unet.py: the MRNet generator, its parts, SAM loading and checkpoint hooks."""
+"""Tests for models/generators/sam_unet.py and models/sam_encoder.py: the MRNet generator, its parts, SAM loading
+and checkpoint hooks."""
 import hashlib
 import warnings
 
@@ -9,9 +10,11 @@ import torch.nn.functional as F
 from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT
 
-from models import sam_unet
-from models.sam_unet import (SAM_ENCODERS, SamAdapter, SamFeatureEncoder, SamUNet, SoftClamp,
-                             define_sam_unet, resize_bilinear, sam_encoder_config)
+from models import sam_encoder
+from models.generators import sam_unet
+from models.generators.sam_unet import SamAdapter, SamUNet, SoftClamp, define_sam_unet
+from models.layers import resize_bilinear
+from models.sam_encoder import SAM_ENCODERS, SamFeatureEncoder, sam_encoder_config
 from sam_fixtures import (TINY_SAM, official_encoder_state, random_position_tables, save_official_checkpoint,
                           tiny_sam_options)
 
@@ -30,7 +33,7 @@ def images(n=2, channels=3, side=256, seed=0) -> torch.Tensor:
 @pytest.fixture(autouse=True)
 def quiet_random_sam(monkeypatch):
     """The 'randomly initialised' warning is tested on its own; elsewhere it is noise."""
-    monkeypatch.setattr(sam_unet, '_random_sam_warned', True)
+    monkeypatch.setattr(sam_encoder, '_random_sam_warned', True)
 
 
 # ----------------------------------------------------------------------------- generator shapes
@@ -236,7 +239,7 @@ def test_random_sam_is_seeded_and_leaves_global_rng_alone():
 
 
 def test_random_sam_is_announced_once(monkeypatch, capsys):
-    monkeypatch.setattr(sam_unet, '_random_sam_warned', False)
+    monkeypatch.setattr(sam_encoder, '_random_sam_warned', False)
     SamFeatureEncoder(TINY_SAM, input_size=64)
     assert 'RANDOMLY INITIALISED, so results will not match the paper' in capsys.readouterr().err
     SamFeatureEncoder(TINY_SAM, input_size=64)

@@ -1,4 +1,4 @@
-"""networks.SyncBatchNorm under a real 2-process gloo group on CPU behaves as BatchNorm2d on the
+"""layers.SyncBatchNorm under a real 2-process gloo group on CPU behaves as BatchNorm2d on the
 concatenated batch: outputs, input and parameter gradients, running statistics, eval outputs.
 
 Each spawned rank writes its results to tmp_path; the parent compares them with a single-process
@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
-from models import networks
+from models import layers
 
 WORLD = 2
 SHARES = (3, 2)              # samples per rank
@@ -86,11 +86,11 @@ def _worker(rank: int, store: str, out_dir: str) -> None:
     dist.init_process_group('gloo', init_method=f'file://{store}', rank=rank, world_size=WORLD,
                             timeout=timedelta(seconds=60))
     try:
-        res = _run_all(networks.SyncBatchNorm, _rows(rank), DistributedDataParallel)
+        res = _run_all(layers.SyncBatchNorm, _rows(rank), DistributedDataParallel)
         torch.save(res, Path(out_dir) / f'rank{rank}.pt')
         # one value per channel over both processes (rank 1 holds none) is refused on every rank
         with pytest.raises(ValueError, match='more than 1 value per channel .* got 1 over 2 processes'):
-            networks.SyncBatchNorm(3)(torch.ones(1 - rank, 3, 1, 1))
+            layers.SyncBatchNorm(3)(torch.ones(1 - rank, 3, 1, 1))
     finally:
         dist.destroy_process_group()
 
@@ -123,11 +123,11 @@ def test_torch_path_borrowed_for_accelerators_runs_on_this_class():
     """On CUDA/XPU/HPU the layer runs nn.SyncBatchNorm.forward; check it works on this class (here
     without a process group, where it is plain batch norm) and that bad input gives a clear error."""
     x = torch.randn(4, 3, 5) * 2 + 1
-    layer, plain = networks.SyncBatchNorm(3, momentum=0.2), nn.BatchNorm1d(3, momentum=0.2)
+    layer, plain = layers.SyncBatchNorm(3, momentum=0.2), nn.BatchNorm1d(3, momentum=0.2)
     torch.testing.assert_close(nn.SyncBatchNorm.forward(layer, x), plain(x))
     torch.testing.assert_close(layer.running_var, plain.running_var)
     assert layer.num_batches_tracked.item() == 1
     with pytest.raises(ValueError, match='expected at least 2D input'):
         layer(torch.randn(3))
     with pytest.raises(ValueError, match='number of input channels should be non-zero'):
-        nn.SyncBatchNorm.forward(networks.SyncBatchNorm(0), torch.randn(2, 0))
+        nn.SyncBatchNorm.forward(layers.SyncBatchNorm(0), torch.randn(2, 0))

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-import scripts.make_demo_data as demo
+import data.demo_data as demo
 from conftest import ROOT, run_script
 from options.train_options import TrainOptions
 from util.checkpoint import read_network_file, safe_load
-from util.validation import Validator
+from models.validation import Validator
 
 TRAIN, TEST = str(ROOT / 'train.py'), str(ROOT / 'test.py')
 SMALL = ['--model', 'pix2pix', '--netG', 'unet_128', '--ngf', '8', '--ndf', '8', '--load_size', '128',

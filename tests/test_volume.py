@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from scripts.make_demo_data import orient_as
+from data.demo_data import orient_as
 from util.volume import (Geometry, VolumeAssembler, body_mask, fitted_size, from_square, intensity_map,
                          load_nifti, modality_kind, put_slice, save_nifti, slice_spacing, take_slice, to_square)
 from volume_fixtures import phantom, write_nifti

@@ -198,18 +198,21 @@ class SubjectData:
         return {p: self.mask.mean(axis=tuple(a for a in range(3) if a != plane_axis(p))) for p in PLANES}
 
 
-def load_subject(info: DataInfo, subject: str) -> SubjectData:
-    """Read ``<dataroot>/<subject>``: the input and target volumes and the ``mask`` file, or, without one, the
-    body mask the dataset computes. FileNotFoundError names a missing volume."""
-    from data.layouts import MASK_NAME, find_modality
-    folder = os.path.join(info.dataroot, subject)
-    paths = [find_modality(folder, subject, m) for m in (info.source, info.target)]
+# (dataroot, subject, source modality, target modality) -> (source file, target file, mask file or None)
+SubjectFiles = Callable[[str, str, str, str], tuple]
+
+
+def load_subject(info: DataInfo, subject: str, find_files: SubjectFiles) -> SubjectData:
+    """Read ``<dataroot>/<subject>``: the input and target volumes and the mask file that ``find_files`` names
+    (data.layouts.subject_files knows every layout), or, without a mask file, the body mask the dataset computes.
+    FileNotFoundError names a missing volume."""
+    *paths, mask_path = find_files(info.dataroot, subject, info.source, info.target)
     for modality, path in zip((info.source, info.target), paths):
         if path is None:
-            raise FileNotFoundError(f'{folder}: no {modality} volume for the strips of subject {subject}')
+            raise FileNotFoundError(f'{os.path.join(info.dataroot, subject)}: no {modality} volume for the strips of '
+                                    f'subject {subject}')
     source, _ = canonical_volume(paths[0])
     truth, geometry = canonical_volume(paths[1])
-    mask_path = find_modality(folder, subject, MASK_NAME)
     if mask_path:
         mask = canonical_volume(mask_path)[0] > 0
     else:

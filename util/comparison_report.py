@@ -12,7 +12,7 @@ from dominate import tags
 
 from util.comparison import (Result, Section, load_results, markdown_tables, options_path, read_json, table_sections,
                              write_table_csv)
-from util.comparison_figures import (DataInfo, choose_slices, draw_strip, load_subject, plot_loss_curves,
+from util.comparison_figures import (DataInfo, SubjectFiles, choose_slices, draw_strip, load_subject, plot_loss_curves,
                                      plot_metric_boxes, strip_panels)
 from util.html import HTML
 from util.volume import modality_kind, plane_axis, slice_spacing
@@ -72,7 +72,7 @@ def html_table(section: Section) -> tags.table:
     return table
 
 
-def write_report(folder: str) -> str:
+def write_report(folder: str, find_files: SubjectFiles) -> str:
     """Rebuild the report of the comparison in ``folder`` (results/compare_TAG); returns the page's path.
 
     Raises RuntimeError when no run has test results yet.
@@ -107,7 +107,7 @@ def write_report(folder: str) -> str:
     if reference is not None:
         info = data_info(options)
         unit = 'HU' if modality_kind(info.target) == 'ct' else f'{info.target} units'
-        subject = functools.lru_cache(maxsize=None)(lambda name: load_subject(info, name))
+        subject = functools.lru_cache(maxsize=None)(lambda name: load_subject(info, name, find_files))
         for old in glob.glob(os.path.join(glob.escape(image_dir), 'strip_*.png')):
             os.remove(old)
         page.add_header(f'Slices (worst, median and best of {reference.label}, and any asked for)')

@@ -1,6 +1,7 @@
-"""Small helpers shared by the whole toolkit: image I/O with full precision, tensors to images, folders."""
+"""Small helpers shared by the whole toolkit: image I/O with full precision, tensors to images, folders, file hashes."""
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -146,3 +147,19 @@ def mkdir(path: str) -> None:
 def mkdirs(paths: str | list[str]) -> None:
     for p in [paths] if isinstance(paths, str) else paths:
         mkdir(p)
+
+
+_SHA256_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks; computed once per (path, size, mtime)."""
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA256_CACHE:
+        digest = hashlib.sha256()
+        with open(path, 'rb') as f:
+            for chunk in iter(lambda: f.read(1 << 20), b''):
+                digest.update(chunk)
+        _SHA256_CACHE[key] = digest.hexdigest()
+    return _SHA256_CACHE[key]

@@ -1,9 +1,11 @@
-"""The paper's baseline generators (Tables II-III), found by name like models and datasets:
-``--netG X`` imports ``models/generators/X.py`` and uses its class named like the file (case-insensitive,
-underscores dropped), a subclass of ``BaselineGenerator`` (see base.py). A new generator is one new file.
+"""Every generator, found by its ``--netG`` name like models and datasets: ``--netG X`` imports
+``models/generators/X.py``, or, for a name that is one of a file's variants, the file whose name it begins with
+(``unet_256`` -> ``unet.py``, ``resnet_9blocks`` -> ``resnet.py``), and uses its class named like the file
+(case-insensitive, underscores dropped), a subclass of ``Generator`` (see base.py) whose ``names`` list the
+variants. A new generator is one new file.
 
-``networks.define_G`` hands every name that is not a classic generator to ``define_generator``; the options
-parser adds the chosen generator's flags through ``add_generator_options``.
+``networks.define_G`` builds through ``define_generator``; the options parser adds the chosen generator's flags
+through ``add_generator_options``.
 """
 from __future__ import annotations
 
@@ -15,29 +17,51 @@ import torch.nn as nn
 from util.registry import available, find_class
 
 
-def available_generators() -> list[str]:
-    """Names of the generators in this package (one file each)."""
+def _files() -> list[str]:
     return available(sys.modules[__name__], '')
 
 
+def generator_file(name: str) -> str | None:
+    """The file (module name) of models/generators/ that builds ``--netG name``, or None."""
+    files = _files()
+    if name in files:
+        return name
+    return next((f for f in files if name.startswith(f + '_')), None)
+
+
+def _generator_class(file: str) -> type:
+    from .base import Generator
+    return find_class(sys.modules[__name__], file, '', Generator, '--netG')
+
+
+def available_generators() -> list[str]:
+    """Every ``--netG`` name (imports each generator file)."""
+    return sorted(n for f in _files() for n in (_generator_class(f).names or (f,)))
+
+
 def find_generator(name: str) -> type:
-    from .base import BaselineGenerator
-    return find_class(sys.modules[__name__], name, '', BaselineGenerator, '--netG')
+    """The Generator subclass that builds ``--netG name``; ValueError listing every name when there is none."""
+    file = generator_file(name)
+    if file is not None:
+        cls = _generator_class(file)
+        if name in (cls.names or (file,)):
+            return cls
+    choices = ', '.join(repr(n) for n in available_generators())
+    raise ValueError(f'generator {name!r} is not recognized; choose one of {choices}')
 
 
 def add_generator_options(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
-    """Add the flags of generator ``name`` (nothing for a classic generator or an unknown name)."""
-    if name not in available_generators():
+    """Add the flags of generator ``name`` (nothing for an unknown name: building it reports that)."""
+    file = generator_file(name)
+    cls = None if file is None else _generator_class(file)
+    if cls is None or name not in (cls.names or (file,)):
         return parser
-    return find_generator(name).modify_commandline_options(parser)
+    return cls.modify_commandline_options(parser)
 
 
-def define_generator(name: str, input_nc: int, output_nc: int, ngf: int, init_type: str, init_gain: float,
-                     opt: argparse.Namespace | None = None, classic: tuple[str, ...] = ()) -> nn.Module:
+def define_generator(name: str, input_nc: int, output_nc: int, ngf: int, norm: str, use_dropout: bool,
+                     init_type: str, init_gain: float, opt: argparse.Namespace | None = None) -> nn.Module:
     """Build generator ``name`` from the options (a CPU module, initialised and with any pretrained weights
-    the options name loaded). ValueError listing every generator (``classic`` ones too) for an unknown name."""
-    if name not in available_generators():
-        choices = ', '.join(repr(n) for n in (*classic, *available_generators()))
-        raise ValueError(f'generator {name!r} is not recognized; choose one of {choices}')
+    the options name loaded). ValueError listing every generator for an unknown name."""
     cls = find_generator(name)
-    return cls.build(input_nc, output_nc, ngf, init_type, init_gain, cls.options(opt))
+    return cls.build(name, input_nc, output_nc, ngf, norm, use_dropout, init_type, init_gain, cls.options(opt))

@@ -1,10 +1,12 @@
-"""What every baseline generator in models/generators/ provides, and the checks they share.
+"""What every generator in models/generators/ provides, and the checks they share.
 
-A generator file ``X.py`` holds one subclass of ``BaselineGenerator`` named like the file. Its static
-``modify_commandline_options(parser)`` adds its flags (hidden ones shrink it for tests, as the SAM tests do);
-its ``build(...)`` makes the network from the options, initialised, with the official pretrained weights the
-user names loaded when training (a test run takes every weight from the trained checkpoint, so it reads no
-pretrained file and gives no random-initialisation warning). Every generator maps (N, input_nc, H, W) in [-1, 1] to (N, output_nc, H, W) in [-1, 1].
+A generator file ``X.py`` holds one subclass of ``Generator`` named like the file; it builds ``--netG X``, or the
+names in its ``names`` (``unet.py`` builds unet_128 and unet_256; each name begins with the file's name). Its static
+``modify_commandline_options(parser)`` adds its flags (hidden ones shrink it for tests); its ``build(...)`` makes
+the network from the options, initialised, with the official pretrained weights the user names loaded when
+training (a test run takes every weight from the trained checkpoint, so it reads no pretrained file and gives no
+random-initialisation warning). Every generator maps (N, input_nc, H, W) in [-1, 1] to (N, output_nc, H, W) in
+[-1, 1].
 """
 from __future__ import annotations
 
@@ -16,13 +18,15 @@ import torch.nn as nn
 
 from util.distributed import is_main_process
 
-from ..networks import check_image_channels
+from ..layers import check_image_channels
 
 DEFAULT_SIZE = 256
 
 
-class BaselineGenerator(nn.Module):
+class Generator(nn.Module):
     """Base class of the generators found by ``--netG`` name (see the module docstring)."""
+
+    names: tuple[str, ...] = ()   # the --netG names this file builds; () means the file's own name
 
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -40,8 +44,10 @@ class BaselineGenerator(nn.Module):
         return merged
 
     @classmethod
-    def build(cls, input_nc: int, output_nc: int, ngf: int, init_type: str, init_gain: float,
-              opt: argparse.Namespace) -> BaselineGenerator:
+    def build(cls, name: str, input_nc: int, output_nc: int, ngf: int, norm: str, use_dropout: bool, init_type: str,
+              init_gain: float, opt: argparse.Namespace) -> Generator:
+        """The network ``--netG name`` (one of ``names``), initialised. ``norm`` (--norm) and ``use_dropout``
+        (not --no_dropout) are the classic flags; generators with a published normalisation ignore them."""
         raise NotImplementedError
 
 

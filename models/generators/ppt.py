@@ -21,8 +21,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..networks import ResnetBlock, check_image_channels, init_weights
-from .base import BaselineGenerator, add_flag
+from ..layers import check_image_channels, init_weights
+from .resnet import ResnetBlock
+from .base import Generator, add_flag
 
 N_BLOCKS = 9
 
@@ -61,7 +62,7 @@ class BlurUpsample(nn.Module):
         return y[:, :, 1:-1, 1:-1]
 
 
-class PPT(BaselineGenerator):
+class PPT(Generator):
     """(N, input_nc, H, W) -> (N, output_nc, H, W) in [-1, 1], H and W multiples of 2^n_downsampling."""
 
     @staticmethod
@@ -97,7 +98,7 @@ class PPT(BaselineGenerator):
         return self.model(x)
 
     @classmethod
-    def build(cls, input_nc: int, output_nc: int, ngf: int, init_type: str, init_gain: float,
-              opt: argparse.Namespace) -> PPT:
+    def build(cls, name: str, input_nc: int, output_nc: int, ngf: int, norm: str, use_dropout: bool, init_type: str,
+              init_gain: float, opt: argparse.Namespace) -> PPT:
         return init_weights(cls(input_nc, output_nc, ngf, opt.ppt_n_downsampling, opt.ppt_n_blocks),
                             init_type, init_gain)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..networks import init_weights
+from ..layers import init_weights
 from .resvit import ResViT
 
 
@@ -22,6 +22,6 @@ class ResCNN(ResViT):
         return parser
 
     @classmethod
-    def build(cls, input_nc: int, output_nc: int, ngf: int, init_type: str, init_gain: float,
-              opt: argparse.Namespace) -> ResCNN:
+    def build(cls, name: str, input_nc: int, output_nc: int, ngf: int, norm: str, use_dropout: bool, init_type: str,
+              init_gain: float, opt: argparse.Namespace) -> ResCNN:
         return init_weights(cls(input_nc, output_nc, ngf, opt.crop_size), init_type, init_gain)

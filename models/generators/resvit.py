@@ -27,10 +27,11 @@ from timm.models.vision_transformer import Block
 
 from util.checkpoint import read_network_file
 
-from ..networks import ResnetBlock, check_image_channels, init_weights
+from ..layers import check_image_channels, init_weights
+from .resnet import ResnetBlock
 from ..r50_vit import (DOWNLOAD_URL, FLAG, OFFICIAL_FILE, HybridConfig, add_hybrid_options, hybrid_config,
                        load_official_npz)
-from .base import BaselineGenerator, add_flag, check_built_size, check_size, warn_random_init
+from .base import Generator, add_flag, check_built_size, check_size, warn_random_init
 
 TRANSFORMER_BLOCKS = (0, 5)   # ART blocks 1 and 6 hold a transformer path
 N_ART = 9
@@ -105,7 +106,7 @@ class ARTBlock(nn.Module):
         return self.residual_cnn(x)
 
 
-class ResViT(BaselineGenerator):
+class ResViT(Generator):
     """(N, input_nc, S, S) -> (N, output_nc, S, S) in [-1, 1]; S = the --crop_size it was built for
     (res_cnn: any multiple of 4)."""
 
@@ -182,8 +183,8 @@ class ResViT(BaselineGenerator):
                 block.pos_embed.copy_(state['pos_embed'])
 
     @classmethod
-    def build(cls, input_nc: int, output_nc: int, ngf: int, init_type: str, init_gain: float,
-              opt: argparse.Namespace) -> ResViT:
+    def build(cls, name: str, input_nc: int, output_nc: int, ngf: int, norm: str, use_dropout: bool, init_type: str,
+              init_gain: float, opt: argparse.Namespace) -> ResViT:
         net = cls(input_nc, output_nc, ngf, opt.crop_size, hybrid_config(opt))
         init_weights(net, init_type, init_gain)
         if not opt.isTrain:

@@ -26,7 +26,7 @@ import torch.nn as nn
 from timm.models import adapt_input_conv
 from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, checkpoint_filter_fn
 
-from .base import BaselineGenerator, add_flag, check_built_size, check_size, int_tuple, warn_random_init
+from .base import Generator, add_flag, check_built_size, check_size, int_tuple, warn_random_init
 
 OFFICIAL_FILE = 'swin_tiny_patch4_window7_224.pth'
 DOWNLOAD_URL = 'https://github.com/SwinTransformer/storage/releases/download/v1.0.0/' + OFFICIAL_FILE
@@ -70,7 +70,7 @@ class UpStage(nn.Module):
         return self.upsample(self.blocks(x))
 
 
-class SwinUnet(BaselineGenerator):
+class SwinUnet(Generator):
     """(N, input_nc, S, S) -> (N, output_nc, S, S) in [-1, 1], S = the --crop_size it was built for."""
 
     @staticmethod
@@ -155,8 +155,8 @@ class SwinUnet(BaselineGenerator):
                 block.load_state_dict(source.state_dict(), strict=True)
 
     @classmethod
-    def build(cls, input_nc: int, output_nc: int, ngf: int, init_type: str, init_gain: float,
-              opt: argparse.Namespace) -> SwinUnet:
+    def build(cls, name: str, input_nc: int, output_nc: int, ngf: int, norm: str, use_dropout: bool, init_type: str,
+              init_gain: float, opt: argparse.Namespace) -> SwinUnet:
         net = cls(input_nc, output_nc, opt.crop_size, opt.swin_window, opt.swin_embed_dim,
                   int_tuple(opt.swin_depths), int_tuple(opt.swin_heads))
         net.init_decoder()

@@ -26,8 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..networks import init_weights
-from .base import BaselineGenerator, add_flag, check_built_size, check_size, int_tuple
+from ..layers import init_weights
+from .base import Generator, add_flag, check_built_size, check_size, int_tuple
 
 N_DOWN = 8
 HEADS = 4
@@ -137,7 +137,7 @@ class TransformerBranch(nn.Module):
         return self.out(y)
 
 
-class TCGAN(BaselineGenerator):
+class TCGAN(Generator):
     """(N, input_nc, S, S) -> (N, output_nc, S, S) in [-1, 1], S = the --crop_size it was built for."""
 
     @staticmethod
@@ -179,7 +179,7 @@ class TCGAN(BaselineGenerator):
         return self.final(y)
 
     @classmethod
-    def build(cls, input_nc: int, output_nc: int, ngf: int, init_type: str, init_gain: float,
-              opt: argparse.Namespace) -> TCGAN:
+    def build(cls, name: str, input_nc: int, output_nc: int, ngf: int, norm: str, use_dropout: bool, init_type: str,
+              init_gain: float, opt: argparse.Namespace) -> TCGAN:
         return init_weights(cls(input_nc, output_nc, ngf, opt.crop_size, opt.tcgan_dim, int_tuple(opt.tcgan_depths)),
                             init_type, init_gain)

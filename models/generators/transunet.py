@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..r50_vit import (DOWNLOAD_URL, FLAG, OFFICIAL_FILE, HybridConfig, add_hybrid_options, build_hybrid_vit,
                        hybrid_config, load_official_npz)
-from .base import BaselineGenerator, check_built_size, check_size, warn_random_init
+from .base import Generator, check_built_size, check_size, warn_random_init
 
 
 class ConvBNReLU(nn.Sequential):
@@ -47,7 +47,7 @@ class DecoderBlock(nn.Module):
         return self.conv2(self.conv1(x))
 
 
-class TransUNet(BaselineGenerator):
+class TransUNet(Generator):
     """(N, input_nc, S, S) -> (N, output_nc, S, S) in [-1, 1], S = the --crop_size it was built for."""
 
     @staticmethod
@@ -92,8 +92,8 @@ class TransUNet(BaselineGenerator):
         self.vit.load_state_dict(load_official_npz(path, self.config, self.img_size, self.input_nc), strict=True)
 
     @classmethod
-    def build(cls, input_nc: int, output_nc: int, ngf: int, init_type: str, init_gain: float,
-              opt: argparse.Namespace) -> TransUNet:
+    def build(cls, name: str, input_nc: int, output_nc: int, ngf: int, norm: str, use_dropout: bool, init_type: str,
+              init_gain: float, opt: argparse.Namespace) -> TransUNet:
         net = cls(input_nc, output_nc, opt.crop_size, hybrid_config(opt))
         if opt.isTrain and opt.pretrained_vit:
             net.load_pretrained_vit(opt.pretrained_vit)

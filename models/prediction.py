@@ -32,6 +32,9 @@ from util.image_io import (IMAGE_EXTENSIONS, WRITABLE_EXTENSIONS, choose_series,
                            image_stem, read_image, write_image)
 from util.volume import (CT_WINDOW, MR_PERCENTILES, Geometry, IntensityMap, VolumeAssembler, body_mask,
                          intensity_map, modality_kind, plane_axis, slice_spacing, take_slice, to_square)
+from util.util import file_sha256
+
+from .networks import define_G, load_network_state
 
 # options a checkpoint without stored options (the classic toolkit's) must be given on the command line
 REQUIRED_OPTIONS = ('netG', 'ngf', 'norm', 'input_nc', 'output_nc', 'modality_A', 'modality_B', 'crop_size')
@@ -123,7 +126,6 @@ def check_sam_file(path: str, meta: dict, sam_checkpoint: str | None) -> str | N
     if not sam_checkpoint:
         raise ValueError(f'{path} was trained with the SAM weights {trained_name} (sha256 {trained_sha}); pass '
                          f'--sam_checkpoint with that file')
-    from models.sam_unet import file_sha256
     if not os.path.isfile(sam_checkpoint):
         raise FileNotFoundError(f'--sam_checkpoint {sam_checkpoint}: no such file')
     sha = file_sha256(sam_checkpoint)
@@ -138,7 +140,6 @@ def load_generator(checkpoints_dir: str, name: str, epoch: str = 'latest', devic
     """Rebuild and load the generator of experiment ``name`` from its checkpoint and stored options; ``given``
     (option -> value, None = not given) completes or overrides them (e.g. --planes, or everything for a classic
     checkpoint)."""
-    from models.networks import define_G, load_network_state
     device = device or torch.device('cpu')
     path = generator_path(checkpoints_dir, name, epoch)
     state, meta, options = read_network_file(path)

@@ -2,8 +2,9 @@
 split is scored, the best networks are kept as ``best_net_<name>.pth`` and ``--patience`` stops a run that no
 longer improves.
 
-Scores are those of test.py (util/evaluation.py): per-slice PSNR/SSIM in [-1, 1] and, for volumes
-(triplanar_aligned), the SynthRAD2023 set of the fused volume (MAE in HU for CT, PSNR, SSIM inside the body mask).
+It sits in models/ because it drives a model over a dataset (util/ is below both). Scores are those of test.py
+(util/evaluation.py): per-slice PSNR/SSIM in [-1, 1] and, for volumes (triplanar_aligned), the SynthRAD2023 set of
+the fused volume (MAE in HU for CT, PSNR, SSIM inside the body mask).
 ``--val_metric`` picks the one that decides (default: volume MAE for CT, volume PSNR for MR, slice PSNR for 2D data).
 
 What can be cached is: the val dataset (and its slice store) is built once per run, the target volumes are read
@@ -19,6 +20,8 @@ import math
 import os
 import tempfile
 import time
+
+from data import create_dataset
 
 # name -> (summary section, key, higher is better)
 METRICS = {'mae': ('fused', 'mae', False), 'psnr': ('fused', 'psnr', True), 'ssim': ('fused', 'ssim', True),
@@ -76,7 +79,6 @@ class Validator:
     """
 
     def __init__(self, opt: argparse.Namespace):
-        from data import create_dataset
         if opt.val_freq < 0 or opt.patience < 0:
             raise ValueError(f'--val_freq and --patience must be >= 0 (got {opt.val_freq} and {opt.patience})')
         self.opt, self.val_opt = opt, validation_options(opt)
