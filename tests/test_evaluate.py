@@ -158,7 +158,7 @@ def test_append_adds_a_row_and_checks_the_subjects(tmp_path: Path):
 
 def test_synthrad2025_layout_metrics_and_split_all(tmp_path: Path):
     """MHA predictions against a SynthRAD2025 folder (<subject>/ct.mha, mask.mha): --metrics synthrad2025 gives
-    mae, psnr (data range 3071 + 1024) and ms_ssim; --split all refuses a subject without a prediction."""
+    mae, psnr (data range 3000 + 1024) and ms_ssim; --split all refuses a subject without a prediction."""
     from util.image_io import reference_image, write_image
     ct, mask = head()
     ref = reference_image(ct, AFFINE)
@@ -171,7 +171,7 @@ def test_synthrad2025_layout_metrics_and_split_all(tmp_path: Path):
     rows = evaluate.main(args)
     assert [r['subject'] for r in rows] == ['1PA001'] and set(rows[0]) >= {'mae', 'psnr', 'ms_ssim'}
     assert rows[0]['mae'] == pytest.approx(100.0)
-    assert rows[0]['psnr'] == pytest.approx(20 * math.log10(4095 / 100))
+    assert rows[0]['psnr'] == pytest.approx(20 * math.log10(4024 / 100))
     assert 0 < rows[0]['ms_ssim'] < 1 and 'ssim' not in rows[0]
     with pytest.raises(FileNotFoundError, match=r'--split all: 1 of the 2 subjects of .* have no prediction: 1PA002'):
         evaluate.main(args + ['--split', 'all'])

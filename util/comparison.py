@@ -276,7 +276,7 @@ def table_sections(results: list[Result], device: str = '') -> list[Section]:
         unit = {'mae': ' (HU)'}
         volume_stats += [(f'{METRIC_TITLES[m]}{unit.get(m, "")} {p}', m, lambda r, m=m, p=p: r.volume_stat(m, p))
                          for m in names]
-    challenge, window = (('SynthRAD2025', 'MS-SSIM after clipping to [-1024, 3071] HU') if names == VOLUME_METRICS_2025
+    challenge, window = (('SynthRAD2025', 'MS-SSIM after clipping to [-1024, 3000] HU') if names == VOLUME_METRICS_2025
                          else ('SynthRAD2023', 'SSIM after clipping to [-1024, 3000] HU'))
     sections = [
         _section('Per-slice PSNR and SSIM (as in the paper, Tables II-V)',

@@ -183,7 +183,7 @@ class VolumeEvaluator:
 
     def window(self, subject) -> tuple[float, float]:
         """Clip range and data range of the volume metrics: the --metrics challenge's HU window for CT
-        (SynthRAD2023 [-1024, 3000], SynthRAD2025 [-1024, 3071]), the target's normalisation window (source units)
+        (SynthRAD2023 [-1024, 3000], SynthRAD2025 [-1024, 3000]), the target's normalisation window (source units)
         for MR."""
         m = subject.maps[self.dataset.target]
         return metric_window(self.metrics, self.kind, (m.low, m.high))

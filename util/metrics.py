@@ -1,7 +1,7 @@
 """Image quality metrics: per-slice PSNR/SSIM as the paper reports them (section IV-C, Tables II-III) and the
 per-volume sets of the SynthRAD challenges, computed as their organisers' evaluation code does:
 SynthRAD2023 (``--metrics synthrad2023``: MAE, PSNR, SSIM inside the body mask, CT window [-1024, 3000] HU) and
-SynthRAD2025 (``--metrics synthrad2025``: MAE, PSNR and masked multi-scale SSIM, CT window [-1024, 3071] HU).
+SynthRAD2025 (``--metrics synthrad2025``: MAE, PSNR and masked multi-scale SSIM, CT window [-1024, 3000] HU).
 
 Per-slice metrics take images in the network's range [-1, 1] with data range 2, over the whole slice
 (background included), as 2D images at the training size (e.g. 256x256). Volume metrics take arrays in source
@@ -16,8 +16,8 @@ from scipy.ndimage import uniform_filter
 
 # The SynthRAD2023 evaluation clips CT to this range (HU); its width 4024 is the PSNR/SSIM data range.
 SYNTHRAD_HU_RANGE = (-1024.0, 3000.0)
-# SynthRAD2025 clips to [-1024, 3071] HU (data range 4095)
-SYNTHRAD2025_HU_RANGE = (-1024.0, 3071.0)
+# SynthRAD2025 clips to a fixed dynamic_range of [-1024, 3000] HU for PSNR and MS-SSIM (data range 4024)
+SYNTHRAD2025_HU_RANGE = (-1024.0, 3000.0)
 # MS-SSIM: the 5 scale weights of Wang, Simoncelli and Bovik 2003 (eq. 7), the smallest side the 5 levels need
 # (every side is edge-padded up to it), as SynthRAD2025 does
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
