@@ -29,34 +29,39 @@ def generator_file(name: str) -> str | None:
     return next((f for f in files if name.startswith(f + '_')), None)
 
 
-def _generator_class(file: str) -> type:
+def _generator_class(file: str) -> tuple[type, tuple[str, ...]]:
+    """The Generator subclass of ``file`` and the --netG names it builds."""
     from .base import Generator
-    return find_class(sys.modules[__name__], file, '', Generator, '--netG')
+    cls = find_class(sys.modules[__name__], file, '', Generator, '--netG')
+    return cls, cls.names or (file,)
 
 
 def available_generators() -> list[str]:
     """Every ``--netG`` name (imports each generator file)."""
-    return sorted(n for f in _files() for n in (_generator_class(f).names or (f,)))
+    return sorted(n for f in _files() for n in _generator_class(f)[1])
+
+
+def _lookup(name: str) -> type | None:
+    file = generator_file(name)
+    if file is None:
+        return None
+    cls, names = _generator_class(file)
+    return cls if name in names else None
 
 
 def find_generator(name: str) -> type:
     """The Generator subclass that builds ``--netG name``; ValueError listing every name when there is none."""
-    file = generator_file(name)
-    if file is not None:
-        cls = _generator_class(file)
-        if name in (cls.names or (file,)):
-            return cls
-    choices = ', '.join(repr(n) for n in available_generators())
-    raise ValueError(f'generator {name!r} is not recognized; choose one of {choices}')
+    cls = _lookup(name)
+    if cls is None:
+        choices = ', '.join(repr(n) for n in available_generators())
+        raise ValueError(f'generator {name!r} is not recognized; choose one of {choices}')
+    return cls
 
 
 def add_generator_options(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
     """Add the flags of generator ``name`` (nothing for an unknown name: building it reports that)."""
-    file = generator_file(name)
-    cls = None if file is None else _generator_class(file)
-    if cls is None or name not in (cls.names or (file,)):
-        return parser
-    return cls.modify_commandline_options(parser)
+    cls = _lookup(name)
+    return parser if cls is None else cls.modify_commandline_options(parser)
 
 
 def define_generator(name: str, input_nc: int, output_nc: int, ngf: int, norm: str, use_dropout: bool,

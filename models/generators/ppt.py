@@ -22,8 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers import check_image_channels, init_weights
-from .resnet import ResnetBlock
 from .base import Generator, add_flag
+from .resnet import ResnetBlock
 
 N_BLOCKS = 9
 

@@ -28,10 +28,10 @@ from timm.models.vision_transformer import Block
 from util.checkpoint import read_network_file
 
 from ..layers import check_image_channels, init_weights
-from .resnet import ResnetBlock
 from ..r50_vit import (DOWNLOAD_URL, FLAG, OFFICIAL_FILE, HybridConfig, add_hybrid_options, hybrid_config,
                        load_official_npz)
 from .base import Generator, add_flag, check_built_size, check_size, warn_random_init
+from .resnet import ResnetBlock
 
 TRANSFORMER_BLOCKS = (0, 5)   # ART blocks 1 and 6 hold a transformer path
 N_ART = 9
