@@ -14,7 +14,7 @@ transformer generator in series with a U-Net, the input added back between them 
       4x4 conv to output_nc, tanh
 
 About 191 M parameters at 256x256 with the published D = 1024 (the U-Net 54 M; the linear layer to 64 tokens of
-width 1024 alone is 67 M). The paper's gradient-difference loss is not part of the generator; in the MRNet
+width 1024 alone is 67 M). TCGAN's own losses are not part of the generator; in the MRNet
 paper's cGAN it trains with the shared losses (TCGAN's own train.py uses an LSGAN loss plus SmoothL1 x
 lambda_pixel). ``--ngf`` sets the U-Net width (64 as published); the published
 InstanceNorm and dropout are fixed. ``--init_type`` initialises the convolutions only, as the official
