@@ -1,10 +1,10 @@
 """The classic toolkit's regression commands, run as a user would, on tiny datasets."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -129,7 +129,9 @@ def test_classic_regression_command_with_the_same_names_in_train_and_test(tmp_pa
     """The classic toolkit's own check (scripts/test_before_push.py): `test.py --model test --dataroot
     ./datasets/mini --num_test 1 --model_suffix _A --no_dropout` on a dataset whose trainA/ and testA/ hold the same
     file names. Only the first item is written, so it runs and writes that one image; the whole folder (--num_test
-    0) would write testA/0.png and trainA/0.png both as "0" and is refused before any work, naming both, exit 2."""
+    0) would write testA/0.png and testB/0.png both as "0" and is refused before any work, naming both (exit status
+    2 from the command line: test_run_folder_and_names.py)."""
+    import test as test_script
     root = tmp_path / 'mini'
     rng = np.random.default_rng(4)
     for sub, n in (('trainA', 1), ('trainB', 1), ('testA', 2), ('testB', 2)):
@@ -140,15 +142,13 @@ def test_classic_regression_command_with_the_same_names_in_train_and_test(tmp_pa
     net = networks.define_G(3, 3, 8, 'resnet_6blocks', norm='instance')
     (tmp_path / 'checkpoints' / 'temp_cyclegan').mkdir(parents=True)
     torch.save(net.state_dict(), tmp_path / 'checkpoints' / 'temp_cyclegan' / 'latest_net_G_A.pth')
-    command = [TEST, '--model', 'test', '--name', 'temp_cyclegan', '--dataroot', str(root), '--model_suffix', '_A',
+    command = ['--model', 'test', '--name', 'temp_cyclegan', '--dataroot', str(root), '--model_suffix', '_A',
                '--no_dropout', '--netG', 'resnet_6blocks', '--ngf', '8', '--load_size', '64', '--crop_size', '64',
-               '--gpu_ids', '-1']
-    run_script(*command, '--num_test', '1', '--save_raw', cwd=tmp_path)
+               '--gpu_ids', '-1', '--checkpoints_dir', str(tmp_path / 'checkpoints')]
+    test_script.main(command + ['--num_test', '1', '--save_raw', '--results_dir', str(tmp_path / 'results')])
     images = tmp_path / 'results' / 'temp_cyclegan' / 'test_latest' / 'images'
     assert sorted(p.name for p in images.glob('*.png')) == ['0_fake.png', '0_real.png']
     assert_recomputed(images, '0', [('real', net.eval(), 'fake')])
-    proc = run_script(*command, '--num_test', '0', '--results_dir', str(tmp_path / 'all'), cwd=tmp_path, check=False)
-    assert proc.returncode == 2 and 'Traceback' not in proc.stderr
-    assert re.search(r'testA/0\.png and .*testB/0\.png would both be saved as "0"', proc.stderr), proc.stderr
+    with pytest.raises(ValueError, match=r'testA/0\.png and .*testB/0\.png would both be saved as "0"'):
+        test_script.main(command + ['--num_test', '0', '--results_dir', str(tmp_path / 'all')])
     assert not (tmp_path / 'all').exists()
-
