@@ -5,8 +5,8 @@
 
 Writes ``results/NAME/<phase>_<epoch>/index.html`` with ``images/<name>_<visual>.png`` (``--save_raw``: also
 float .npy/.tif), ``metrics.csv`` for paired data, and what the dataset's evaluator adds (volumes). ``<name>`` is
-the input's file name without its extension (other dots kept); two inputs with the same name are refused before
-anything runs. A subject that fails does not stop the others: the page and metrics.csv cover everything that
+the input's file name without its extension (other dots kept); two inputs to be written (the first ``--num_test``)
+with the same name are refused before anything runs. A subject that fails does not stop the others: the page and metrics.csv cover everything that
 worked, then the failures are reported (exit status 2).
 """
 from __future__ import annotations
@@ -30,9 +30,10 @@ def main(args: list[str] | None = None) -> str:
     opt = TestOptions().parse(args)
     seed_everything(opt.seed)
     dataset = create_dataset(opt)
+    total = len(dataset) if opt.num_test <= 0 else min(opt.num_test, len(dataset))
     sources = dataset.dataset.item_sources()
     if sources:
-        check_unique_names(sources)
+        check_unique_names(sources[:total])     # only the items that will be written can clash (--num_test)
     model = create_model(opt)
     model.setup(opt)
     model.prepare_data(dataset)
@@ -45,7 +46,6 @@ def main(args: list[str] | None = None) -> str:
     evaluator = dataset.dataset.make_evaluator(opt, web_dir)
     if opt.eval:
         model.eval()
-    total = len(dataset) if opt.num_test <= 0 else min(opt.num_test, len(dataset))
     if total < len(dataset):
         print(f'--num_test {opt.num_test}: testing {total} of {len(dataset)} items')
     done = 0

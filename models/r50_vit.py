@@ -2,9 +2,16 @@
 weight file ``R50+ViT-B_16.npz`` read by timm's loader. TransUNet (its whole encoder) and ResViT (the patch
 embedding, position embeddings and transformer of its ART blocks) are built on it.
 
-The hybrid: a ResNetV2 (GroupNorm, weight-standardised convs, 'same' padding) with 3 stages of (3, 4, 9)
-bottleneck units, stem width 64, stage widths 256, 512, 1024 (output stride 16), then a 1x1 patch embedding
-to 768 channels and 12 pre-norm transformer blocks (12 heads, MLP 3072, LayerNorm eps 1e-6).
+The hybrid: a ResNetV2 (GroupNorm, weight-standardised convs) with 3 stages of (3, 4, 9) bottleneck units, stem
+width 64, stage widths 256, 512, 1024 (output stride 16), then a 1x1 patch embedding to 768 channels and 12
+pre-norm transformer blocks (12 heads, MLP 3072, LayerNorm eps 1e-6).
+
+timm's parts, set to compute what TransUNet's official ResNetV2 (networks/vit_seg_modeling_resnet_skip.py)
+computes from the same weights: symmetric padding (3 on the 7x7 root conv, 1 on the 3x3 convs) instead of timm's
+TF-'same' padding, a 3x3 stride-2 max-pool without padding (at 256 the stage-1 map is 63x63; TransUNet zero-pads
+its skip to 64), weight standardisation with eps 1e-5, GroupNorm (32 groups) with eps 1e-6 and the projection
+shortcut's norm with one group per channel (eps 1e-5), norm weights starting at 1 (PyTorch's default); dropout 0.1
+on the embeddings and in the MLPs, none after the attention projection (attention_dropout_rate 0).
 """
 from __future__ import annotations
 
@@ -15,7 +22,8 @@ from functools import partial
 
 import numpy as np
 import torch
-from timm.layers import GroupNormAct, HybridEmbed, StdConv2dSame
+import torch.nn as nn
+from timm.layers import GroupNormAct, HybridEmbed, StdConv2d
 from timm.models.resnetv2 import ResNetV2
 from timm.models.vision_transformer import VisionTransformer, _load_weights
 
@@ -65,20 +73,36 @@ def hybrid_config(opt: argparse.Namespace) -> HybridConfig:
     return config
 
 
+def build_r50(config: HybridConfig, in_chans: int) -> ResNetV2:
+    """timm's ResNetV2 computing as TransUNet's official R50 (see the module docstring): (N, C, S, S) -> root
+    (stem.conv, stem.norm: S/2), stem.pool (S/4 - 1), stages (S/4 - 1, S/8, S/16)."""
+    backbone = ResNetV2(layers=config.r50_layers, channels=tuple(config.r50_width * m for m in (4, 8, 16)),
+                        stem_chs=config.r50_width, num_classes=0, global_pool='', in_chans=in_chans, preact=False,
+                        stem_type='', conv_layer=partial(StdConv2d, eps=1e-5),
+                        norm_layer=partial(GroupNormAct, num_groups=32, eps=1e-6), zero_init_last=False)
+    backbone.stem.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=0)
+    for stage in backbone.stages:
+        for block in stage.blocks:
+            if block.downsample is not None:                 # official gn_proj: nn.GroupNorm(cout, cout)
+                c = block.downsample.conv.out_channels
+                block.downsample.norm = GroupNormAct(c, num_groups=c, eps=1e-5, apply_act=False)
+    return backbone
+
+
 def build_hybrid_vit(config: HybridConfig, img_size: int, in_chans: int, class_token: bool = False,
                      drop_rate: float = 0.1) -> VisionTransformer:
     """timm's R50+ViT hybrid for ``img_size`` x ``img_size`` input (a multiple of 16), without a head.
 
     class_token=False gives TransUNet's token sequence (one token per 1/16 position); the official file has a
-    class token, which ``load_official_npz`` drops."""
-    backbone = ResNetV2(layers=config.r50_layers, channels=tuple(config.r50_width * m for m in (4, 8, 16)),
-                        stem_chs=config.r50_width, num_classes=0, global_pool='', in_chans=in_chans, preact=False,
-                        stem_type='same', conv_layer=partial(StdConv2dSame, eps=1e-8),
-                        norm_layer=partial(GroupNormAct, num_groups=32))
-    return VisionTransformer(img_size=img_size, patch_size=1, in_chans=in_chans, num_classes=0, global_pool='',
-                             embed_dim=config.embed_dim, depth=config.depth, num_heads=config.num_heads,
-                             class_token=class_token, pos_drop_rate=drop_rate, proj_drop_rate=drop_rate,
-                             embed_layer=partial(HybridEmbed, backbone=backbone))
+    class token, which ``load_official_npz`` drops. ``drop_rate``: embedding and MLP dropout (the attention
+    projection has none, as officially)."""
+    vit = VisionTransformer(img_size=img_size, patch_size=1, in_chans=in_chans, num_classes=0, global_pool='',
+                            embed_dim=config.embed_dim, depth=config.depth, num_heads=config.num_heads,
+                            class_token=class_token, pos_drop_rate=drop_rate, proj_drop_rate=drop_rate,
+                            embed_layer=partial(HybridEmbed, backbone=build_r50(config, in_chans)))
+    for block in vit.blocks:
+        block.attn.proj_drop = nn.Identity()
+    return vit
 
 
 def _count_indices(keys: list[str], prefix: str) -> int:

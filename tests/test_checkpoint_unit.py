@@ -219,3 +219,51 @@ def test_counters_round_trip_whatever_they_hold(tmp_path: Path):
     stamps = {safe_load(str(tmp_path / 'c' / f))['checkpoint']['id'] for f in
               ('latest_net_G.pth', 'latest_net_D.pth', 'latest_state.pth')}
     assert len(stamps) == 1
+
+
+def test_test_phase_reads_again_a_checkpoint_caught_mid_commit(tmp_path: Path, monkeypatch):
+    """A training run's save of `latest` is caught half-way through its renames (its journal written, G_A already the
+    new file, G_B still the old one): test.py's model reads a torn checkpoint, waits, reads again once the writer
+    has finished, and loads the new weights of both networks."""
+    from models import base_model, create_model
+    from options.test_options import TestOptions
+    from options.train_options import TrainOptions
+    from util import checkpoint
+    common = ['--model', 'cycle_gan', '--netG', 'resnet_6blocks', '--ngf', '4', '--ndf', '4', '--name', 'mid',
+              '--checkpoints_dir', str(tmp_path), '--gpu_ids', '-1', '--dataroot', str(tmp_path)]
+    opt = TrainOptions().parse(common + ['--display_id', '0'], setup_device=False)
+    opt.device = torch.device('cpu')
+    trainer = create_model(opt)
+    trainer.save_networks('latest')                                           # save A, complete
+    with torch.no_grad():
+        for name in ('G_A', 'G_B'):
+            for p in getattr(trainer, f'net{name}').parameters():
+                p.add_(1.0)
+    new = {name: {k: v.clone() for k, v in getattr(trainer, f'net{name}').state_dict().items()}
+           for name in ('G_A', 'G_B')}
+    real_apply, pending = checkpoint._apply_journal, []
+
+    def rename_g_a_only(folder, journal, record):                             # the writer stops mid-way
+        for tmp, final in record.items():
+            if final.endswith('net_G_A.pth'):
+                os.replace(os.path.join(folder, tmp), os.path.join(folder, final))
+        pending.append((folder, journal, record))
+    monkeypatch.setattr(checkpoint, '_apply_journal', rename_g_a_only)
+    trainer.save_networks('latest')                                           # save B, caught mid-commit
+    monkeypatch.setattr(checkpoint, '_apply_journal', real_apply)
+    assert os.path.exists(journal_path(str(tmp_path / 'mid'), 'latest'))
+
+    waits = []
+
+    def writer_finishes_while_we_wait(seconds):
+        waits.append(seconds)
+        real_apply(*pending.pop())
+    monkeypatch.setattr(base_model.time, 'sleep', writer_finishes_while_we_wait)
+    topt = TestOptions().parse(common, setup_device=False)
+    topt.device = torch.device('cpu')
+    reader = create_model(topt)
+    reader.load_networks('latest')
+    assert len(waits) == 1                                                    # torn once, then read again
+    for name in ('G_A', 'G_B'):
+        got = getattr(reader, f'net{name}').state_dict()
+        assert all(torch.equal(got[k], new[name][k]) for k in new[name]), name

@@ -4,10 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, run_script
+from conftest import ROOT, _pattern, run_script
 from models import networks
 from util.checkpoint import read_network_file
 
@@ -122,3 +123,32 @@ def test_classic_checkpoint_with_instance_norm_statistics_loads(unaligned_root: 
     assert proc.stdout.count(f'ignored {extra} InstanceNorm running-statistics entries') == 1
     out = tmp_path / 'results' / 'classic' / 'test_latest' / 'images'
     assert_recomputed(out, 'testA_0', [('real', net.eval(), 'fake')])      # the file's weights, not a fresh network
+
+
+def test_classic_regression_command_with_the_same_names_in_train_and_test(tmp_path: Path):
+    """The classic toolkit's own check (scripts/test_before_push.py): `test.py --model test --dataroot
+    ./datasets/mini --num_test 1 --model_suffix _A --no_dropout` on a dataset whose trainA/ and testA/ hold the same
+    file names. Only the first item is written, so it runs and writes that one image; the whole folder (--num_test
+    0) would write testA/0.png and testB/0.png both as "0" and is refused before any work, naming both (exit status
+    2 from the command line: test_run_folder_and_names.py)."""
+    import test as test_script
+    root = tmp_path / 'mini'
+    rng = np.random.default_rng(4)
+    for sub, n in (('trainA', 1), ('trainB', 1), ('testA', 2), ('testB', 2)):
+        (root / sub).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.stack([_pattern(rng, 64).astype(np.uint8)] * 3, -1)).save(root / sub / f'{i}.png')
+    torch.manual_seed(0)
+    net = networks.define_G(3, 3, 8, 'resnet_6blocks', norm='instance')
+    (tmp_path / 'checkpoints' / 'temp_cyclegan').mkdir(parents=True)
+    torch.save(net.state_dict(), tmp_path / 'checkpoints' / 'temp_cyclegan' / 'latest_net_G_A.pth')
+    command = ['--model', 'test', '--name', 'temp_cyclegan', '--dataroot', str(root), '--model_suffix', '_A',
+               '--no_dropout', '--netG', 'resnet_6blocks', '--ngf', '8', '--load_size', '64', '--crop_size', '64',
+               '--gpu_ids', '-1', '--checkpoints_dir', str(tmp_path / 'checkpoints')]
+    test_script.main(command + ['--num_test', '1', '--save_raw', '--results_dir', str(tmp_path / 'results')])
+    images = tmp_path / 'results' / 'temp_cyclegan' / 'test_latest' / 'images'
+    assert sorted(p.name for p in images.glob('*.png')) == ['0_fake.png', '0_real.png']
+    assert_recomputed(images, '0', [('real', net.eval(), 'fake')])
+    with pytest.raises(ValueError, match=r'testA/0\.png and .*testB/0\.png would both be saved as "0"'):
+        test_script.main(command + ['--num_test', '0', '--results_dir', str(tmp_path / 'all')])
+    assert not (tmp_path / 'all').exists()

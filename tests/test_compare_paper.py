@@ -48,3 +48,19 @@ def test_compare_paper_writes_eight_rows(tmp_path: Path):
         assert (saved['model'], saved['netG'], saved['netD'], saved['gan_mode']) == ('pix2pix', key, 'basic', 'lsgan')
     md = (folder / 'table.md').read_text()
     assert all(f'| {name} |' in md for name in PAPER)
+
+
+def test_every_paper_row_trains_with_the_shared_lsgan_patchgan(tmp_path: Path):
+    """The paper held the discriminator constant: every row of --models paper, the five baselines included (whose
+    --model pix2pix would otherwise default to the vanilla GAN loss), trains against the 70x70 PatchGAN (netD basic,
+    3 layers) with the LSGAN loss, and a user's own --gan_mode reaches every row too."""
+    make_data(tmp_path / 'data')
+    for shared, gan_mode in (([], 'lsgan'), (['--gan_mode', 'vanilla'], 'vanilla')):
+        args = compare.build_parser().parse_args(['--name', 't', '--models', 'paper', '--dataroot',
+                                                  str(tmp_path / 'data'), '--checkpoints_dir', str(tmp_path / 'ck')])
+        runs, record = compare.plan(args, shared)
+        assert [r.key for r in runs] == PAPER
+        for run in runs:
+            opt = compare.train_parser(run.train_args).parse_args(run.train_args)
+            assert (opt.netD, opt.n_layers_D, opt.gan_mode) == ('basic', 3, gan_mode), run.key
+        assert record['shared']['gan_mode'] == gan_mode

@@ -158,3 +158,20 @@ def test_slice_evaluator_scores_pairs_and_skips_unpaired(tmp_path):
     empty = SliceEvaluator(None, str(tmp_path / 'empty'))
     empty.add({'A_paths': ['x.png']}, OrderedDict(fake_B=fake[:1]))
     assert empty.finish(web) == {} and not (tmp_path / 'empty').exists()
+
+
+@pytest.mark.parametrize('n, expected', [
+    (2, {'x': {4, 7}, 'y': {5, 8}, 'z': {3, 6}}),     # body slices x 1-10, y 2-11, z 1-8: at 1/3 and 2/3 of each
+    (0, {'x': set(range(12)), 'y': set(range(14)), 'z': set(range(10))})])          # 0: every slice
+def test_page_slices_picks_evenly_spaced_body_slices_per_plane(root, n, expected):
+    """--page_slices N: the slices test.py puts on the page for each subject and plane, by hand for the phantom's
+    body (its mask: x 1..10, y 2..11, z 1..8 of 12 x 14 x 10, canonical): N evenly spaced inside the body."""
+    ds = TriplanarAlignedDataset(make_opt(root, '--output_nc', '1', '--page_slices', str(n), train=False))
+    evaluator = ds.make_evaluator(ds.opt, str(root.parent / 'web'), write=False)
+    shown = {p: set() for p in 'xyz'}
+    for data in torch.utils.data.DataLoader(ds, batch_size=7):
+        for k in range(len(data['subject'])):
+            assert data['subject'][k] == 'other'
+            if evaluator.on_page(data, k):
+                shown[data['plane'][k]].add(int(data['slice_index'][k]))
+    assert shown == expected

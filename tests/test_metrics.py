@@ -142,6 +142,60 @@ def test_ms_ssim_first_level_is_scikit_image_ssim_and_levels_multiply():
     assert 0 < five < 1 and five != pytest.approx(one)
 
 
+def synthrad2025_case():
+    """A 40x44x36 CT pair built for the pinned MS-SSIM value: smooth HU in about [-1400, 2050] (clipped at -1024),
+    a prediction scaled, offset and with smooth errors (luminance, contrast and structure all differ at every
+    level), garbage outside a box mask."""
+    rng = np.random.default_rng(16)
+    shape = (40, 44, 36)
+    gt = gaussian_filter(rng.normal(size=shape), 2.0) * 6000 + 200
+    pred = 0.9 * gt + gaussian_filter(rng.normal(size=shape), 1.0) * 1500 + 150
+    mask = np.zeros(shape, bool)
+    mask[6:34, 8:38, 5:30] = True
+    pred[~mask] = rng.uniform(-1000, 3000, (~mask).sum())
+    return pred, gt, mask
+
+
+def test_five_level_ms_ssim_equals_the_organisers_code():
+    """The value pinned here is the SynthRAD2025 organisers' own result on this pair: SynthRAD2025/metrics at commit
+    0beef65 (functions/image_metrics.py last changed in f37981d, "Update image_metrics.py to SynthRAD2025
+    metrics"), ``ImageMetrics().ms_ssim(gt, pred, mask.astype(float))``, second return value (the masked MS-SSIM),
+    run with numpy 2, scipy 1.17.1 and scikit-image 0.26.0: 0.9630895814702523. Its unmasked first value,
+    0.9937481354254847, shows the mask matters here. Reversed weights give 0.9503 and the mask left out 0.0192,
+    so either breakage (or luminance at the last level only) is caught."""
+    from util.metrics import masked_ms_ssim
+    pred, gt, mask = synthrad2025_case()
+    assert masked_ms_ssim(pred, gt, mask) == pytest.approx(0.9630895814702523, abs=1e-9)
+
+
+def test_ms_ssim_weights_are_per_level_and_luminance_counts_at_every_level():
+    """Per-level means are independent of the weights except as exponents, so with weights (w1..w5) on volumes
+    whose every level has the same SSIM terms the result follows the hand formula. Constant volumes a = 50,
+    b = 40 in a window [0, 100] on a full mask: C1 = 1, so l = 4001/4101 wherever the zero border of the 2x2x2
+    pyramid does not reach (level 1 everywhere), c = s = 1. Level 1 alone with weight w gives l^w; the pinned
+    organisers' value above checks the five levels together."""
+    from util.metrics import MS_SSIM_WEIGHTS, masked_ms_ssim
+    a, b = np.full((97, 97, 97), 50.0), np.full((97, 97, 97), 40.0)
+    mask = np.ones(a.shape, bool)
+    lum = 4001 / 4101
+    # luminance counts at level 1 with its weight (0.0448), not only at the last level
+    assert masked_ms_ssim(a, b, mask, (0.0, 100.0), weights=(MS_SSIM_WEIGHTS[0],)) == pytest.approx(
+        lum ** 0.0448, abs=1e-12)
+    assert masked_ms_ssim(a, b, mask, (0.0, 100.0), weights=(MS_SSIM_WEIGHTS[0], 0.0)) == pytest.approx(
+        lum ** 0.0448, abs=1e-12)
+    assert MS_SSIM_WEIGHTS == (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)    # Wang et al. 2003, finest first
+
+
+def test_ms_ssim_ignores_what_lies_outside_the_mask_at_every_level():
+    """The same pair with the outside replaced by other garbage gives the same value (to 1e-12), and the value
+    over the full volume is far lower."""
+    from util.metrics import masked_ms_ssim
+    pred, gt, mask = synthrad2025_case()
+    other = np.where(mask, pred, -pred[::-1])
+    assert masked_ms_ssim(other, gt, mask) == pytest.approx(masked_ms_ssim(pred, gt, mask), abs=1e-12)
+    assert masked_ms_ssim(pred, gt, np.ones(mask.shape, bool)) < 0.1
+
+
 def test_volume_metrics_sets():
     from util.metrics import metric_window
     t = np.zeros((10, 10, 10))

@@ -60,6 +60,32 @@ def test_missing_or_empty_dataroot_is_one_clear_error(tmp_path: Path):
     proc = run_script(TRAIN, '--model', 'pix2pix', '--dataroot', str(tmp_path / 'empty'), '--gpu_ids', '-1',
                       '--display_id', '0', cwd=tmp_path, check=False)
     assert 'holds no images' in proc.stderr
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr and 'add --verbose' in proc.stderr
+
+
+def test_verbose_adds_the_traceback_and_keeps_the_one_line_and_status_2(tmp_path: Path, monkeypatch, capsys):
+    """--verbose (README, "Exit status"): the full traceback, then the same `<program>: error: <message>` line,
+    exit status 2; without it no traceback."""
+    import sys
+    import train as train_script
+    from util.cli import run_cli
+    (tmp_path / 'empty' / 'train').mkdir(parents=True)
+    argv = ['train.py', '--model', 'pix2pix', '--dataroot', str(tmp_path / 'empty'), '--gpu_ids', '-1',
+            '--display_id', '0', '--checkpoints_dir', str(tmp_path / 'ck')]
+    for verbose in (['--verbose'], []):
+        monkeypatch.setattr(sys, 'argv', argv + verbose)
+        with pytest.raises(SystemExit) as info:
+            run_cli(lambda: train_script.main(sys.argv[1:]))
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        line = err.strip().splitlines()[0 if not verbose else -1]
+        assert line.startswith('train.py: error: ') and 'holds no images' in line
+        if verbose:
+            traceback = err.split('Traceback (most recent call last):', 1)[1]
+            assert 'File "' in traceback and 'train.py: error:' not in traceback.rsplit('\n', 2)[0]
+            assert 'add --verbose' not in err
+        else:
+            assert 'Traceback' not in err and 'add --verbose' in err
 
 
 def test_sixteen_bit_png_tiff_and_npy_keep_precision(tmp_path: Path):

@@ -282,3 +282,153 @@ def test_mrnet_prediction_checks_the_sam_file_it_was_trained_with(tmp_path):
     out, ref = read_image(str(tmp_path / 'sct.mha'))
     assert out.shape == (12, 14, 10) and HU[0] <= out.min() and out.max() <= HU[1]
     np.testing.assert_allclose(ref.affine, read_image(str(source))[1].affine, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- content, with a known network
+
+class KnownNet(torch.nn.Module):
+    """Stands in for the trained generator: the identity on [-1, 1] slices (``values`` None), or, one slice per
+    call, the constant ``values[k]`` for the k-th plane's slices (``counts[k]`` slices each, in plane order)."""
+
+    def __init__(self, values=None, counts=None):
+        super().__init__()
+        self.values, self.counts, self.calls = values, counts, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.values is None:
+            return x[:, :1].clone()
+        plane = int(np.searchsorted(np.cumsum(self.counts), self.calls, side='right'))
+        self.calls += x.shape[0]
+        return torch.full_like(x[:, :1], self.values[plane])
+
+
+def with_net(monkeypatch, net: torch.nn.Module) -> None:
+    real = predict.load_generator
+
+    def load(*args, **kwargs):
+        generator = real(*args, **kwargs)
+        generator.net = net
+        return generator
+    monkeypatch.setattr(predict, 'load_generator', load)
+
+
+SHAPE = (32, 32, 10)     # axial slices of exactly the 32x32 training size: no resampling, an exact round trip
+
+
+def ramp_mr(folder: Path, name: str = 'ramp', shift: float = 0.0) -> Path:
+    """An MR that rises along every axis, left-right most (100 + 20 i + 3 j + k), on a RAS grid of 1 mm voxels
+    (file order = canonical order), as NIfTI."""
+    folder.mkdir(parents=True, exist_ok=True)
+    i, j, k = np.meshgrid(*(np.arange(n) for n in SHAPE), indexing='ij')
+    data = (100 + 20 * i + 3 * j + k + shift).astype(np.float32)
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    affine[:3, 3] = (-6.0, -7.0, 3.0)
+    path = folder / f'{name}.nii.gz'
+    write_image(data, reference_image(data, affine), str(path))
+    return path
+
+
+def box_mask(path: Path, z: tuple[int, int], like: Path) -> Path:
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[:, :, z[0]:z[1]] = 1
+    write_image(mask, read_image(str(like))[1], str(path))
+    return path
+
+
+def expected_ct(mr: np.ndarray, body: np.ndarray) -> np.ndarray:
+    """By hand: MR -> [-1, 1] through its 0.5 and 99.5 body percentiles (clipped), the identity network, then
+    [-1, 1] -> the HU window [-1024, 3000]."""
+    low, high = np.percentile(mr[body], (0.5, 99.5))
+    unit = np.clip(2 * (mr - low) / (high - low) - 1, -1, 1)
+    return (unit + 1) / 2 * 4024 - 1024
+
+
+def test_predicted_content_is_where_the_input_is_and_follows_the_body_mask(trained, tmp_path, monkeypatch):
+    """The identity network on axial slices of the training size (32x32: not resampled, so they come back exactly):
+    the synthetic CT equals the hand-computed map of the MR voxel by voxel (a left-right mirror would not), inside
+    the --mask FILE's slices; slices without body are air (-1024 HU), never translated."""
+    with_net(monkeypatch, KnownNet())
+    source = ramp_mr(tmp_path)
+    mask = box_mask(tmp_path / 'mask.nii.gz', (3, 7), source)
+    out = tmp_path / 'sct.nii.gz'
+    run_predict(trained, '--input', str(source), '--output', str(out), '--mask', str(mask), '--planes', 'z')
+    mr, _ = read_image(str(source))
+    sct, _ = read_image(str(out))
+    body = read_image(str(mask))[0] > 0
+    np.testing.assert_allclose(sct[body], expected_ct(mr, body)[body], atol=0.05)
+    assert (sct[~body] == -1024).all()
+    assert np.abs(sct[body] - expected_ct(mr[::-1], body)[body]).max() > 500      # a mirror is far off
+
+
+def test_an_mr_target_is_written_in_the_networks_range(trained, tmp_path, monkeypatch):
+    """An MR target (here --modality_B t2 over the checkpoint's ct) has no unit: the network's [-1, 1] is written
+    as it is, so the identity network gives the input's normalised values, -1 to 1 (not [0, 1])."""
+    with_net(monkeypatch, KnownNet())
+    source = ramp_mr(tmp_path)
+    out = tmp_path / 't2.nii.gz'
+    run_predict(trained, '--input', str(source), '--output', str(out), '--planes', 'z',
+                '--mask', str(box_mask(tmp_path / 'm.nii.gz', (0, 10), source)), '--modality_B', 't2')
+    mr, _ = read_image(str(source))
+    low, high = np.percentile(mr, (0.5, 99.5))
+    t2, _ = read_image(str(out))
+    np.testing.assert_allclose(t2, np.clip(2 * (mr - low) / (high - low) - 1, -1, 1), atol=1e-4)
+    assert t2.min() == pytest.approx(-1) and t2.max() == pytest.approx(1)
+
+
+def test_mask_folder_gives_each_input_its_own_mask(trained, tmp_path, monkeypatch):
+    """--mask DIR: `<name>.<ext>` or `<name>/mask.<ext>` for each input of a folder."""
+    with_net(monkeypatch, KnownNet())
+    inputs, masks = tmp_path / 'in', tmp_path / 'masks'
+    a, b = ramp_mr(inputs, 'a'), ramp_mr(inputs, 'b', shift=50)
+    masks.mkdir()
+    box_mask(masks / 'a.nii.gz', (2, 5), a)
+    (masks / 'b').mkdir()
+    box_mask(masks / 'b' / 'mask.nii.gz', (5, 9), b)
+    run_predict(trained, '--input', str(inputs), '--output', str(tmp_path / 'out'), '--mask', str(masks),
+                '--planes', 'z')
+    for name, (z0, z1) in (('a', (2, 5)), ('b', (5, 9))):
+        sct, _ = read_image(str(tmp_path / 'out' / f'{name}_sct.nii.gz'))
+        outside = np.ones(SHAPE[2], bool)
+        outside[z0:z1] = False
+        assert (sct[:, :, outside] == -1024).all() and (sct[:, :, z0:z1] > -1024).mean() > 0.9, name
+
+
+@pytest.mark.parametrize('fusion, hu', [('mean', (-0.2 + 1) / 2 * 4024 - 1024),      # mean of -0.8, 0, 0.2
+                                        ('median', (0.0 + 1) / 2 * 4024 - 1024)])    # their median
+def test_fusion_mean_and_median_of_the_planes(trained, tmp_path, monkeypatch, fusion, hu):
+    """Planes predicting the constants -0.8 (x), 0 (y) and 0.2 (z): --fusion mean gives 585.6 HU, median 988 HU
+    everywhere (hand values from the window [-1024, 3000])."""
+    with_net(monkeypatch, KnownNet(values=(-0.8, 0.0, 0.2), counts=SHAPE))
+    source = ramp_mr(tmp_path)
+    out = tmp_path / 'sct.nii.gz'
+    run_predict(trained, '--input', str(source), '--output', str(out), '--planes', 'xyz', '--fusion', fusion,
+                '--batch_size', '1', '--mask', str(box_mask(tmp_path / 'm.nii.gz', (0, 10), source)))
+    np.testing.assert_allclose(read_image(str(out))[0], hu, atol=0.05)
+
+
+def test_format_sets_the_output_format_of_a_folder(trained, tmp_path):
+    source = mr_only(tmp_path, '.mha')
+    run_predict(trained, '--input', str(source), '--output', str(tmp_path / 'out'), '--format', '.nrrd',
+                '--planes', 'z')
+    assert os.listdir(tmp_path / 'out') == ['patient_sct.nrrd']
+    data, ref = read_image(str(tmp_path / 'out' / 'patient_sct.nrrd'))
+    assert data.shape == read_image(str(source))[0].shape
+    np.testing.assert_allclose(ref.affine, read_image(str(source))[1].affine, atol=1e-5)
+
+
+def test_series_picks_one_dicom_series_of_a_folder(trained, tmp_path, monkeypatch):
+    """Two series in one folder, of different sizes and contents: --series UID predicts from that one (its shape,
+    and with the identity network its values' order)."""
+    with_net(monkeypatch, KnownNet())
+    folder = tmp_path / 'dicom'
+    rising = np.broadcast_to(100 + 20 * np.arange(8)[:, None, None], (8, 7, 5)).astype(float)
+    write_dicom_series(folder, itk_volume(np.full((6, 7, 5), 300.0)), series_uid='1.2.3.4')
+    write_dicom_series(folder, itk_volume(rising), series_uid='1.2.3.5')
+    out = tmp_path / 'sct.nii.gz'
+    run_predict(trained, '--input', str(folder), '--series', '1.2.3.5', '--output', str(out), '--planes', 'z',
+                '--preprocess', 'pad')
+    sct, _ = read_image(str(out))
+    source, _ = read_image(str(folder), '1.2.3.5')
+    assert sct.shape == source.shape == (8, 7, 5)
+    order = np.argsort(source[:, 3, 2])
+    assert (np.diff(sct[:, 3, 2][order]) >= 0).all() and sct[:, 3, 2].max() - sct[:, 3, 2].min() > 1000

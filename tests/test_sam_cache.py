@@ -170,7 +170,8 @@ def test_cache_is_reused_and_rebuilt_for_other_settings(tmp_path, dataroot, monk
     sam_file = tmp_path / 'sam.pth'
     save_official_checkpoint(sam_file, official_encoder_state(TINY_SAM))
     for flags in (['--sam_input_size', '32'], ['--sam_checkpoint', str(sam_file)], ['--ct_window', '-500', '500'],
-                  ['--direction', 'BtoA']):
+                  ['--direction', 'BtoA'], ['--crop_size', '128'], ['--preprocess', 'pad'],
+                  ['--sam_precision', 'bf16']):
         before = set(chunk_files(tmp_path))
         _, loader, model = make_run(tmp_path, dataroot, *flags)
         model.prepare_data(loader)
@@ -335,3 +336,74 @@ def test_test_phase_reads_its_own_cached_slices(tmp_path, dataroot):
     model.sam_feature = None                               # SAM run now instead
     model.test()
     torch.testing.assert_close(cached, model.fake_B, atol=1e-2, rtol=0)
+
+
+def test_sam_precision_auto_follows_the_device(monkeypatch):
+    """auto: fp32 on the CPU, bf16 on a GPU that supports it, fp16 on one that does not (the device query mocked,
+    not the arithmetic); an explicit precision is kept on every device."""
+    from models.sam_encoder import resolve_precision
+    cuda, cpu = torch.device('cuda', 0), torch.device('cpu')
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: True)
+    assert (resolve_precision('auto', cuda), resolve_precision('auto', cpu)) == ('bf16', 'fp32')
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: False)
+    assert (resolve_precision('auto', cuda), resolve_precision('auto', cpu)) == ('fp16', 'fp32')
+    assert [resolve_precision(p, cuda) for p in ('fp32', 'bf16', 'fp16')] == ['fp32', 'bf16', 'fp16']
+    encoder = define_sam_unet(3, 3, 4, 'instance', False, 'normal', 0.02, tiny_sam_options()).sam
+    assert encoder.cache_identity(cuda)['precision'] == 'fp16' and encoder.cache_identity()['precision'] == 'fp32'
+
+
+def tiny_cache(tmp_path: Path):
+    cache = sam_cache.SamFeatureCache(str(tmp_path / 'c'), {'test': 1}, (2, 2, 2), 'float32')
+    cache.open()
+    chunk = sam_cache.ChunkPlan('s', 'z', (3, 4), (0, 1))
+    return cache, chunk, np.arange(16, dtype=np.float32).reshape(2, 2, 2, 2)
+
+
+def test_a_chunk_cut_short_while_writing_its_data_leaves_nothing_readable(tmp_path, monkeypatch):
+    """np.save dies after writing half of the data: no file under a chunk's name (data or manifest), nothing in the
+    index; the next write of the chunk is whole and read back exactly."""
+    cache, chunk, features = tiny_cache(tmp_path)
+    real_save = np.save
+
+    def save_half_then_die(f, array, *args, **kwargs):
+        f.write(b'\x93NUMPY' + b'0' * 40)
+        raise OSError('disk full')
+    monkeypatch.setattr(np, 'save', save_half_then_die)
+    with pytest.raises(OSError, match='disk full'):
+        cache.write_chunk(chunk, 'fp', features)
+    assert os.listdir(os.path.join(cache.folder, 's')) == []        # no partial file, no manifest
+    assert cache.scan({'s': 'fp'}) == {}
+    monkeypatch.setattr(np, 'save', real_save)
+    stem = cache.write_chunk(chunk, 'fp', features)
+    index = cache.scan({'s': 'fp'})
+    assert set(index) == {('s', 'z', 3), ('s', 'z', 4)}
+    reader = sam_cache.CachedFeatures(index, cache.shape, cache.dtype)
+    feature, ok = reader.read(('s', 'z', 4))
+    assert ok and np.array_equal(feature.numpy(), features[1]) and os.path.basename(stem).startswith('z0003-0004.')
+
+
+def test_two_writers_of_one_chunk_never_share_a_file_name(tmp_path):
+    """Each write gets its own random token in the name, so two runs building the same chunk at once write two
+    files (never into one), and both are whole."""
+    cache, chunk, features = tiny_cache(tmp_path)
+    first, second = cache.write_chunk(chunk, 'fp', features), cache.write_chunk(chunk, 'fp', features + 1)
+    assert first != second
+    for stem, want in ((first, features), (second, features + 1)):
+        assert np.array_equal(np.load(stem + '.npy'), want)
+        assert json.loads(Path(stem + '.json').read_text())['indices'] == [3, 4]
+
+
+def test_a_manifest_is_written_only_after_its_data(tmp_path, monkeypatch):
+    """The manifest is what makes a chunk visible: when it is being written the data file is already whole under
+    its final name."""
+    cache, chunk, features = tiny_cache(tmp_path)
+    real_dumps, seen = json.dumps, []
+
+    def dumps_checking_data(obj, *args, **kwargs):
+        if isinstance(obj, dict) and 'crc32' in obj:
+            data = glob.glob(os.path.join(cache.folder, 's', 'z0003-0004.*.npy'))
+            seen.append(len(data) == 1 and np.array_equal(np.load(data[0]), features))
+        return real_dumps(obj, *args, **kwargs)
+    monkeypatch.setattr(sam_cache.json, 'dumps', dumps_checking_data)
+    cache.write_chunk(chunk, 'fp', features)
+    assert seen == [True]

@@ -123,3 +123,26 @@ def test_mrnet_validates_ct_volumes_by_mae_by_default(tmp_path: Path):
     assert set(scores) == {'mae', 'psnr', 'ssim', 'slice_psnr', 'slice_ssim'} and record['best'] == scores['mae'] > 0
     proc = run_script(TEST, *tiny, '--epoch', 'best', '--phase', 'val', cwd=tmp_path)
     assert f'fused: n 1, mae {record["best"]:.4g}' in proc.stdout       # test.py scores the same volume the same
+
+
+def test_best_checkpoint_is_kept_when_a_later_epoch_scores_worse(val_root: Path, tmp_path: Path, monkeypatch):
+    """Scores of the val split scripted as 20, 25, 22 dB (the scoring itself is tested above): best_net_G.pth is
+    epoch 2's network, not the latest (epoch 3, whose weights differ: lr > 0), and validation.json says epoch 2."""
+    import train as train_script
+    from models import validation
+    scripted = iter([20.0, 25.0, 22.0])
+    monkeypatch.setattr(validation.Validator, 'score',
+                        lambda self, model: ({'n': 2, 'slice': {'psnr': next(scripted), 'ssim': 0.5}}, 0.1))
+    monkeypatch.chdir(tmp_path)
+    tiny = ['--model', 'pix2pix', '--netG', 'resnet_6blocks', '--ngf', '4', '--ndf', '4', '--n_layers_D', '1',
+            '--load_size', '32', '--crop_size', '32', '--gpu_ids', '-1', '--num_threads', '0']
+    train_script.main(tiny + QUIET + ['--dataroot', str(val_root), '--name', 'b', '--n_epochs', '3',
+                                      '--n_epochs_decay', '0', '--save_epoch_freq', '1', '--val_freq', '1', '--no_html'])
+    ckpt = tmp_path / 'checkpoints' / 'b'
+    record = _history(ckpt)
+    assert (record['best_epoch'], record['best']) == (2, 25.0)
+    best, _, _ = read_network_file(str(ckpt / 'best_net_G.pth'))
+    second, _, _ = read_network_file(str(ckpt / '2_net_G.pth'))
+    third, _, _ = read_network_file(str(ckpt / '3_net_G.pth'))
+    assert all(torch.equal(best[k], second[k]) for k in second)
+    assert not all(torch.equal(best[k], third[k]) for k in third)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from typing import Callable
 
 # what our own checks raise for bad input (files, options, data); anything else is a bug and keeps its traceback
@@ -17,13 +18,14 @@ def run_cli(main: Callable[[], object]) -> None:
     (:data:`EXIT_USER_ERROR`, the status argparse gives a bad command line). Success is 0; a bug keeps its
     traceback (status 1).
 
-    ``--verbose`` on the command line shows the full traceback as well.
+    ``--verbose`` on the command line prints the full traceback before that line (the status stays 2).
     """
     try:
         main()
     except USER_ERRORS as exc:
-        if '--verbose' in sys.argv:
-            raise
-        print(f'{os.path.basename(sys.argv[0])}: error: {exc}\n(add --verbose for the full traceback)',
-              file=sys.stderr)
+        verbose = '--verbose' in sys.argv
+        if verbose:
+            traceback.print_exc()
+        hint = '' if verbose else '\n(add --verbose for the full traceback)'
+        print(f'{os.path.basename(sys.argv[0])}: error: {exc}{hint}', file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..layers import init_weights
 from .resvit import ResViT
 
 
@@ -24,4 +23,4 @@ class ResCNN(ResViT):
     @classmethod
     def build(cls, name: str, input_nc: int, output_nc: int, ngf: int, norm: str, use_dropout: bool, init_type: str,
               init_gain: float, opt: argparse.Namespace) -> ResCNN:
-        return init_weights(cls(input_nc, output_nc, ngf, opt.crop_size), init_type, init_gain)
+        return cls(input_nc, output_nc, ngf, opt.crop_size)       # PyTorch's initialisation, as officially

@@ -15,6 +15,8 @@ About 123 M parameters at 256x256 (the official network: 123.4 M). The official 
 --pretrained_G <res_cnn net_G.pth> --pretrained_vit R50+ViT-B_16.npz``, which starts from the trained CNN and
 the ImageNet-21k ViT-B (its patch embedding, position embeddings resized to S/16 and transformer).
 ``--ngf`` sets the CNN width (64 in the paper); BatchNorm and no dropout in the CNN are fixed, as published.
+Like the official generator (its define_G initialises only the discriminator), both start from PyTorch's default
+initialisation (the MLPs from the official Mlp's Xavier-uniform); ``--init_type`` and ``--init_gain`` are not used.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from timm.models.vision_transformer import Block
 
 from util.checkpoint import read_network_file
 
-from ..layers import check_image_channels, init_weights
+from ..layers import check_image_channels
 from ..r50_vit import (DOWNLOAD_URL, FLAG, OFFICIAL_FILE, HybridConfig, add_hybrid_options, hybrid_config,
                        load_official_npz)
 from .base import Generator, add_flag, check_built_size, check_size, warn_random_init
@@ -62,7 +64,8 @@ class ChannelCompression(nn.Module):
 
 
 class ViTEncoder(nn.Module):
-    """ViT-B's transformer: pre-norm blocks and the final LayerNorm; (N, L, D) -> (N, L, D)."""
+    """ViT-B's transformer: pre-norm blocks and the final LayerNorm; (N, L, D) -> (N, L, D). Dropout 0.1 in the
+    MLPs, none after the attention projection (the official config's dropout_rate 0.1, attention_dropout_rate 0)."""
 
     def __init__(self, config: HybridConfig):
         super().__init__()
@@ -70,6 +73,11 @@ class ViTEncoder(nn.Module):
                                             proj_drop=DROPOUT, norm_layer=partial(nn.LayerNorm, eps=1e-6))
                                       for _ in range(config.depth)))
         self.norm = nn.LayerNorm(config.embed_dim, eps=1e-6)
+        for block in self.blocks:
+            block.attn.proj_drop = nn.Identity()              # official attention_dropout_rate 0 (proj too)
+            for fc in (block.mlp.fc1, block.mlp.fc2):         # the official Mlp's own initialisation
+                nn.init.xavier_uniform_(fc.weight)
+                nn.init.normal_(fc.bias, std=1e-6)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.norm(self.blocks(tokens))
@@ -185,8 +193,7 @@ class ResViT(Generator):
     @classmethod
     def build(cls, name: str, input_nc: int, output_nc: int, ngf: int, norm: str, use_dropout: bool, init_type: str,
               init_gain: float, opt: argparse.Namespace) -> ResViT:
-        net = cls(input_nc, output_nc, ngf, opt.crop_size, hybrid_config(opt))
-        init_weights(net, init_type, init_gain)
+        net = cls(input_nc, output_nc, ngf, opt.crop_size, hybrid_config(opt))   # PyTorch's init, as officially
         if not opt.isTrain:
             return net
         if opt.pretrained_vit:

@@ -13,7 +13,7 @@ Window 8 at 256x256 (``--swin_window``; Swin-T's 7 does not divide 64). About 27
 timm's checkpoint filter, which resizes the relative-position tables to the window (the patch embedding is summed
 over RGB for 1-channel input); as in the official code the
 decoder's Swin blocks start from the mirrored encoder stage's weights. ``--norm``, ``--ngf`` and
-``--no_dropout`` are not used (LayerNorm and stochastic depth 0.1, as published).
+``--no_dropout`` are not used (LayerNorm and stochastic depth 0.2, as the official training config).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ OFFICIAL_FILE = 'swin_tiny_patch4_window7_224.pth'
 DOWNLOAD_URL = 'https://github.com/SwinTransformer/storage/releases/download/v1.0.0/' + OFFICIAL_FILE
 FLAG = '--pretrained_swin'
 PATCH = 4
-DROP_PATH = 0.1
+DROP_PATH = 0.2      # the official training config (swin_tiny_patch4_window7_224_lite.yaml)
 
 
 class PatchExpand(nn.Module):

@@ -14,9 +14,11 @@ transformer generator in series with a U-Net, the input added back between them 
       4x4 conv to output_nc, tanh
 
 About 191 M parameters at 256x256 with the published D = 1024 (the U-Net 54 M; the linear layer to 64 tokens of
-width 1024 alone is 67 M). The paper's gradient-difference loss is not part of the generator; in the MRNet
-paper's cGAN it trains with the shared losses. ``--ngf`` sets the U-Net width (64 as published); the published
-InstanceNorm and dropout are fixed. There are no pretrained weights.
+width 1024 alone is 67 M). TCGAN's own losses are not part of the generator; in the MRNet
+paper's cGAN it trains with the shared losses (TCGAN's own train.py uses an LSGAN loss plus SmoothL1 x
+lambda_pixel). ``--ngf`` sets the U-Net width (64 as published); the published
+InstanceNorm and dropout are fixed. ``--init_type`` initialises the convolutions only, as the official
+weights_init_normal does (its Linear layers keep PyTorch's default). There are no pretrained weights.
 """
 from __future__ import annotations
 
@@ -181,5 +183,8 @@ class TCGAN(Generator):
     @classmethod
     def build(cls, name: str, input_nc: int, output_nc: int, ngf: int, norm: str, use_dropout: bool, init_type: str,
               init_gain: float, opt: argparse.Namespace) -> TCGAN:
-        return init_weights(cls(input_nc, output_nc, ngf, opt.crop_size, opt.tcgan_dim, int_tuple(opt.tcgan_depths)),
-                            init_type, init_gain)
+        net = cls(input_nc, output_nc, ngf, opt.crop_size, opt.tcgan_dim, int_tuple(opt.tcgan_depths))
+        for module in net.modules():        # the official weights_init_normal touches convolutions only: the
+            if isinstance(module, nn.modules.conv._ConvNd):      # Linear layers keep PyTorch's initialisation
+                init_weights(module, init_type, init_gain)
+        return net

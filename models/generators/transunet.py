@@ -1,7 +1,8 @@
 """TransUNet (Chen et al. 2021, github.com/Beckschen/TransUNet) as an image-to-image generator, ``--netG transunet``.
 
     x (N, C, S, S), S a multiple of 16
-      -> R50 (ResNetV2, 3 stages): root (64, S/2) -> stage 1 (256, S/4) -> stage 2 (512, S/8) -> stage 3 (1024, S/16)
+      -> R50 (ResNetV2, 3 stages): root (64, S/2) -> max-pool -> stage 1 (256, S/4 - 1, zero-padded to S/4 for
+         its skip) -> stage 2 (512, S/8) -> stage 3 (1024, S/16), computed as the official R50 (models/r50_vit.py)
       -> 1x1 patch embedding to 768 + position embeddings -> 12 ViT-B blocks -> LayerNorm   (timm's R50+ViT-B/16)
       -> cascaded upsampler: 3x3 conv to 512, then 4 blocks [x2 bilinear, concat skip, (3x3 conv, BN, ReLU) x2]
          to 256, 128, 64, 16 channels with the stage-2, stage-1 and root outputs as the three skips
@@ -10,7 +11,8 @@
 About 105 M parameters at 256x256 (the TransUNet repository's R50-ViT-B_16 network, 105.3 M, minus its head).
 The encoder reads the official ``R50+ViT-B_16.npz`` (``--pretrained_vit``); the decoder starts from PyTorch's
 default initialisation as in the official code. ``--norm``, ``--ngf`` and ``--no_dropout`` are not used: the
-published normalisations (GroupNorm in the ResNet, LayerNorm, BatchNorm in the decoder) and dropout 0.1 are.
+official normalisations (GroupNorm in the ResNet, LayerNorm, BatchNorm in the decoder) and dropouts (0.1 on the
+embeddings and in the MLPs, 0 on attention and its projection) are.
 """
 from __future__ import annotations
 
@@ -71,12 +73,14 @@ class TransUNet(Generator):
         """Tokens (N, (S/16)^2, 768) after the final LayerNorm, and the skips [stage 2, stage 1, root]."""
         backbone = self.vit.patch_embed.backbone
         root = backbone.stem.norm(backbone.stem.conv(x))
-        stage1 = backbone.stages[0](backbone.stem.pool(root))
+        stage1 = backbone.stages[0](backbone.stem.pool(root))          # S/4 - 1: the pool has no padding
         stage2 = backbone.stages[1](stage1)
+        side = self.img_size // 4                                      # the skip zero-padded at its end, as
+        skip1 = F.pad(stage1, (0, side - stage1.shape[-1], 0, side - stage1.shape[-2]))  # the official code
         features = backbone.norm(backbone.stages[2](stage2))
         tokens = self.vit.patch_embed.proj(features).flatten(2).transpose(1, 2)
         tokens = self.vit.norm(self.vit.blocks(self.vit._pos_embed(tokens)))
-        return tokens, [stage2, stage1, root]
+        return tokens, [stage2, skip1, root]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_built_size(x, self.input_nc, self.img_size, 'transunet')
