@@ -16,8 +16,10 @@ import SimpleITK as sitk
 from image_fixtures import PATIENT_STUDY_TAGS, STUDY_UID, itk_volume, lr_phantom, write_dicom_series
 import train as train_script
 from test_predict import TINY, run_predict, write_case
-from util.dicom import CT_IMAGE_STORAGE, Provenance, SeriesIdentity, write_ct_series
-from util.image_io import read_image, reference_image, write_image
+from util.dicom import (CT_IMAGE_STORAGE, Provenance, SeriesIdentity, read_source_series, resample_slices,
+                        write_ct_series)
+from util.image_io import dicom_series, read_image, reference_image, write_image
+from util.qa_page import qa_checks
 from util.version import __version__
 
 MR_ORIGIN, MR_SPACING = (-5.0, 12.5, 40.0), (1.0, 1.2, 2.0)
@@ -222,3 +224,62 @@ def test_a_gap_is_resampled_onto_the_mr_slice_positions_when_asked(trained, tmp_
     for k, ds in enumerate(ct):                       # even 2 mm steps again, on the MR's slice positions
         np.testing.assert_allclose(pixel_lps(ds, 0, 0), mr_image.TransformIndexToPhysicalPoint((0, 0, k)), atol=1e-4)
     assert 'resampled' in ct[0].DerivationDescription
+    # the MR itself: slices kept where they were, the missing one the mean of its neighbours (halfway between)
+    found = dicom_series(str(source))
+    uid = next(iter(found))
+    data, affine = resample_slices(read_source_series(str(source), found[uid], uid, 'MR', resample=True))
+    original = lr_phantom()
+    keep = [0, 1, 2, 3, 5, 6, 7, 8, 9]
+    np.testing.assert_array_equal(data[..., keep], original[..., keep])
+    np.testing.assert_allclose(data[..., 4], (original[..., 3] + original[..., 5]) / 2)
+    np.testing.assert_allclose(affine, read_image(str(tmp_path / 'out' / 'patient_sct'))[1].affine, atol=1e-4)
+
+
+def test_the_series_folder_appears_whole_or_not_at_all_and_is_replaced_only_when_asked(tmp_path, monkeypatch):
+    data = np.zeros((6, 5, 4))
+    data[2, 1, 3] = 1500
+    reference = reference_image(data.astype(np.float32), np.diag([0.9, 0.9, 3.0, 1.0]))
+    folder = tmp_path / 'ct'
+    first = write_ct_series(data, reference.affine, str(folder), SeriesIdentity.new('P', 'A^B'),
+                            Provenance('one', 'one'))
+    with pytest.raises(ValueError, match=f'output folder {folder} already exists; pass --overwrite'):
+        write_ct_series(data, reference.affine, str(folder), SeriesIdentity.new(), Provenance('two', 'two'))
+    calls = []
+    real_save = pydicom.Dataset.save_as
+
+    def failing_save(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(28, 'No space left on device')
+        return real_save(self, *args, **kwargs)
+    monkeypatch.setattr(pydicom.Dataset, 'save_as', failing_save)
+    with pytest.raises(OSError, match='No space left'):
+        write_ct_series(data, reference.affine, str(folder), SeriesIdentity.new(), Provenance('two', 'two'),
+                        overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ['ct'] and [d.SeriesDescription for d in headers(folder)] == ['one'] * 4
+    monkeypatch.setattr(pydicom.Dataset, 'save_as', real_save)
+    write_ct_series(data, reference.affine, str(folder), SeriesIdentity.new(), Provenance('two', 'two'),
+                    overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ['ct'] and [d.SeriesDescription for d in headers(folder)] == ['two'] * 4
+    assert len(first) == 4 and headers(folder)[3].pixel_array[1, 2] == 1500      # row j, column i of slice k
+
+
+def test_qa_checks_against_hand_counted_voxels():
+    mask = np.zeros((4, 5, 6), bool)
+    mask[1:3, 1:4, 1:5] = True                      # 24 body voxels, none on a side face
+    mask[0, 2, 2] = True                            # one on the x = 0 face: 25 body voxels
+    sct = np.full(mask.shape, 40.0)
+    body = np.argwhere(mask)
+    for n, (i, j, k) in enumerate(body[:6]):        # 2 at the low end, 1 at the high end, 3 of air above it
+        sct[i, j, k] = (-1024, -1024, 3000, -500, -450, -401)[n]
+    disagreement = np.zeros(mask.shape)
+    disagreement[mask] = np.arange(25)              # percentiles of 0..24: 12, 22.8, 23.76
+    checks = qa_checks(sct, mask, disagreement, (-1024, 3000), voxel_mm3=8.0)
+    faces = 2 * 5 * 6 + 2 * 4 * 6                   # x faces (L/R) and y faces (P/A) of the view
+    assert checks.body_share == pytest.approx(25 / 120) and checks.body_cm3 == pytest.approx(0.2)
+    assert checks.edge_share == pytest.approx(1 / faces)
+    assert (checks.low_share, checks.high_share) == (pytest.approx(2 / 25), pytest.approx(1 / 25))
+    assert checks.air_share == pytest.approx(5 / 25) and checks.air_cm3 == pytest.approx(0.04)
+    assert (checks.disagreement_p50, checks.disagreement_p95, checks.disagreement_p99) == \
+        (pytest.approx(12), pytest.approx(22.8), pytest.approx(23.76))
+    assert checks.flagged_keys() == ['low_share', 'high_share', 'air_share']

@@ -55,6 +55,7 @@ HU_LIMITS = (-32768, 32767)
 ORIENTATION_TOL = 1e-4                # direction cosines
 SPACING_TOL = 0.01                    # relative difference of slice steps (and pixel spacing) still "equal"
 SOURCE_PURPOSE = ('121322', 'DCM', 'Source image for image processing operation')
+NEW_STUDY_ID = 'SCT'                  # Study ID of a study made for a synthetic CT from a file
 NOT_REGISTERED = 'not registered to any existing DICOM study: new Study and Frame of Reference UIDs'
 
 
@@ -92,11 +93,14 @@ class SeriesIdentity:
 
     @classmethod
     def new(cls, patient_id: str | None = None, patient_name: str | None = None) -> 'SeriesIdentity':
-        """No DICOM identity to keep (a NIfTI, MHA or NRRD input): new Study and Frame of Reference UIDs, patient
-        fields from the command line (or empty)."""
+        """No DICOM identity to keep (a NIfTI, MHA or NRRD input): new Study and Frame of Reference UIDs, the study
+        dated now, patient fields from the command line (or empty)."""
+        now = datetime.datetime.now()
         kept = {'PatientID': check_field('PatientID', patient_id, '--patient_id'),
                 'PatientName': check_field('PatientName', patient_name, '--patient_name'),
-                'StudyInstanceUID': generate_uid(prefix=None), 'FrameOfReferenceUID': generate_uid(prefix=None)}
+                'StudyInstanceUID': generate_uid(prefix=None), 'FrameOfReferenceUID': generate_uid(prefix=None),
+                'StudyDate': now.strftime('%Y%m%d'), 'StudyTime': now.strftime('%H%M%S'), 'StudyID': NEW_STUDY_ID,
+                'StudyDescription': 'synthetic CT'}
         return cls(kept, registered=False)
 
 
