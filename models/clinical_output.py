@@ -77,7 +77,7 @@ def prepare_handoffs(inputs: list, plans: list, checkpoint: str, sam_file: str |
     uneven slices only with ``resample``), patient fields checked against their value representations. None for
     an input without DICOM source, DICOM output or QA page."""
     checkpoint_sha = file_sha256(checkpoint)
-    sam_text = f'{sam_file} (sha256 {file_sha256(sam_file)})' if sam_file else 'none (no frozen SAM file needed)'
+    sam_text = f'{os.path.abspath(sam_file)} (sha256 {file_sha256(sam_file)})' if sam_file else 'none (no frozen SAM file needed)'
     handoffs = []
     for item, plan in zip(inputs, plans):
         source = None
@@ -103,9 +103,10 @@ def prepare_handoffs(inputs: list, plans: list, checkpoint: str, sam_file: str |
                              if source is not None and not source.even else ''))
             provenance = Provenance(_description(checkpoint), derivation[:DERIVATION_LENGTH])
         sha = series_sha256(item.path, files)
-        facts = [('input', item.path + (f' (DICOM series {source.uid})' if source is not None else '')),
+        facts = [('input', os.path.abspath(item.path) + (f' (DICOM series {source.uid})' if source else '')),
                  ('input sha256' + (' (of the slice files\' sha256 in slice order)' if files else ''), sha),
-                 ('output', plan.fused), ('checkpoint', f'{checkpoint} (sha256 {checkpoint_sha})'),
+                 ('output', os.path.abspath(plan.fused)),
+                 ('checkpoint', f'{os.path.abspath(checkpoint)} (sha256 {checkpoint_sha})'),
                  ('SAM file', sam_text)]
         if source is not None and not source.even:
             facts.append(('resampled', 'the input slices were unevenly spaced and were resampled onto even steps '

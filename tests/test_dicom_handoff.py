@@ -57,9 +57,8 @@ def pixel_lps(ds: pydicom.Dataset, row: int, column: int) -> np.ndarray:
 
 def test_dicom_mr_gives_a_ct_series_in_its_study_with_the_mr_grid(trained, tmp_path):
     source, mr_image = mr_series(tmp_path)
-    lines = run_predict(trained, '--input', str(source), '--output', str(tmp_path / 'out'), '--planes', 'xz')
-    run_predict(trained, '--input', str(source), '--output', str(tmp_path / 'nifti'), '--planes', 'xz',
-                '--format', '.nii.gz', '--no_qa')
+    lines = run_predict(trained, '--input', str(source), '--output', str(tmp_path / 'out'), '--planes', 'z',
+                        '--save_planes')         # one plane: its NIfTI volume beside the series is the prediction
     series = tmp_path / 'out' / 'patient_sct'
     assert 'in the MR\'s study' in lines[0] and f'-> {series} (10 DICOM CT files)' in lines[0]
     mr = headers(source)
@@ -88,7 +87,7 @@ def test_dicom_mr_gives_a_ct_series_in_its_study_with_the_mr_grid(trained, tmp_p
         assert [float(v) for v in d.WindowCenter] == [40, 400] and [float(v) for v in d.WindowWidth] == [400, 1800]
         assert float(d.SliceThickness) == MR_SPACING[2]
     # pixels: SimpleITK reads the rounded prediction back exactly, on the MR's grid
-    predicted, _ = read_image(str(tmp_path / 'nifti' / 'patient_sct.nii.gz'))
+    predicted, _ = read_image(str(tmp_path / 'out' / 'patient_sct_z.nii.gz'))
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(series)))
     back = reader.Execute()
@@ -111,6 +110,22 @@ def test_dicom_mr_gives_a_ct_series_in_its_study_with_the_mr_grid(trained, tmp_p
         rows = list(csv.DictReader(f))
     assert [r['name'] for r in rows] == ['patient'] and rows[0]['registered'] == 'yes'
     assert rows[0]['output'] == str(series) and len(rows[0]['input_sha256']) == 64
+
+
+def test_written_hu_read_back_exactly_by_simpleitk_at_the_same_world_points(tmp_path):
+    """Random fractional HU on the permuted LPS grid of the test MR: SimpleITK reads the series back as the volume
+    rounded to whole HU, voxel for voxel, every voxel at the same world point."""
+    image = itk_volume(np.zeros((7, 9, 5)), origin=MR_ORIGIN, spacing=MR_SPACING)
+    data, reference = read_image(str(write_dicom_series(tmp_path / 'mr', image)))
+    hu = np.random.default_rng(3).uniform(-1024, 3000, data.shape)
+    write_ct_series(hu, reference.affine, str(tmp_path / 'ct'), SeriesIdentity.new(), Provenance('t', 't'))
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(tmp_path / 'ct')))
+    back = reader.Execute()
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back).transpose(2, 1, 0), np.round(hu))
+    for index in np.ndindex(*data.shape):
+        np.testing.assert_allclose(back.TransformIndexToPhysicalPoint(index), image.TransformIndexToPhysicalPoint(index),
+                                   atol=1e-4)
 
 
 @pytest.mark.parametrize('layout', ['dicom', 'ras_nifti'])

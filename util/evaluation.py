@@ -305,10 +305,12 @@ def _finite_mean(values: list[float]) -> float:
 
 
 def mid_slice_image(volume: np.ndarray, zooms: tuple[float, float, float], axis: int,
-                    height: int = FIGURE_HEIGHT) -> np.ndarray:
-    """uint8 (height, W) image of the mid-slice along canonical ``axis`` of a volume in [-1, 1] (shown as
-    util.volume.take_slice does), at its physical aspect ratio."""
+                    height: int = FIGURE_HEIGHT, to_unit=None) -> np.ndarray:
+    """uint8 (height, W) image of the mid-slice along canonical ``axis`` of a volume in [-1, 1] (or mapped there
+    by ``to_unit(slice)``), shown as util.volume.take_slice does, at its physical aspect ratio."""
     image = take_slice(volume, axis, volume.shape[axis] // 2).astype(np.float32)
+    if to_unit is not None:
+        image = to_unit(image)
     row_mm, col_mm = slice_spacing(zooms, axis)
     width = max(1, round(height * image.shape[1] * col_mm / (image.shape[0] * row_mm)))
     t = F.interpolate(torch.from_numpy(image)[None, None], size=(height, width), mode='bilinear',

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from dominate import tags
 from PIL import Image, ImageDraw, ImageFont
+from scipy import ndimage
 
 from util.checkpoint import atomic_write
 from util.evaluation import mid_slice_image
@@ -79,8 +80,9 @@ def qa_checks(sct: np.ndarray, mask: np.ndarray, disagreement: np.ndarray | None
                     *(None if v is None else float(v) for v in spread))
 
 
-def _to_unit(volume: np.ndarray, low: float, high: float) -> np.ndarray:
-    return (np.clip((volume - low) / (high - low), 0, 1) * 2 - 1).astype(np.float32)
+def _window(low: float, high: float):
+    """The map of [low, high] onto [-1, 1] (clipped), for mid_slice_image."""
+    return lambda image: (np.clip((image - low) / (high - low), 0, 1) * 2 - 1).astype(np.float32)
 
 
 def _labelled(image: np.ndarray, axis: int) -> Image.Image:
@@ -96,18 +98,28 @@ def _labelled(image: np.ndarray, axis: int) -> Image.Image:
     return rgb
 
 
+def _outlined(image: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """RGB ``image`` with the outline of the boolean region ``inside`` drawn in cyan."""
+    rgb = np.repeat(image[..., None], 3, axis=2)
+    rgb[inside & ~ndimage.binary_erosion(inside, border_value=0)] = (0, 220, 255)
+    return rgb
+
+
 def _histogram_png(body: np.ndarray, window: tuple[float, float]) -> bytes:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 2.8), dpi=100)
-    ax.hist(body, bins=np.arange(window[0], window[1] + 20, 20), color='#4477aa', log=True)
-    for x, text in ((window[0], 'window low'), (AIR_HU, f'air < {AIR_HU:g}'), (window[1], 'window high')):
+    fig.subplots_adjust(left=0.1, right=0.98, top=0.95, bottom=0.17)
+    counts, edges = np.histogram(body, bins=np.arange(window[0], window[1] + 20, 20))
+    ax.stairs(counts, edges, fill=True, color='#4477aa')
+    ax.set_yscale('log')
+    for x, text, side in ((window[0], ' window low', 'left'), (AIR_HU, f' air < {AIR_HU:g}', 'left'),
+                          (window[1], 'window high ', 'right')):
         ax.axvline(x, color='#cc3311', linestyle='--', linewidth=1)
-        ax.text(x, 0.97, f' {text}', transform=ax.get_xaxis_transform(), fontsize=8, va='top', color='#cc3311')
+        ax.text(x, 0.97, text, transform=ax.get_xaxis_transform(), fontsize=8, va='top', ha=side, color='#cc3311')
     ax.set_xlabel('HU (20 HU bins)')
     ax.set_ylabel('body voxels (log)')
-    fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format='png')
     plt.close(fig)
@@ -133,7 +145,7 @@ def write_qa_page(folder: str, name: str, mr: np.ndarray, sct: np.ndarray, disag
     disagreement_text = ('-' if checks.disagreement_p50 is None else
                          f'{checks.disagreement_p50:.1f} / {checks.disagreement_p95:.1f} / '
                          f'{checks.disagreement_p99:.1f} HU')
-    rows = [('body coverage', f'{_percent(checks.body_share)} of the field of view, {checks.body_cm3:.0f} cm3', '',
+    rows = [('body coverage', f'{_percent(checks.body_share)} of the field of view, {checks.body_cm3:.1f} cm3', '',
              None),
             ('body at the side edges of the field of view (cut off?)', _percent(checks.edge_share),
              _percent(LEVELS['edge_share']), 'edge_share'),
@@ -165,13 +177,14 @@ def write_qa_page(folder: str, name: str, mr: np.ndarray, sct: np.ndarray, disag
     low, high = np.percentile(mr_c[mask_c], mr_percentiles) if mask_c.any() else (mr_c.min(), mr_c.max())
     if high <= low:                       # a flat body: show the whole range
         low, high = float(mr_c.min()), float(max(mr_c.max(), mr_c.min() + 1))
-    columns = [(f'{source} (body {mr_percentiles[0]:g}-{mr_percentiles[1]:g}th percentile)', _to_unit(mr_c, low, high)),
+    columns = [(f'{source} (body {mr_percentiles[0]:g}-{mr_percentiles[1]:g}th percentile), body mask in cyan', mr_c,
+                _window(low, high)),
                (f'synthetic CT, soft tissue (W{SOFT_TISSUE[1] - SOFT_TISSUE[0]:g} L{sum(SOFT_TISSUE) / 2:g})',
-                _to_unit(sct_c, *SOFT_TISSUE)),
-               (f'synthetic CT, bone (W{BONE[1] - BONE[0]:g} L{sum(BONE) / 2:g})', _to_unit(sct_c, *BONE))]
+                sct_c, _window(*SOFT_TISSUE)),
+               (f'synthetic CT, bone (W{BONE[1] - BONE[0]:g} L{sum(BONE) / 2:g})', sct_c, _window(*BONE))]
     if dis_c is not None:
         columns.append((f'disagreement (std of planes), black 0 to yellow {DISAGREEMENT_MAX:g} HU',
-                        _to_unit(dis_c, 0.0, DISAGREEMENT_MAX)))
+                        dis_c, _window(0.0, DISAGREEMENT_MAX)))
     from matplotlib import colormaps
     page.add_header('Mid-planes at their physical aspect ratio; letters: the patient\'s Left/Right, '
                     'Anterior/Posterior, Superior/Inferior (axial and coronal: the patient\'s left on the image\'s '
@@ -180,15 +193,18 @@ def write_qa_page(folder: str, name: str, mr: np.ndarray, sct: np.ndarray, disag
     with grid:
         with tags.tr():
             tags.th('')
-            for title, _ in columns:
+            for title, _, _ in columns:
                 tags.th(title, style='padding: 3px 6px; max-width: 320px')
         for axis in (2, 1, 0):
             with tags.tr():
                 tags.th(PLANE_NAMES['xyz'[axis]], style='padding: 3px 6px')
-                for c, (title, volume) in enumerate(columns):
-                    image = mid_slice_image(volume, geometry.zooms, axis, IMAGE_HEIGHT)
+                for c, (title, volume, window_map) in enumerate(columns):
+                    image = mid_slice_image(volume, geometry.zooms, axis, IMAGE_HEIGHT, window_map)
                     if c == 3:
                         image = (colormaps['inferno'](image / 255.0)[..., :3] * 255).astype(np.uint8)
+                    if c == 0:
+                        image = _outlined(image, mid_slice_image(mask_c.astype(np.float32) * 2 - 1, geometry.zooms,
+                                                                 axis, IMAGE_HEIGHT) > 127)
                     file_name = f'{"xyz"[axis]}_{c}.png'
                     _labelled(image, axis).save(os.path.join(page.get_image_dir(), file_name))
                     with tags.td(style='padding: 2px'):
@@ -200,7 +216,7 @@ def write_qa_page(folder: str, name: str, mr: np.ndarray, sct: np.ndarray, disag
     page.add_images(['histogram.png'], [f'synthetic CT HU in the body mask ({mask_c.sum()} voxels)'],
                     ['histogram.png'], width=700)
     page.add_header('Where it comes from')
-    page.add_table(['what', 'value'], [list(row) for row in provenance])
+    page.add_table(['what', 'value'], [list(row) for row in provenance], align='left')
     return page.save(), checks
 
 
