@@ -3,10 +3,12 @@ even slices), the synthetic CT as a DICOM CT Image Storage series in the MR's st
 (util.dicom), and a QA page per patient with its row of ``predict_summary.csv`` (util.qa_page).
 
     handoffs = prepare_handoffs(inputs, plans, checkpoint=..., ...)     # every check before the first slice
-    notes = write_handoff(handoff, series_folder, qa_folder, name, data, reference, sct, disagreement, mask)
+    notes = write_series(handoff, series_folder, name, reference, sct)          # the DICOM CT series
+    notes += write_qa(handoff, qa_folder, name, data, reference, sct, disagreement, mask)
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 
@@ -33,7 +35,6 @@ def series_sha256(path: str, files: list[str] | None = None) -> str:
     """sha256 of a file, or of a DICOM series: the sha256 of its files' sha256 digests in slice order."""
     if not files:
         return file_sha256(path)
-    import hashlib
     digest = hashlib.sha256()
     for name in files:
         digest.update(bytes.fromhex(file_sha256(name)))
@@ -126,22 +127,21 @@ def _identity_text(identity: SeriesIdentity) -> str:
             f'{identity.kept["FrameOfReferenceUID"]} (new series and instance UIDs)')
 
 
-def write_handoff(handoff: HandOff, series_folder: str | None, qa_folder: str | None, name: str, data: np.ndarray,
-                  reference, sct: np.ndarray, disagreement: np.ndarray | None, mask: np.ndarray) -> str:
-    """Write the DICOM CT series (into ``series_folder``, when given) and the QA page (``qa_folder``) with its row
-    of ``predict_summary.csv`` beside it; returns the text added to the volume's summary line (a second line
-    saying where the series belongs)."""
-    notes = ''
-    if series_folder is not None:
-        files = write_ct_series(sct, reference.affine, series_folder, handoff.identity, handoff.provenance,
-                                handoff.overwrite)
-        notes = f' ({len(files)} DICOM CT files)\n{name}: DICOM series {_identity_text(handoff.identity)}'
-    if qa_folder is not None:
-        page, checks = write_qa_page(qa_folder, name, data, sct, disagreement, mask, reference, handoff.window,
-                                     handoff.facts, source=handoff.source_modality)
-        extra = {**handoff.extra, 'registered': '' if handoff.identity is None else
-                 ('yes' if handoff.identity.registered else 'no'), 'qa_page': page}
-        update_summary(os.path.dirname(os.path.abspath(qa_folder)), summary_row(name, checks, extra))
-        notes += f'\n{name}: QA page {page}' + (f' (check: {", ".join(k for k in checks.flagged_keys())})'
-                                                   if checks.flagged_keys() else '')
-    return notes
+def write_series(handoff: HandOff, folder: str, name: str, reference, sct: np.ndarray) -> str:
+    """Write the DICOM CT series of ``sct`` (HU, file voxel order of ``reference``) into ``folder``; returns the text
+    added to the volume's summary line (the file count, and a line saying where the series belongs)."""
+    files = write_ct_series(sct, reference.affine, folder, handoff.identity, handoff.provenance, handoff.overwrite)
+    return f' ({len(files)} DICOM CT files)\n{name}: DICOM series {_identity_text(handoff.identity)}'
+
+
+def write_qa(handoff: HandOff, folder: str, name: str, data: np.ndarray, reference, sct: np.ndarray,
+             disagreement: np.ndarray | None, mask: np.ndarray) -> str:
+    """Write the QA page into ``folder`` and its row of ``predict_summary.csv`` beside it; returns the text added to
+    the volume's summary line (the page and the checks flagged)."""
+    page, checks = write_qa_page(folder, name, data, sct, disagreement, mask, reference, handoff.window,
+                                 handoff.facts, source=handoff.source_modality)
+    extra = {**handoff.extra, 'registered': '' if handoff.identity is None else
+             ('yes' if handoff.identity.registered else 'no'), 'qa_page': page}
+    update_summary(os.path.dirname(os.path.abspath(folder)), summary_row(name, checks, extra))
+    flagged = checks.flagged_keys()
+    return f'\n{name}: QA page {page}' + (f' (check: {", ".join(flagged)})' if flagged else '')

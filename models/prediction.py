@@ -34,7 +34,7 @@ from util.volume import (CT_WINDOW, MR_PERCENTILES, Geometry, IntensityMap, Volu
                          intensity_map, modality_kind, plane_axis, slice_spacing, take_slice, to_square)
 from util.util import file_sha256
 
-from .clinical_output import DICOM_FORMAT, HandOff, write_handoff
+from .clinical_output import DICOM_FORMAT, HandOff, write_qa, write_series
 from .networks import define_G, load_network_state
 
 # options a checkpoint without stored options (the classic toolkit's) must be given on the command line
@@ -420,15 +420,17 @@ def predict_file(generator: TrainedGenerator, item: VolumeInput, plan: OutputPla
     mask = read_mask(mask_path, geometry, item.path, generator.settings.affine_tol) if mask_path else None
     result = predict_volume(generator, data, reference, mask, item.name, planes, fusion, batch_size, progress)
     notes = ''
-    if handoff:
-        notes = write_handoff(handoff, plan.fused if plan.fmt == DICOM_FORMAT else None, plan.qa, item.name, data,
-                              reference, result.fused, result.disagreement, result.mask)
-    if plan.fmt != DICOM_FORMAT:
+    if plan.fmt == DICOM_FORMAT:
+        notes = write_series(handoff, plan.fused, item.name, reference, result.fused)
+    else:
         write_image(result.fused, reference, plan.fused)
     for plane, path in plan.planes.items():
         write_image(result.planes[plane], reference, path)
     if plan.disagreement and result.disagreement is not None:
         write_image(result.disagreement, reference, plan.disagreement)
+    if plan.qa:                           # last: the page and its summary row only for outputs that are complete
+        notes += write_qa(handoff, plan.qa, item.name, data, reference, result.fused, result.disagreement,
+                          result.mask)
     seconds = time.perf_counter() - start
     shape = 'x'.join(str(n) for n in data.shape)
     return (f'{item.name}: {shape} voxels, {result.n_slices} slices ({"".join(result.planes)}), {seconds:.1f} s -> '
