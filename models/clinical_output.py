@@ -16,7 +16,7 @@ import numpy as np
 
 from util.dicom import (NOT_REGISTERED, Provenance, SeriesIdentity, SourceSeries, read_source_series,
                         resample_slices, write_ct_series)
-from util.image_io import choose_series, dicom_series, read_image, reference_image
+from util.image_io import affine_to_itk, choose_series, dicom_series, read_image, reference_image
 from util.qa_page import summary_row, update_summary, write_qa_page
 from util.util import file_sha256
 from util.version import TOOLKIT_NAME, __version__
@@ -131,7 +131,11 @@ def write_series(handoff: HandOff, folder: str, name: str, reference, sct: np.nd
     """Write the DICOM CT series of ``sct`` (HU, file voxel order of ``reference``) into ``folder``; returns the text
     added to the volume's summary line (the file count, and a line saying where the series belongs)."""
     files = write_ct_series(sct, reference.affine, folder, handoff.identity, handoff.provenance, handoff.overwrite)
-    return f' ({len(files)} DICOM CT files)\n{name}: DICOM series {_identity_text(handoff.identity)}'
+    normal = np.abs(np.asarray(affine_to_itk(reference.affine)[2]).reshape(3, 3)[:, 2])
+    kind = ('sagittal', 'coronal', 'axial')[int(normal.argmax())]
+    plane = ('' if kind == 'axial' else f'\n{name}: the slices are {kind}, as the MR\'s; a planning system that '
+                                        f'takes only axial CT slices needs an axial MR')
+    return f' ({len(files)} DICOM CT files)\n{name}: DICOM series {_identity_text(handoff.identity)}{plane}'
 
 
 def write_qa(handoff: HandOff, folder: str, name: str, data: np.ndarray, reference, sct: np.ndarray,
