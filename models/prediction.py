@@ -34,6 +34,7 @@ from util.volume import (CT_WINDOW, MR_PERCENTILES, Geometry, IntensityMap, Volu
                          intensity_map, modality_kind, plane_axis, slice_spacing, take_slice, to_square)
 from util.util import file_sha256
 
+from .clinical_output import DICOM_FORMAT, HandOff, write_qa, write_series
 from .networks import define_G, load_network_state
 
 # options a checkpoint without stored options (the classic toolkit's) must be given on the command line
@@ -166,7 +167,7 @@ def load_generator(checkpoints_dir: str, name: str, epoch: str = 'latest', devic
 @dataclass(frozen=True)
 class VolumeInput:
     """One volume to synthesise from: a file or DICOM folder, the name its outputs get, its mask file (a subject
-    folder's ``mask``) and the extension of its outputs (the input's format; NIfTI for DICOM)."""
+    folder's ``mask``) and the extension of its outputs (the input's format; ``dicom`` for a DICOM series)."""
     name: str
     path: str
     series: str | None = None
@@ -176,7 +177,7 @@ class VolumeInput:
 
 def _dicom_input(name: str, folder: str, series: str | None, mask: str | None = None) -> VolumeInput:
     choose_series(folder, dicom_series(folder), series)      # several series and none chosen: refused now
-    return VolumeInput(name, folder, series, mask, '.nii.gz')
+    return VolumeInput(name, folder, series, mask, DICOM_FORMAT)
 
 
 def _folder_inputs(folder: str, modality: str, series: str | None, top: bool) -> list[VolumeInput]:
@@ -240,37 +241,50 @@ def find_inputs(paths: list[str], modality: str, series: str | None = None) -> l
 
 @dataclass(frozen=True)
 class OutputPlan:
-    """The files one input's prediction goes to."""
+    """The files one input's prediction goes to (``fused``: a DICOM series folder when ``fmt`` is 'dicom')."""
     fused: str
     planes: dict[str, str]                # plane -> file (with --save_planes)
     disagreement: str | None
+    fmt: str = '.nii.gz'
+    qa: str | None = None                 # the QA page's folder
 
 
 def plan_outputs(inputs: list[VolumeInput], output: str, target: str, planes: str, save_planes: bool,
-                 disagreement: bool, fmt: str | None = None) -> list[OutputPlan]:
+                 disagreement: bool, fmt: str | None = None, qa: bool = False) -> list[OutputPlan]:
     """Where each prediction goes. ``output`` with an image extension is the file of the one input; otherwise a
-    folder receiving ``<name>_s<target><ext>`` per input, ``ext`` the input's format (``fmt`` overrides). Extra
-    files beside it: ``<stem>_<plane><ext>`` and ``<stem>_disagreement<ext>``."""
+    folder receiving ``<name>_s<target><ext>`` per input, ``ext`` the input's format (``fmt`` overrides; a DICOM
+    input gives a DICOM CT series folder ``<name>_s<target>/`` when the target is CT, else NIfTI). Extra files
+    beside it: ``<stem>_<plane><ext>`` and ``<stem>_disagreement<ext>`` (NIfTI beside a DICOM series) and, with
+    ``qa``, the QA page folder ``<stem>_qa/``."""
     ext_of_output = image_extension(output)
     if ext_of_output is not None and len(inputs) != 1:
         raise ValueError(f'--output {output} is one file but there are {len(inputs)} input volumes; give a folder')
+    is_ct = modality_kind(target) == 'ct'
+    if fmt == DICOM_FORMAT and not is_ct:
+        raise ValueError(f'--format dicom writes a CT Image Storage series, but this model synthesises {target}; '
+                         f'choose a file format')
+    if fmt == DICOM_FORMAT and ext_of_output is not None:
+        raise ValueError(f'--format dicom writes a series folder per patient: give --output a folder, not '
+                         f'{output}')
     plans = []
     for item in inputs:
         if ext_of_output is not None:
             ext, fused = ext_of_output, output
         else:
-            ext = fmt or item.ext
-            fused = os.path.join(output, f'{item.name}_s{target}{ext}')
-        if ext not in WRITABLE_EXTENSIONS:
+            ext = fmt or (item.ext if item.ext != DICOM_FORMAT or is_ct else '.nii.gz')
+            fused = os.path.join(output, f'{item.name}_s{target}{"" if ext == DICOM_FORMAT else ext}')
+        if ext not in (*WRITABLE_EXTENSIONS, DICOM_FORMAT):
             raise ValueError(f'--output {fused}: cannot write {ext} files; use one of {" ".join(WRITABLE_EXTENSIONS)}')
-        stem = fused[:-len(ext)]
-        plans.append(OutputPlan(fused, {p: f'{stem}_{p}{ext}' for p in planes} if save_planes else {},
-                                f'{stem}_disagreement{ext}' if disagreement and len(planes) > 1 else None))
+        stem, side = (fused, '.nii.gz') if ext == DICOM_FORMAT else (fused[:-len(ext)], ext)
+        plans.append(OutputPlan(fused, {p: f'{stem}_{p}{side}' for p in planes} if save_planes else {},
+                                f'{stem}_disagreement{side}' if disagreement and len(planes) > 1 else None, ext,
+                                f'{stem}_qa' if qa else None))
     return plans
 
 
 def output_files(plan: OutputPlan) -> list[str]:
-    return [plan.fused, *plan.planes.values(), *([plan.disagreement] if plan.disagreement else [])]
+    return [plan.fused, *plan.planes.values(), *([plan.disagreement] if plan.disagreement else []),
+            *([plan.qa] if plan.qa else [])]
 
 
 def check_outputs_free(plans: list[OutputPlan], overwrite: bool) -> None:
@@ -319,6 +333,7 @@ class Prediction:
     planes: dict[str, np.ndarray]
     disagreement: np.ndarray | None
     n_slices: int
+    mask: np.ndarray | None = None        # the body mask used (file voxel order)
 
 
 def slice_batches(volume: np.ndarray, mask: np.ndarray, zooms: tuple[float, float, float], planes: str, size: int,
@@ -390,28 +405,36 @@ def predict_volume(generator: TrainedGenerator, data: np.ndarray, reference, mas
         stack = np.stack([np.clip(v, target.low, target.high) for v in per_plane.values()])
         disagreement = geometry.from_canonical(stack.std(axis=0).astype(np.float32))
     return Prediction(to_target(assembler.fused(fusion)), {p: to_target(assembler.volumes[p]) for p in per_plane},
-                      disagreement, assembler.n_slices)
+                      disagreement, assembler.n_slices, geometry.from_canonical(mask))
 
 
 def predict_file(generator: TrainedGenerator, item: VolumeInput, plan: OutputPlan, mask_path: str | None = None,
                  planes: str | None = None, fusion: str | None = None, batch_size: int = 8,
-                 progress: bool = True) -> str:
-    """Read ``item``, predict, write the files of ``plan`` (each atomically); returns the summary line."""
+                 progress: bool = True, handoff: HandOff | None = None) -> str:
+    """Read ``item``, predict, write the files of ``plan`` (each atomically; the DICOM series and QA page of
+    ``handoff``, see models.clinical_output); returns the summary line."""
     start = time.perf_counter()
-    data, reference = read_image(item.path, item.series)
+    data, reference = handoff.read(item.path, item.series) if handoff else read_image(item.path, item.series)
     geometry = Geometry.of(reference)
     mask_path = mask_path or item.mask
     mask = read_mask(mask_path, geometry, item.path, generator.settings.affine_tol) if mask_path else None
     result = predict_volume(generator, data, reference, mask, item.name, planes, fusion, batch_size, progress)
-    write_image(result.fused, reference, plan.fused)
+    notes = ''
+    if plan.fmt == DICOM_FORMAT:
+        notes = write_series(handoff, plan.fused, item.name, reference, result.fused)
+    else:
+        write_image(result.fused, reference, plan.fused)
     for plane, path in plan.planes.items():
         write_image(result.planes[plane], reference, path)
     if plan.disagreement and result.disagreement is not None:
         write_image(result.disagreement, reference, plan.disagreement)
+    if plan.qa:                           # last: the page and its summary row only for outputs that are complete
+        notes += write_qa(handoff, plan.qa, item.name, data, reference, result.fused, result.disagreement,
+                          result.mask)
     seconds = time.perf_counter() - start
     shape = 'x'.join(str(n) for n in data.shape)
     return (f'{item.name}: {shape} voxels, {result.n_slices} slices ({"".join(result.planes)}), {seconds:.1f} s -> '
-            f'{plan.fused}')
+            f'{plan.fused}{notes}')
 
 
 def mask_for(item: VolumeInput, mask: str | None, n_inputs: int) -> str | None:

@@ -7,7 +7,10 @@
 --input: files (NIfTI .nii/.nii.gz, MetaImage .mha/.mhd, NRRD .nrrd/.nhdr), DICOM series folders, subject folders
 in any dataset layout (SynthRAD ``mr.mha``, BraTS ``<subject>-t2f.nii.gz`` ...; the model's input modality and the
 folder's ``mask`` are taken), or folders of these. --output: a file (one input; its extension picks the format) or
-a folder receiving ``<name>_s<target>.<input's extension>`` (NIfTI for DICOM input; --format overrides).
+a folder receiving ``<name>_s<target>.<input's extension>`` (--format overrides). A DICOM input gives a DICOM CT
+series folder ``<name>_s<target>/`` in the MR's study and frame of reference (--format dicom also from a file,
+then in a new study: --patient_id, --patient_name). Every patient gets a QA page ``<stem>_qa/index.html`` and a row
+in ``predict_summary.csv`` (CT targets; --no_qa leaves them out).
 
 The network and its data settings come from what the checkpoint stored at training time; a frozen SAM is rebuilt
 from --sam_checkpoint, which must be the file the model was trained with (sha256 checked). The output is on
@@ -31,8 +34,10 @@ import torch  # noqa: E402
 from data.triplanar_aligned_dataset import parse_planes  # noqa: E402
 from util.cli import run_cli  # noqa: E402
 from util.image_io import WRITABLE_EXTENSIONS  # noqa: E402
+from models.clinical_output import DICOM_FORMAT, prepare_handoffs  # noqa: E402
 from models.prediction import (REQUIRED_OPTIONS, check_outputs_free, find_inputs, load_generator, mask_for,  # noqa: E402
                              plan_outputs, predict_file)
+from util.volume import modality_kind  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,8 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--batch_size', type=int, default=8, help='slices per forward pass (SAM and U-Net)')
     p.add_argument('--compile', action='store_true', help='torch.compile the SAM encoder: worth it on a GPU for '
                    'several volumes (the first batches are slow while it compiles)')
-    p.add_argument('--format', default=None, choices=WRITABLE_EXTENSIONS,
-                   help='output format when --output is a folder (default: the input\'s; NIfTI for DICOM)')
+    p.add_argument('--format', default=None, choices=(*WRITABLE_EXTENSIONS, DICOM_FORMAT),
+                   help='output format when --output is a folder (default: the input\'s; a DICOM CT series for a '
+                   'DICOM input when the target is CT)')
+    p.add_argument('--patient_id', default=None, help='DICOM Patient ID of the CT series (default: the MR\'s; '
+                   'empty for a file input)')
+    p.add_argument('--patient_name', default=None, help='DICOM Patient Name (Family^Given) of the CT series '
+                   '(default: the MR\'s; empty for a file input)')
+    p.add_argument('--resample_slices', action='store_true', help='accept a DICOM series whose slices have gaps '
+                   'or unequal spacing and resample it onto even steps (refused otherwise)')
+    p.add_argument('--no_qa', action='store_true', help='no QA page and no predict_summary.csv')
     p.add_argument('--save_planes', action='store_true', help='also write the per-plane volumes')
     p.add_argument('--disagreement', action='store_true',
                    help='also write the voxel-wise std of the plane predictions (target units)')
@@ -86,13 +99,16 @@ def main(argv: list[str] | None = None) -> list[str]:
           f'{args.fusion or s.fuse} fusion, {s.crop_size}x{s.crop_size} slices, {device}')
     inputs = find_inputs(args.input, s.source, args.series)
     planes = args.planes or s.planes
-    plans = plan_outputs(inputs, args.output, s.target, planes, args.save_planes, args.disagreement, args.format)
+    qa = not args.no_qa and modality_kind(s.target) == 'ct'
+    plans = plan_outputs(inputs, args.output, s.target, planes, args.save_planes, args.disagreement, args.format, qa)
     check_outputs_free(plans, args.overwrite)
     masks = [mask_for(item, args.mask, len(inputs)) for item in inputs]
+    handoffs = prepare_handoffs(inputs, plans, generator.path, generator.options.get('sam_checkpoint'), s.source,
+                                s.ct_window, args.patient_id, args.patient_name, args.resample_slices, args.overwrite)
     lines = []
-    for item, plan, mask in zip(inputs, plans, masks):
+    for item, plan, mask, handoff in zip(inputs, plans, masks, handoffs):
         line = predict_file(generator, item, plan, mask, args.planes, args.fusion, args.batch_size,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, handoff=handoff)
         print(line, flush=True)
         lines.append(line)
     return lines

@@ -130,7 +130,9 @@ def mr_only(tmp_path: Path, fmt: str) -> Path:
 def test_mr_only_volume_of_each_format_gives_hu_on_its_own_grid(trained, tmp_path, fmt, out_ext):
     source = mr_only(tmp_path, fmt)
     out = tmp_path / 'out'
-    lines = run_predict(trained, '--input', str(source), '--output', str(out), '--save_planes', '--disagreement')
+    as_nifti = ['--format', '.nii.gz'] if fmt == 'dicom' else []      # a DICOM input's default is a DICOM series
+    lines = run_predict(trained, '--input', str(source), '--output', str(out), '--save_planes', '--disagreement',
+                        *as_nifti)
     name = 'patient_dicom' if fmt == 'dicom' else 'patient'
     fused_path = out / f'{name}_sct{out_ext}'
     assert len(lines) == 1 and str(fused_path) in lines[0] and '12x14x10 voxels' in lines[0]
@@ -144,8 +146,9 @@ def test_mr_only_volume_of_each_format_gives_hu_on_its_own_grid(trained, tmp_pat
     np.testing.assert_allclose(disagreement, planes.std(axis=0), atol=1e-2)
     inside = (planes > HU[0]).all(0) & (planes < HU[1]).all(0)
     np.testing.assert_allclose(fused[inside], planes.mean(axis=0)[inside], atol=1e-2)
-    assert sorted(os.listdir(out)) == sorted(f'{name}_sct{s}{out_ext}' for s in ('', '_x', '_y', '_z',
-                                                                                  '_disagreement'))
+    assert sorted(os.listdir(out)) == sorted([*(f'{name}_sct{s}{out_ext}' for s in ('', '_x', '_y', '_z',
+                                                                                    '_disagreement')),
+                                              f'{name}_sct_qa', 'predict_summary.csv'])
 
 
 def test_folder_of_subjects_and_files_with_masks_and_output_file(trained, tmp_path):
@@ -155,7 +158,9 @@ def test_folder_of_subjects_and_files_with_masks_and_output_file(trained, tmp_pa
     write_case(folder, {'mr': 'loose'}, 5, '.nii.gz')
     lines = run_predict(trained, '--input', str(folder), '--output', str(tmp_path / 'out'), '--planes', 'z')
     assert len(lines) == 3
-    assert sorted(os.listdir(tmp_path / 'out')) == ['1PB001_sct.mha', '1PB002_sct.nrrd', 'loose_sct.nii.gz']
+    assert sorted(os.listdir(tmp_path / 'out')) == ['1PB001_sct.mha', '1PB001_sct_qa', '1PB002_sct.nrrd',
+                                                    '1PB002_sct_qa', 'loose_sct.nii.gz', 'loose_sct_qa',
+                                                    'predict_summary.csv']
     items = {i.name: i for i in find_inputs([str(folder)], 'mr')}          # a subject's own mask file is used
     assert items['1PB001'].mask == str(folder / '1PB001' / 'mask.mha') and items['1PB002'].mask is None
     # one file to an explicit output file of another format

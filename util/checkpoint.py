@@ -22,11 +22,12 @@ FORMAT = 'mrnet-toolkit/1'
 JOURNAL_SUFFIX = '.commit.json'
 
 
-def file_mode() -> int:
-    """The permissions a new file gets from the user's umask (``0o666 & ~umask``), not mkstemp's 0600."""
+def file_mode(folder: bool = False) -> int:
+    """The permissions a new file gets from the user's umask (``0o666 & ~umask``), not mkstemp's 0600; a new
+    folder's with ``folder`` (``0o777 & ~umask``, not mkdtemp's 0700)."""
     umask = os.umask(0o022)
     os.umask(umask)
-    return 0o666 & ~umask
+    return (0o777 if folder else 0o666) & ~umask
 
 
 def _fsync_dir(folder: str) -> None:

@@ -304,16 +304,24 @@ def _finite_mean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
+def mid_slice_image(volume: np.ndarray, zooms: tuple[float, float, float], axis: int,
+                    height: int = FIGURE_HEIGHT, to_unit=None) -> np.ndarray:
+    """uint8 (height, W) image of the mid-slice along canonical ``axis`` of a volume in [-1, 1] (or mapped there
+    by ``to_unit(slice)``), shown as util.volume.take_slice does, at its physical aspect ratio."""
+    image = take_slice(volume, axis, volume.shape[axis] // 2).astype(np.float32)
+    if to_unit is not None:
+        image = to_unit(image)
+    row_mm, col_mm = slice_spacing(zooms, axis)
+    width = max(1, round(height * image.shape[1] * col_mm / (image.shape[0] * row_mm)))
+    t = F.interpolate(torch.from_numpy(image)[None, None], size=(height, width), mode='bilinear',
+                      align_corners=False)[0, 0]
+    return ((t.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+
+
 def _montage(volume: np.ndarray, zooms: tuple[float, float, float]) -> np.ndarray:
     """uint8 image of the sagittal, coronal and axial mid-slices of a canonical volume in [-1, 1], each at its
     physical aspect ratio and FIGURE_HEIGHT pixels high, side by side with a 4-pixel gap."""
     parts = []
     for axis in range(3):
-        image = take_slice(volume, axis, volume.shape[axis] // 2).astype(np.float32)
-        row_mm, col_mm = slice_spacing(zooms, axis)
-        width = max(1, round(FIGURE_HEIGHT * image.shape[1] * col_mm / (image.shape[0] * row_mm)))
-        t = F.interpolate(torch.from_numpy(image)[None, None], size=(FIGURE_HEIGHT, width), mode='bilinear',
-                          align_corners=False)[0, 0]
-        parts += [((t.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy(),
-                  np.zeros((FIGURE_HEIGHT, 4), np.uint8)]
+        parts += [mid_slice_image(volume, zooms, axis), np.zeros((FIGURE_HEIGHT, 4), np.uint8)]
     return np.concatenate(parts[:-1], axis=1)

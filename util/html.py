@@ -80,12 +80,12 @@ class HTML:
         """A paragraph of plain text."""
         self._section(top).add(tags.p(text))
 
-    def add_table(self, header: list[str], rows: list[list], top: bool = False) -> None:
-        """A table with one header row; numbers are formatted by :func:`format_cell`."""
+    def add_table(self, header: list[str], rows: list[list], top: bool = False, align: str = 'right') -> None:
+        """A table with one header row; numbers are formatted by :func:`format_cell`; cells aligned ``align``."""
         for i, row in enumerate(rows):
             if len(row) != len(header):
                 raise ValueError(f'table row {i} has {len(row)} cells but the header has {len(header)}: {row!r}')
-        table = tags.table(border=1, style='border-collapse: collapse; text-align: right')
+        table = tags.table(border=1, style=f'border-collapse: collapse; text-align: {align}')
         with table:
             with tags.tr():
                 for name in header:
