@@ -414,7 +414,7 @@ def test_fusion_mean_and_median_of_the_planes(trained, tmp_path, monkeypatch, fu
 def test_format_sets_the_output_format_of_a_folder(trained, tmp_path):
     source = mr_only(tmp_path, '.mha')
     run_predict(trained, '--input', str(source), '--output', str(tmp_path / 'out'), '--format', '.nrrd',
-                '--planes', 'z')
+                '--planes', 'z', '--no_qa')
     assert os.listdir(tmp_path / 'out') == ['patient_sct.nrrd']
     data, ref = read_image(str(tmp_path / 'out' / 'patient_sct.nrrd'))
     assert data.shape == read_image(str(source))[0].shape
