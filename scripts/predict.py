@@ -31,8 +31,8 @@ import torch  # noqa: E402
 from data.triplanar_aligned_dataset import parse_planes  # noqa: E402
 from util.cli import run_cli  # noqa: E402
 from util.image_io import WRITABLE_EXTENSIONS  # noqa: E402
-from models.prediction import (REQUIRED_OPTIONS, check_outputs_free, find_inputs, load_generator, mask_for,  # noqa: E402
-                             plan_outputs, predict_file)
+from models.prediction import (REQUIRED_OPTIONS, check_outputs_free, check_outputs_writable, find_inputs,  # noqa: E402
+                               load_generator, mask_for, plan_outputs, predict_file)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     planes = args.planes or s.planes
     plans = plan_outputs(inputs, args.output, s.target, planes, args.save_planes, args.disagreement, args.format)
     check_outputs_free(plans, args.overwrite)
+    check_outputs_writable(plans)       # before the first slice: a prediction is never computed to be lost
     masks = [mask_for(item, args.mask, len(inputs)) for item in inputs]
     lines = []
     for item, plan, mask in zip(inputs, plans, masks):
