@@ -179,12 +179,12 @@ def test_read_only_dataroot_keeps_the_split_aside_and_names_the_slice_store(tmp_
     assert len(tad.TriplanarAlignedDataset(opt).subjects) == 1                   # with --cache_dir it works
 
 
-def small_cache(root: Path):
-    """A SAM feature cache with one 3-row chunk of (2, 2, 2) float16 features for subject 's', plane z."""
+def small_cache(root: Path, shape: tuple[int, int, int] = (2, 2, 2)):
+    """A SAM feature cache with one 3-row chunk of ``shape`` float16 features for subject 's', plane z."""
     from models.sam_cache import CachedFeatures, ChunkPlan, SamFeatureCache
-    cache = SamFeatureCache(str(root), {'test': 1}, (2, 2, 2))
+    cache = SamFeatureCache(str(root), {'test': 1}, shape)
     cache.open()
-    features = np.arange(3 * 8, dtype=np.float16).reshape(3, 2, 2, 2)
+    features = np.random.default_rng(0).normal(size=(3, *shape)).astype(np.float16)
     stem = cache.write_chunk(ChunkPlan('s', 'z', (0, 1, 2), (0, 1, 2)), 'f', features)
     return cache, stem, features, lambda: CachedFeatures(cache.scan({'s': 'f'}), cache.shape, cache.dtype)
 
@@ -193,7 +193,7 @@ def test_damaged_chunk_of_a_read_only_cache_is_computed_without_rewriting(tmp_pa
     from models import sam_cache
     cache, stem, features, reader = small_cache(tmp_path)
     raw = bytearray(Path(stem + '.npy').read_bytes())
-    raw[-1] ^= 0xff                                                         # last row damaged
+    raw[-1] ^= 0x7f                                                         # last row damaged
     Path(stem + '.npy').write_bytes(bytes(raw))
     real_remove = os.remove
     monkeypatch.setattr(sam_cache.os, 'remove', lambda p: raise_os(errno.EROFS, p) if str(p).startswith(
@@ -283,7 +283,7 @@ def test_body_mask_of_a_thin_volume_keeps_the_whole_body():
     data = thin_volume(1)
     with warnings.catch_warnings():
         warnings.simplefilter('error')
-        mask = body_mask([(data, 'mr')], 'thin')
+        mask = body_mask([(data, 'mr')])
     assert mask.sum() == 16 * (1000 - 20)                    # all tissue: only the 20 dark layers are left out
     apart = thin_volume(5)                                   # layers too thick to bridge: said, naming the volume
     with pytest.warns(UserWarning, match=r'thin: the computed body mask keeps 720 of its 14400 tissue voxels \(the '
@@ -298,11 +298,11 @@ import os, sys
 sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
 from test_edge_failures import small_cache
 from pathlib import Path
-cache, stem, features, reader = small_cache(Path({folder!r}))
+cache, stem, features, reader = small_cache(Path({folder!r}), (64, 8, 8))   # 8 KiB rows: two pages each
 features_read = reader()
 assert features_read.read(('s', 'z', 0))[1]                 # mapped and read
-os.truncate(stem + '.npy', os.path.getsize(stem + '.npy') - 16)   # shortened by another process
-feature, cached = features_read.read(('s', 'z', 2))          # its page is past the new end: SIGBUS if touched
+os.truncate(stem + '.npy', 8192)                             # shortened by another process to its first row
+feature, cached = features_read.read(('s', 'z', 2))          # its pages are past the new end: SIGBUS if touched
 assert not cached and not os.path.exists(stem + '.npy')
 print('survived')
 '''
