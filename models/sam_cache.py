@@ -176,7 +176,7 @@ class SamFeatureCache:
                 continue
             for entry in sorted(os.listdir(folder)):
                 path = os.path.join(folder, entry)
-                if is_temp_file(entry):
+                if is_temp_file(entry) or entry.startswith('.tmp-'):   # (the latter: earlier versions' names)
                     try:
                         if prune and now - os.path.getmtime(path) > STALE_TMP_SECONDS:
                             os.remove(path)
