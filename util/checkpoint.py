@@ -229,7 +229,8 @@ def load_torch_file(path: str, label: str, missing: str | None = None, map_locat
 
 
 def safe_load(path: str, map_location='cpu'):
-    """``torch.load(path, weights_only=True)`` of a checkpoint, with errors naming the file (:func:`load_torch_file`)."""
+    """``torch.load(path, weights_only=True)`` of a checkpoint, with errors naming the file
+    (:func:`load_torch_file`)."""
     return load_torch_file(path, f'checkpoint {path}', f'checkpoint {path} does not exist', map_location)
 
 

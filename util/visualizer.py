@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from util import util
+from util.disk import writing
 from util.html import HTML
 
 # (connect, read) timeouts in seconds for every request to the visdom server
@@ -101,8 +102,12 @@ class Visualizer:
         self.log_name = os.path.join(expr_dir, 'loss_log.txt')
         if opt.isTrain:
             util.mkdir(expr_dir)
-            with open(self.log_name, 'a') as log_file:
-                log_file.write(f'================ Training Loss ({time.strftime("%c")}) ================\n')
+            self.log(f'================ Training Loss ({time.strftime("%c")}) ================')
+
+    def log(self, line: str) -> None:
+        """Append ``line`` to loss_log.txt (a full or read-only disk: util.disk.WriteError naming it)."""
+        with writing(self.log_name), open(self.log_name, 'a') as log_file:
+            log_file.write(line + '\n')
 
     def _display(self, draw: Callable[[object], object]) -> None:
         """Run ``draw(client)`` if a server is connected; on a lost connection warn once and stop displaying."""
@@ -166,8 +171,7 @@ class Visualizer:
     def show_validation(self, message: str, metric: str, history: list[dict]) -> None:
         """Print and log ``message``, plot every score of ``history`` over the epochs and table it on the page."""
         print(message)
-        with open(self.log_name, 'a') as log_file:
-            log_file.write(message + '\n')
+        self.log(message)
         self.validation, self.validation_metric = list(history), metric
         if self.use_html:
             epoch, labels = self.html_state or (0, [])
@@ -190,8 +194,7 @@ class Visualizer:
         message = f'(epoch: {epoch}, iters: {iters}, time: {t_comp:.3f}, data: {t_data:.3f}) '
         message += ' '.join(f'{k}: {float(v):.3f}' for k, v in losses.items())
         print(message)
-        with open(self.log_name, 'a') as log_file:
-            log_file.write(message + '\n')
+        self.log(message)
 
 
 def epoch_image_name(epoch: int, label: str) -> str:
