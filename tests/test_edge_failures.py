@@ -139,6 +139,55 @@ def test_full_disk_when_taking_the_run_lock_is_one_line_and_leaves_nothing(tmp_p
     assert [p for p in os.listdir(tmp_path / 'run') if 'lock' in p and 'guard' not in p] == []
 
 
+def test_volumes_and_sam_chunks_on_a_full_disk_name_the_file_and_leave_nothing(tmp_path, monkeypatch):
+    from models import sam_cache
+    from models.sam_cache import ChunkPlan
+    from util import image_io
+    from util.image_io import reference_image, write_image
+    data = np.zeros((4, 5, 6), np.float32)
+    out = tmp_path / 'out'
+    out.mkdir()
+    monkeypatch.setattr(image_io, 'save_nifti', lambda d, r, path: raise_os(errno.ENOSPC, None))
+    with pytest.raises(WriteError, match=rf'^no space left on .* while writing {out / "sct.nii.gz"} \('):
+        write_image(data, reference_image(data, np.eye(4)), str(out / 'sct.nii.gz'))
+    assert os.listdir(out) == []
+    cache, stem, features, reader = small_cache(tmp_path / 'cache')
+    real_save = np.save
+    monkeypatch.setattr(sam_cache.np, 'save', lambda f, a: (real_save(f, a[:1]), raise_os(errno.ENOSPC, None)))
+    with pytest.raises(WriteError, match=r'^no space left on .* while writing .*/s/z0003-0005\.[0-9a-f]{8}\.npy \('):
+        cache.write_chunk(ChunkPlan('s', 'z', (3, 4, 5), (3, 4, 5)), 'f', features)
+    assert sorted(os.listdir(os.path.dirname(stem))) == sorted(os.path.basename(stem) + e for e in ('.json', '.npy'))
+
+
+@pytest.fixture
+def full_tmpfs(tmp_path):
+    """A 256 KiB tmpfs under tmp_path, filled up (needs the right to mount: skipped without it)."""
+    mnt = tmp_path / 'full'
+    mnt.mkdir()
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', str(mnt)], capture_output=True).returncode:
+        pytest.skip('cannot mount a tmpfs here (needs root); the injected full disks above cover the same paths')
+    try:
+        with open(mnt / 'filler', 'wb') as f:
+            try:
+                f.write(b'\0' * (1 << 20))
+                f.flush()
+            except OSError:
+                pass
+        yield mnt
+    finally:
+        subprocess.run(['umount', '-l', str(mnt)], capture_output=True)
+
+
+def test_train_on_a_full_disk_is_one_line_and_leaves_no_lock(full_tmpfs, tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / 'train.py'), '--model', 'pix2pix', '--gpu_ids', '-1',
+                           '--checkpoints_dir', str(full_tmpfs / 'ck'), '--name', 'run', '--display_id', '0'],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'})
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+    assert f'train.py: error: no space left on {full_tmpfs} while writing {full_tmpfs / "ck" / "run"}' in proc.stderr
+    assert [p for p in os.listdir(full_tmpfs / 'ck' / 'run') if 'lock' in p and 'guard' not in p] == []
+
+
 def test_any_unhandled_full_or_read_only_write_is_one_line(capsys, tmp_path):
     """The net under every writer: an OSError of a full disk or read-only mount reaching run_cli."""
     target = str(tmp_path / 'loss_log.txt')
