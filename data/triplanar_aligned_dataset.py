@@ -29,7 +29,6 @@ import os
 import shutil
 import sys
 import tempfile
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +37,10 @@ import torch.nn.functional as F
 
 from data.base_dataset import BaseDataset
 from data.layouts import BRATS_MODALITIES, LAYOUT_EXAMPLES, MASK_NAME, describe_candidates, find_modality
+from util.checkpoint import atomic_write
+from util.disk import WriteError, cannot_write, writing
 from util.image_io import read_image
+from util.mapped import MappedFiles, TruncatedFileError, check_whole
 from util.metrics import METRIC_SETS
 from util.volume import (CT_WINDOW, MR_PERCENTILES, PLANES, RESIZE_MODES, Geometry, IntensityMap, body_mask,
                          intensity_map, modality_kind, slice_spacing, take_slice, to_square)
@@ -47,7 +49,7 @@ DEMO_ROOTS = {'synthrad': os.path.join('datasets', 'demo_synthrad'), 'brats': os
 SPLITS_DIR = 'splits'
 ALL_SPLIT = 'all'                   # --split all: every subject of the folder
 SPLIT_RATIOS = {'train': 8, 'val': 1, 'test': 1}
-STORE_VERSION = 3
+STORE_VERSION = 4                   # 4: body masks join tissue parts closer than 4 voxels (thin volumes)
 STORE_FILE = 'volumes.npy'
 
 
@@ -83,13 +85,9 @@ def split_subjects(subjects: list[str], seed: int) -> dict[str, list[str]]:
 def write_splits(root: str, splits: dict[str, list[str]]) -> None:
     """``<root>/splits/<phase>.txt``, one subject per line (each file written atomically)."""
     folder = os.path.join(root, SPLITS_DIR)
-    os.makedirs(folder, exist_ok=True)
     for phase, names in splits.items():
-        fd, tmp = tempfile.mkstemp(prefix=f'.{phase}.', dir=folder)
-        with os.fdopen(fd, 'w') as f:
-            f.write(''.join(f'{n}\n' for n in names))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, os.path.join(folder, f'{phase}.txt'))
+        atomic_write(lambda f, text=''.join(f'{n}\n' for n in names): f.write(text),
+                     os.path.join(folder, f'{phase}.txt'), binary=False)
 
 
 def read_splits(root: str) -> dict[str, list[str]]:
@@ -122,7 +120,7 @@ def load_split(root: str, phase: str, subjects: list[str], seed: int, fallback: 
         try:
             write_splits(root, splits)
             print(f'wrote a new {ratios} subject split (seed {seed}) to {folder}')
-        except OSError as e:
+        except (OSError, WriteError) as e:
             if not fallback:
                 print(f'WARNING: could not write the subject split to {folder} ({e}); using it unsaved',
                       file=sys.stderr)
@@ -236,7 +234,7 @@ def build_subject(root: str, name: str, settings: StoreSettings, store: str) -> 
         if not mask.any():
             raise ValueError(f'{mask_path}: the body mask is empty')
     else:
-        mask = body_mask([(data, modality_kind(m)) for m, data in canonical.items()])
+        mask = body_mask([(data, modality_kind(m)) for m, data in canonical.items()], f'subject {name}')
         if not mask.any():
             raise ValueError(f'subject {name}: no body found in {", ".join(paths.values())}')
     maps = {m: intensity_map(modality_kind(m), data, mask, paths[m], settings.ct_window, settings.mr_percentiles)
@@ -245,22 +243,33 @@ def build_subject(root: str, name: str, settings: StoreSettings, store: str) -> 
                   for p, ax in PLANES.items()}
     subject = Subject(name, paths, mask_path, geometry, maps, foreground, store)
     parent = os.path.dirname(store)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f'.{name}-', dir=parent)
-    try:
-        channels = [maps[m].normalise(canonical[m]) for m in settings.modalities]
-        np.save(os.path.join(tmp, STORE_FILE), np.stack([*channels, mask], axis=-1).astype(settings.dtype))
-        with open(os.path.join(tmp, 'meta.json'), 'w') as f:
-            json.dump(subject.to_json(), f)
-        shutil.rmtree(store, ignore_errors=True)
+    with writing(os.path.join(store, STORE_FILE)):      # a full or read-only disk: one line, nothing left behind
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f'.{name}-', dir=parent)
         try:
-            os.replace(tmp, store)
-        except OSError:
-            if not os.path.isfile(os.path.join(store, 'meta.json')):  # not stored meanwhile by another process
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            channels = [maps[m].normalise(canonical[m]) for m in settings.modalities]
+            np.save(os.path.join(tmp, STORE_FILE), np.stack([*channels, mask], axis=-1).astype(settings.dtype))
+            with open(os.path.join(tmp, 'meta.json'), 'w') as f:
+                json.dump(subject.to_json(), f)
+            shutil.rmtree(store, ignore_errors=True)
+            try:
+                os.replace(tmp, store)
+            except OSError:
+                if not os.path.isfile(os.path.join(store, 'meta.json')):  # not stored meanwhile by another process
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return subject
+
+
+def store_is_whole(store: str) -> bool:
+    """Whether the store's volumes.npy is there and as long as its header says (not truncated)."""
+    path = os.path.join(store, STORE_FILE)
+    try:
+        check_whole(path, np.load(path, mmap_mode='r'))
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def load_subject(root: str, name: str, settings: StoreSettings, store: str) -> Subject:
@@ -273,7 +282,8 @@ def load_subject(root: str, name: str, settings: StoreSettings, store: str) -> S
         except ValueError:          # damaged: store again
             meta = {}
         paths, mask_path = subject_sources(root, name, settings.modalities)
-        if meta.get('version') == STORE_VERSION and meta.get('sources') == _sources(paths, mask_path):
+        if (meta.get('version') == STORE_VERSION and meta.get('sources') == _sources(paths, mask_path)
+                and store_is_whole(store)):
             return Subject.from_json(meta, paths, mask_path, store)
     return build_subject(root, name, settings, store)
 
@@ -356,7 +366,7 @@ class TriplanarAlignedDataset(BaseDataset):
         self._names = list(self.subjects)
         channels = [opt.modality_A, opt.modality_B]
         self._order = [channels.index(self.source), channels.index(self.target), 2]   # source, target, mask
-        self._open: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._maps = MappedFiles(opt.open_volumes)     # each worker keeps its own (util/mapped.py)
         self.sam_features = None    # models.sam_cache.CachedFeatures, attached by the MRNet model when it applies
 
     def _load_subjects(self, names: list[str], settings: StoreSettings) -> tuple[dict[str, Subject], dict[str, str]]:
@@ -369,7 +379,9 @@ class TriplanarAlignedDataset(BaseDataset):
                 if not self.opt.skip_bad_subjects:
                     raise
                 skipped[name] = str(e)
-            except PermissionError as e:
+            except (OSError, WriteError) as e:
+                if not cannot_write(e):
+                    raise
                 raise RuntimeError(f'cannot write the slice store under {self.store_root} ({e}); '
                                    f'pass --cache_dir with a writable folder') from None
         if skipped:
@@ -388,22 +400,16 @@ class TriplanarAlignedDataset(BaseDataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getstate__(self) -> dict:
-        """Workers get the dataset without open memory maps; each opens its own."""
-        state = self.__dict__.copy()
-        state['_open'] = OrderedDict()
-        return state
-
     def volumes(self, name: str) -> np.ndarray:
         """Memory-mapped canonical (X, Y, Z, 3) store of subject ``name``: modality_A, modality_B in [-1, 1] and
-        the body mask (0/1); each worker keeps the last ``--open_volumes`` subjects open."""
-        if name in self._open:
-            self._open.move_to_end(name)
-            return self._open[name]
-        self._open[name] = np.load(os.path.join(self.subjects[name].store, STORE_FILE), mmap_mode='r')
-        while len(self._open) > max(1, self.opt.open_volumes):
-            self._open.popitem(last=False)
-        return self._open[name]
+        the body mask (0/1); each worker keeps the last ``--open_volumes`` subjects open. A store file shortened
+        while this run reads it is a RuntimeError naming it (it is rebuilt by the next run), never a SIGBUS."""
+        path = os.path.join(self.subjects[name].store, STORE_FILE)
+        try:
+            return self._maps.get(path)
+        except TruncatedFileError as exc:
+            raise RuntimeError(f'slice store of subject {name}: {exc} (changed while this run read it); run again '
+                               f'and it is stored anew') from None
 
     def arrays(self, name: str) -> dict[str, np.ndarray]:
         """Canonical (X, Y, Z) views of subject ``name``: source and target modality in [-1, 1], 'mask' (0/1)."""

@@ -249,15 +249,24 @@ class BaseModel(ABC):
         """Restore what :meth:`save_training_state` wrote; returns the counters. Files of different saves are
         refused with an error naming them.
 
-        A checkpoint from the classic toolkit (networks only) is accepted: then the counters start from
-        ``--epoch_count`` and optimisers start fresh, with a warning.
+        A checkpoint from the classic toolkit (networks only) is accepted: then training starts at epoch
+        ``--epoch_count`` with fresh optimisers, with a warning. Networks written by a training save (their stamp
+        holds the loop counters) without their ``<label>_state.pth`` are refused, naming the missing file: resuming
+        them would restart the epochs and the learning-rate schedule.
         """
         stamps = self.load_networks(label)
         path = self.state_path(label)
         if not os.path.exists(path):
+            saved = next((s for s in stamps.values() if 'total_iters' in s), None)
+            if saved is not None:
+                nets = ', '.join(os.path.basename(self.network_path(label, n)) for n in stamps)
+                raise FileNotFoundError(
+                    f'cannot resume: {path} is missing, though {nets} beside it come from the training save at '
+                    f'{describe_stamp(saved)}; that file holds the optimisers, learning-rate schedules, image pools, '
+                    f'counters and random state. Put it back, or run without --continue_train to start over')
             print(f'warning: {path} not found: resuming with weights only (fresh optimisers, '
-                  f'epoch counting from --epoch_count {self.opt.epoch_count})')
-            return {'epoch': self.opt.epoch_count - 1, 'epoch_iter': 0, 'total_iters': 0}
+                  f'starting at epoch {self.opt.epoch_count}, --epoch_count)')
+            return {'epoch': self.opt.epoch_count, 'epoch_iter': 0, 'total_iters': 0}
         state = safe_load(path, map_location='cpu')  # optimisers move their state to the parameters' device
         _check_same_save({**{os.path.basename(self.network_path(label, n)): s for n, s in stamps.items()},
                           os.path.basename(path): state.get('checkpoint') or {}}, label)

@@ -28,6 +28,7 @@ import torch.nn as nn
 
 from data.layouts import MASK_NAME, find_modality, find_subject_file
 from util.checkpoint import read_network_file
+from util.disk import check_writable
 from util.image_io import (IMAGE_EXTENSIONS, WRITABLE_EXTENSIONS, choose_series, dicom_series, image_extension,
                            image_stem, read_image, write_image)
 from util.volume import (CT_WINDOW, MR_PERCENTILES, Geometry, IntensityMap, VolumeAssembler, body_mask,
@@ -287,6 +288,16 @@ def output_files(plan: OutputPlan) -> list[str]:
             *([plan.qa] if plan.qa else [])]
 
 
+def check_outputs_writable(plans: list[OutputPlan]) -> None:
+    """util.disk.WriteError naming the first output whose folder cannot be written (read-only, no permission),
+    checked before the first slice is computed; nothing is created."""
+    folders = {}
+    for f in (f for p in plans for f in output_files(p)):
+        folders.setdefault(os.path.dirname(os.path.abspath(f)), f)
+    for folder, first in folders.items():
+        check_writable(folder, first)
+
+
 def check_outputs_free(plans: list[OutputPlan], overwrite: bool) -> None:
     """ValueError listing the outputs that exist already (unless ``overwrite``)."""
     existing = [f for p in plans for f in output_files(p) if os.path.exists(f)]
@@ -375,7 +386,7 @@ def predict_volume(generator: TrainedGenerator, data: np.ndarray, reference, mas
     if why:
         warnings.warn(why, UserWarning, stacklevel=2)
     if mask is None:
-        mask = body_mask([(volume, kind)])
+        mask = body_mask([(volume, kind)], label)
         if not mask.any():
             raise ValueError(f'{label}: no body found (the volume looks empty); pass --mask')
     source_map = intensity_map(kind, volume, mask, label, s.ct_window, s.mr_percentiles)

@@ -19,8 +19,12 @@ intensity map) is in the chunk manifests: a changed subject's chunks are dropped
 
 Chunks are written atomically (data, then manifest, each to a temporary file renamed into place), with a
 random token in the name, so an interrupted build leaves only whole chunks (the next run computes the
-rest) and two processes never write one file. Every read checks the row's crc32; a chunk that fails is
-removed (the slice's feature is computed by the model instead) and rebuilt at the next epoch.
+rest) and two processes never write one file; a full disk stops the build with one line naming the file.
+Every read first checks the chunk file's size against its header (a chunk truncated while mapped would
+otherwise kill the run with SIGBUS) and then the row's crc32; a chunk that fails is reported and removed (the
+slice's feature is computed by the model instead) and rebuilt at the next epoch. A cache that cannot be
+written (read-only media or permissions) is read as it is: damaged chunks stay unread and slices not cached
+are computed by SAM at every step.
 Under torchrun rank 0 plans the missing chunks and each rank builds its share.
 """
 from __future__ import annotations
@@ -32,16 +36,19 @@ import os
 import secrets
 import shutil
 import sys
-import tempfile
 import time
 import zlib
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.utils.data
+
+from util.checkpoint import atomic_write, is_temp_file
+from util.disk import cannot_write, check_writable, human_bytes, no_space, writing
+from util.mapped import MappedFiles
 
 CACHE_VERSION = 1
 CHUNK_BYTES = 32 << 20              # at most this much feature data per chunk file (16 slices at S=1024)
@@ -69,42 +76,23 @@ def add_sam_cache_options(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     return parser
 
 
-def human_bytes(n: float) -> str:
-    for unit in ('B', 'KiB', 'MiB', 'GiB', 'TiB'):
-        if abs(n) < 1024 or unit == 'TiB':
-            return f'{n:.0f} {unit}' if unit == 'B' else f'{n:.1f} {unit}'
-        n /= 1024
-    return f'{n:.1f} TiB'
-
-
-def _atomic_write(path: str, write) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, fsync it, then rename it to ``path``."""
-    folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _crc(row: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(row).view(np.uint8)) & 0xffffffff
 
 
-def _remove_chunk(stem: str) -> None:
-    """Remove a chunk's manifest (first: it is what makes a chunk visible) and data; absent files are fine."""
+def _remove_chunk(stem: str) -> bool:
+    """Remove a chunk's manifest (first: it is what makes a chunk visible) and data; absent files are fine.
+    False when the cache cannot be written (read-only media or permissions): the chunk stays."""
     for ext in ('.json', '.npy'):
         try:
             os.remove(stem + ext)
         except FileNotFoundError:
             pass
+        except OSError as exc:
+            if not cannot_write(exc):
+                raise
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -160,7 +148,18 @@ class SamFeatureCache:
                 raise RuntimeError(f'SAM feature cache {self.folder}: its key.json describes other settings than this '
                                    f'run\'s ({found} vs {self.identity}); remove the folder')
         text = json.dumps(self.identity, indent=1, sort_keys=True).encode()
-        _atomic_write(key_path, lambda f: f.write(text))
+        atomic_write(lambda f: f.write(text), key_path)
+
+    def writable(self) -> bool:
+        """Whether chunks can be written into the (existing) cache folder; False for read-only media and missing
+        permissions alike (util.disk.cannot_write)."""
+        try:
+            check_writable(self.folder, os.path.join(self.folder, 'a chunk'))
+        except RuntimeError as exc:
+            if not cannot_write(exc):
+                raise
+            return False
+        return True
 
     # ------------------------------------------------------------------ index
     def scan(self, fingerprints: dict[str, str], prune: bool = False) -> dict[SliceKey, tuple[str, int, int]]:
@@ -177,12 +176,15 @@ class SamFeatureCache:
                 continue
             for entry in sorted(os.listdir(folder)):
                 path = os.path.join(folder, entry)
-                if entry.startswith('.tmp-'):
+                if is_temp_file(entry) or entry.startswith('.tmp-'):   # (the latter: earlier versions' names)
                     try:
                         if prune and now - os.path.getmtime(path) > STALE_TMP_SECONDS:
                             os.remove(path)
                     except FileNotFoundError:       # renamed or removed by its writer meanwhile
                         pass
+                    except OSError as exc:          # a read-only cache keeps its leftovers
+                        if not cannot_write(exc):
+                            raise
                     continue
                 if not entry.endswith('.json'):
                     continue
@@ -222,47 +224,44 @@ class SamFeatureCache:
             raise ValueError(f'chunk {chunk.subject}/{chunk.plane}: features {features.shape} {features.dtype} do not '
                              f'fit the cache ({len(chunk.indices)}, {self.shape}, {self.dtype})')
         folder = os.path.join(self.folder, chunk.subject)
-        os.makedirs(folder, exist_ok=True)
+        with writing(folder):
+            os.makedirs(folder, exist_ok=True)
         stem = os.path.join(folder, f'{chunk.plane}{chunk.indices[0]:04d}-{chunk.indices[-1]:04d}.'
                                     f'{secrets.token_hex(4)}')
-        _atomic_write(stem + '.npy', lambda f: np.save(f, features))
+        atomic_write(lambda f: np.save(f, features), stem + '.npy')
         meta = {'cache': self.digest, 'subject': chunk.subject, 'plane': chunk.plane, 'fingerprint': fingerprint,
                 'indices': list(chunk.indices), 'crc32': [_crc(row) for row in features]}
         text = json.dumps(meta).encode()
-        _atomic_write(stem + '.json', lambda f: f.write(text))
+        atomic_write(lambda f: f.write(text), stem + '.json')
         return stem
 
 
 class CachedFeatures:
     """The read side, handed to the dataset (and pickled to DataLoader workers):
     ``read(key)`` -> (feature (256, S/16, S/16) float16/32 tensor, True), or (zeros, False) when the slice is
-    not cached or its chunk fails its checksum (the chunk is then removed and rebuilt at the next epoch)."""
+    not cached or its chunk is damaged: it fails its checksum, or its file was truncated (checked before every
+    read, so a chunk shortened while mapped is never touched past its end). A damaged chunk is reported and
+    removed, and rebuilt at the next epoch; in a cache that cannot be written it stays, unread."""
 
     def __init__(self, index: dict[SliceKey, tuple[str, int, int]], shape: tuple[int, ...], dtype: np.dtype):
         self.index = index
         self.shape = tuple(shape)
         self.dtype = np.dtype(dtype)
-        self._open: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._maps = MappedFiles(OPEN_CHUNKS)
         self._bad: set[str] = set()
+        self.rows = {}                                  # chunk stem -> rows its manifest lists
+        for stem, row, _ in index.values():
+            self.rows[stem] = max(self.rows.get(stem, 0), row + 1)
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state['_open'] = OrderedDict()
-        return state
-
     def _chunk(self, stem: str) -> np.ndarray:
-        if stem in self._open:
-            self._open.move_to_end(stem)
-            return self._open[stem]
-        data = np.load(stem + '.npy', mmap_mode='r')
+        data = self._maps.get(stem + '.npy')
         if data.ndim != 1 + len(self.shape) or data.shape[1:] != self.shape or data.dtype != self.dtype:
             raise ValueError(f'shape {data.shape} {data.dtype}')
-        self._open[stem] = data
-        while len(self._open) > OPEN_CHUNKS:
-            self._open.popitem(last=False)
+        if len(data) < self.rows.get(stem, 0):
+            raise ValueError(f'{len(data)} rows where the manifest lists {self.rows[stem]}')
         return data
 
     def read(self, key: SliceKey) -> tuple[torch.Tensor, bool]:
@@ -270,12 +269,11 @@ class CachedFeatures:
         if where is not None and where[0] not in self._bad:
             stem, row, crc = where
             try:
-                data = self._chunk(stem)
-                feature = np.array(data[row]) if row < len(data) else None
+                feature = np.array(self._chunk(stem)[row])
             except (OSError, ValueError) as exc:
                 feature, why = None, str(exc)
             else:
-                why = 'row missing' if feature is None else 'checksum mismatch'
+                why = 'checksum mismatch'
             if feature is not None and _crc(feature) == crc:
                 return torch.from_numpy(feature), True
             self._quarantine(stem, why)
@@ -283,10 +281,13 @@ class CachedFeatures:
 
     def _quarantine(self, stem: str, why: str) -> None:
         self._bad.add(stem)
-        self._open.pop(stem, None)
-        print(f'WARNING: SAM feature cache chunk {stem}.npy is damaged ({why}): removed; its slices are computed '
-              f'by SAM now and the chunk is rebuilt at the next epoch', file=sys.stderr, flush=True)
-        _remove_chunk(stem)
+        self._maps.drop(stem + '.npy')
+        if _remove_chunk(stem):
+            fate = 'removed; its slices are computed by SAM now and the chunk is rebuilt at the next epoch'
+        else:
+            fate = (f'not removed ({os.path.dirname(stem)} cannot be written): its slices are computed by SAM at '
+                    f'every step instead')
+        print(f'WARNING: SAM feature cache chunk {stem}.npy is damaged ({why}): {fate}', file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- building and attaching
@@ -392,6 +393,11 @@ def prepare(encoder, loader, opt: argparse.Namespace) -> CachedFeatures | None:
             cache.open()
             index = cache.scan(fingerprints, prune=True)
             missing = [(p, key) for p in positions if (key := dataset.slice_key(p)) not in index]
+            if missing and not cache.writable():
+                _say_once(f'SAM feature cache {cache.folder} cannot be written (read-only or no permission): '
+                          f'{len(missing)} of {len(positions)} slices are not cached and are computed by SAM at every '
+                          f'step; pass --sam_cache with a writable folder to cache them')
+                missing = []
             message = [cache.plan(missing), _check_disk(cache, len(missing)) if missing else None]
             if missing and not message[1]:
                 print(f'SAM feature cache {cache.folder}: {len(positions) - len(missing)} of {len(positions)} slices '
@@ -399,7 +405,9 @@ def prepare(encoder, loader, opt: argparse.Namespace) -> CachedFeatures | None:
                       f'{human_bytes(shutil.disk_usage(cache.folder).free)} free, {opt.sam_batch_size} per SAM call)',
                       flush=True)
         except (OSError, RuntimeError) as exc:
-            message = [None, str(exc)]
+            hint = ('; pass --sam_cache with a writable folder, or --sam_cache off' if cannot_write(exc) or
+                    no_space(exc) else '')
+            message = [None, f'{exc}{hint}']
     if distributed:
         dist.broadcast_object_list(message, src=0)
     chunks, error = message

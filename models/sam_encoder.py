@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT
 
+from util.checkpoint import load_torch_file
 from util.distributed import is_main_process
 from util.util import file_sha256
 
@@ -145,13 +146,8 @@ def read_sam_encoder_state(path: str) -> dict[str, torch.Tensor]:
 
     Raises FileNotFoundError (no file), RuntimeError (not loadable) or ValueError (not a SAM checkpoint).
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'--sam_checkpoint {path}: no such file (expected an official SAM checkpoint such as '
-                                f'{SAM_OFFICIAL_FILES["vit_b"]}, from {SAM_DOWNLOAD_URL})')
-    try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as exc:  # unpickling and I/O raise many kinds
-        raise RuntimeError(f'--sam_checkpoint {path} cannot be read as a PyTorch checkpoint: {exc}') from exc
+    state = load_torch_file(path, f'--sam_checkpoint {path}', f'--sam_checkpoint {path}: no such file (expected an '
+                            f'official SAM checkpoint such as {SAM_OFFICIAL_FILES["vit_b"]}, from {SAM_DOWNLOAD_URL})')
     if not isinstance(state, Mapping) or not any(str(k).startswith(SAM_ENCODER_PREFIX) for k in state):
         raise ValueError(f'{path} is not a SAM checkpoint (no {SAM_ENCODER_PREFIX}* keys); expected the official file '
                          f'such as {SAM_OFFICIAL_FILES["vit_b"]}')

@@ -18,10 +18,10 @@ import argparse
 import json
 import math
 import os
-import tempfile
 import time
 
 from data import create_dataset
+from util.checkpoint import atomic_write
 
 # name -> (summary section, key, higher is better)
 METRICS = {'mae': ('fused', 'mae', False), 'psnr': ('fused', 'psnr', True), 'ssim': ('fused', 'ssim', True),
@@ -195,10 +195,7 @@ class Validator:
     def write_record(self) -> None:
         """``validation.json``: metric, best score and epoch (of ``best_net_*.pth``), and every validation."""
         record = {'metric': self.metric, 'higher_is_better': self.higher, **self.state()}
-        fd, tmp = tempfile.mkstemp(prefix=f'.{RECORD_FILE}.', dir=self.save_dir)
-        with os.fdopen(fd, 'w') as f:
-            json.dump(record, f, indent=1)
-        os.replace(tmp, os.path.join(self.save_dir, RECORD_FILE))
+        atomic_write(lambda f: json.dump(record, f, indent=1), os.path.join(self.save_dir, RECORD_FILE), binary=False)
 
 
 def read_record(save_dir: str) -> dict | None:

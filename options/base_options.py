@@ -10,6 +10,8 @@ from typing import Sequence
 import data
 import models
 from util import distributed
+from util.checkpoint import atomic_write
+from util.disk import writing
 from util.run_lock import RunLock
 from util.util import mkdirs
 
@@ -96,16 +98,18 @@ class BaseOptions:
         if opt.suffix:
             opt.name = opt.name + ('_' + opt.suffix.format(**vars(opt)))
         opt.gpu_ids = [int(i) for i in str(opt.gpu_ids).split(',') if i.strip() != '' and int(i) >= 0]
+        from models.generators import check_generator_options
+        check_generator_options(opt)        # before any data, cache or run folder is made
         table = self.format_options(opt, parser)
         if setup_device:
             distributed.setup(opt)
         if getattr(opt, 'rank', 0) == 0:
             print(table)
             expr_dir = os.path.join(opt.checkpoints_dir, opt.name)
-            mkdirs(expr_dir)
+            with writing(expr_dir):
+                mkdirs(expr_dir)
             if lock_run:
                 self.run_lock = RunLock(expr_dir).acquire()
-            with open(os.path.join(expr_dir, f'{opt.phase}_opt.txt'), 'w') as f:
-                f.write(table + '\n')
+            atomic_write(lambda f: f.write(table + '\n'), os.path.join(expr_dir, f'{opt.phase}_opt.txt'), binary=False)
         self.opt = opt
         return opt

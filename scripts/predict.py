@@ -35,8 +35,8 @@ from data.triplanar_aligned_dataset import parse_planes  # noqa: E402
 from util.cli import run_cli  # noqa: E402
 from util.image_io import WRITABLE_EXTENSIONS  # noqa: E402
 from models.clinical_output import DICOM_FORMAT, prepare_handoffs  # noqa: E402
-from models.prediction import (REQUIRED_OPTIONS, check_outputs_free, find_inputs, load_generator, mask_for,  # noqa: E402
-                             plan_outputs, predict_file)
+from models.prediction import (REQUIRED_OPTIONS, check_outputs_free, check_outputs_writable, find_inputs,  # noqa: E402
+                               load_generator, mask_for, plan_outputs, predict_file)
 from util.volume import modality_kind  # noqa: E402
 
 
@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     qa = not args.no_qa and modality_kind(s.target) == 'ct'
     plans = plan_outputs(inputs, args.output, s.target, planes, args.save_planes, args.disagreement, args.format, qa)
     check_outputs_free(plans, args.overwrite)
+    check_outputs_writable(plans)       # before the first slice: a prediction is never computed to be lost
     masks = [mask_for(item, args.mask, len(inputs)) for item in inputs]
     handoffs = prepare_handoffs(inputs, plans, generator.path, generator.options.get('sam_checkpoint'), s.source,
                                 s.ct_window, args.patient_id, args.patient_name, args.resample_slices, args.overwrite)

@@ -204,7 +204,7 @@ def test_interrupted_build_resumes(tmp_path, dataroot, monkeypatch):
     _, loader, model = make_run(tmp_path, dataroot)
     with pytest.raises(KeyboardInterrupt):
         model.prepare_data(loader)
-    assert len(chunk_files(tmp_path)) == 2 and not glob.glob(str(tmp_path / 'cache' / '*' / '*' / '.tmp-*'))
+    assert len(chunk_files(tmp_path)) == 2 and not glob.glob(str(tmp_path / 'cache' / '*' / '*' / '.*.tmp'))
     monkeypatch.setattr(sam_cache.SamFeatureCache, 'write_chunk', real_write)
     _, loader, model = make_run(tmp_path, dataroot)
     chunks_built = []

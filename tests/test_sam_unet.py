@@ -336,7 +336,8 @@ def test_missing_checkpoint(tmp_path):
 def test_unreadable_checkpoint(tmp_path):
     path = tmp_path / 'broken.pth'
     path.write_bytes(b'not a checkpoint at all')
-    with pytest.raises(RuntimeError, match='broken.pth cannot be read as a PyTorch checkpoint'):
+    with pytest.raises(RuntimeError, match='broken.pth: cannot be read as a PyTorch checkpoint: the file .* is '
+                                           'damaged'):
         tiny_net(sam_checkpoint=str(path))
 
 

@@ -15,8 +15,11 @@ import json
 import os
 import tempfile
 import uuid
+import zipfile
 
 import torch
+
+from util.disk import check_free_space, writing
 
 FORMAT = 'mrnet-toolkit/1'
 JOURNAL_SUFFIX = '.commit.json'
@@ -38,30 +41,44 @@ def _fsync_dir(folder: str) -> None:
         os.close(dir_fd)
 
 
+def is_temp_file(name: str) -> bool:
+    """Whether file ``name`` is a temporary file of :func:`atomic_write` (``.<final name>.<random>.tmp``)."""
+    return name.startswith('.') and name.endswith('.tmp')
+
+
 def _write_temp(write, path: str, binary: bool = True) -> str:
     """Create a temporary file next to ``path``, fill it with ``write(file)``, fsync it and give it the umask's
-    permissions; returns its path (removed again if writing fails)."""
+    permissions; returns its path (removed again if writing fails). A full or read-only disk is a
+    util.disk.WriteError naming ``path``."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
-    try:
-        with (os.fdopen(fd, 'wb') if binary else os.fdopen(fd, 'w', encoding='utf-8')) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, file_mode())
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with writing(path):
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
+        try:
+            with (os.fdopen(fd, 'wb') if binary else os.fdopen(fd, 'w', encoding='utf-8')) as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, file_mode())
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
     return tmp
 
 
 def atomic_write(write, path: str, binary: bool = True) -> None:
     """Write ``path`` through ``write(file)`` into a temporary file in the same folder, fsync, then rename it over
-    ``path``: a crash or SIGKILL at any moment leaves either the old file or the new one, never half a file."""
+    ``path``: a crash or SIGKILL at any moment leaves either the old file or the new one, never half a file; a
+    failed write (a full disk: util.disk.WriteError) leaves the old file and no temporary file."""
     tmp = _write_temp(write, path, binary)
-    os.replace(tmp, path)
+    try:
+        with writing(path):
+            os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
     _fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
@@ -89,11 +106,45 @@ def journal_path(folder: str, label: str | int) -> str:
     return os.path.join(folder, f'.{label}{JOURNAL_SUFFIX}')
 
 
+SAVE_OVERHEAD = 1 << 20     # bytes allowed per file beyond its tensors' data (pickle, zip records, alignment)
+
+
+def tensor_bytes(obj) -> int:
+    """Bytes of tensor data in ``obj`` (tensors in nested dicts, lists and tuples; a shared storage once)."""
+    seen: set[int] = set()
+    total = 0
+
+    def walk(x) -> None:
+        nonlocal total
+        if isinstance(x, torch.Tensor):
+            storage = x.untyped_storage()
+            if storage.data_ptr() not in seen:
+                seen.add(storage.data_ptr())
+                total += storage.nbytes()
+        elif isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                walk(v)
+    walk(obj)
+    return total
+
+
 def save_together(files: dict[str, object], journal: str) -> None:
     """``torch.save`` every ``path: obj`` of ``files`` as one unit: after a crash at any moment, either every
     file is the new one or (after :func:`recover`) every file is the old one. ``journal`` is the commit
-    record's path (in the same folder as the files)."""
+    record's path (in the same folder as the files).
+
+    The new files are written beside the old ones, so the disk must hold them all: checked before anything is
+    written (util.disk.WriteError naming the files). A disk that fills up or refuses meanwhile is a WriteError
+    too; the old files stay and no temporary file is left."""
     folder = os.path.dirname(os.path.abspath(journal))
+    need = sum(tensor_bytes(obj) + SAVE_OVERHEAD for obj in files.values())
+    with writing(journal):
+        os.makedirs(folder, exist_ok=True)
+    check_free_space(folder, need, f'the checkpoint {", ".join(os.path.basename(p) for p in files)} in {folder} '
+                                   f'(the last whole checkpoint is kept)')
     staged: dict[str, str] = {}
     try:
         for path, obj in files.items():
@@ -135,7 +186,7 @@ def recover(folder: str) -> list[str]:
         _apply_journal(folder, journal, record)
         lines.append(f'checkpoint {label}: completed a save that was interrupted after all its files were '
                      f'written ({", ".join(sorted(record.values()))})')
-    stray = sorted(glob.glob(os.path.join(glob.escape(folder), '.*.tmp')))
+    stray = sorted(os.path.join(folder, f) for f in os.listdir(folder) if is_temp_file(f))
     for tmp in stray:
         os.remove(tmp)
     if stray:
@@ -145,14 +196,43 @@ def recover(folder: str) -> list[str]:
     return lines
 
 
-def safe_load(path: str, map_location='cpu'):
-    """``torch.load(path, weights_only=True)`` with an error that names the file when it fails."""
+class DamagedFileError(RuntimeError, ValueError):
+    """A file named as a checkpoint that cannot be read as one (damaged, or something else): a user error."""
+
+
+def why_unreadable(path: str) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in the user's terms (never torch's advice to load with
+    ``weights_only=False``, which a damaged or foreign file must not get)."""
+    size = os.path.getsize(path)
+    if size == 0:
+        return 'the file is empty (0 bytes)'
+    try:
+        with zipfile.ZipFile(path) as archive:
+            whole = archive.testzip() is None and any(n.endswith('data.pkl') for n in archive.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        whole = False
+    if whole:
+        return ('it holds Python objects besides tensors and plain values (a whole pickled model?), which are never '
+                'unpickled because loading them could run any code; store a state_dict instead')
+    return f'the file ({size} bytes) is damaged (truncated or overwritten) or is not a checkpoint'
+
+
+def load_torch_file(path: str, label: str, missing: str | None = None, map_location='cpu'):
+    """``torch.load(path, weights_only=True)`` of a file the user named as ``label`` (e.g. ``--sam_checkpoint X``).
+    FileNotFoundError ``missing`` (default ``<label>: no such file``) when there is none; DamagedFileError
+    ``<label>: cannot be read as a PyTorch checkpoint: <why>`` (:func:`why_unreadable`) when it does not load."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f'checkpoint {path} does not exist')
+        raise FileNotFoundError(missing or f'{label}: no such file')
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise RuntimeError(f'cannot load checkpoint {path}: {exc}') from exc
+    except Exception as exc:  # unpickling and I/O raise many kinds
+        raise DamagedFileError(f'{label}: cannot be read as a PyTorch checkpoint: {why_unreadable(path)}') from exc
+
+
+def safe_load(path: str, map_location='cpu'):
+    """``torch.load(path, weights_only=True)`` of a checkpoint, with errors naming the file
+    (:func:`load_torch_file`)."""
+    return load_torch_file(path, f'checkpoint {path}', f'checkpoint {path} does not exist', map_location)
 
 
 def plain_options(opt) -> dict:

@@ -1,10 +1,13 @@
 """Entry points report bad input as one clear line, not a traceback from deep inside."""
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import traceback
 from typing import Callable
+
+from util.disk import cannot_write, describe, no_space
 
 # what our own checks raise for bad input (files, options, data); anything else is a bug and keeps its traceback
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, RuntimeError)
@@ -22,10 +25,23 @@ def run_cli(main: Callable[[], object]) -> None:
     """
     try:
         main()
-    except USER_ERRORS as exc:
+    except (*USER_ERRORS, OSError) as exc:
+        message = str(exc) if isinstance(exc, USER_ERRORS) else disk_refusal(exc)
+        if message is None:
+            raise
         verbose = '--verbose' in sys.argv
         if verbose:
             traceback.print_exc()
         hint = '' if verbose else '\n(add --verbose for the full traceback)'
-        print(f'{os.path.basename(sys.argv[0])}: error: {exc}{hint}', file=sys.stderr)
+        print(f'{os.path.basename(sys.argv[0])}: error: {message}{hint}', file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+
+
+def disk_refusal(exc: OSError) -> str | None:
+    """The one line for an OSError that no writer turned into a util.disk.WriteError: a full disk, a read-only
+    mount or a permission refused on a named file; None for anything else (a bug: it keeps its traceback)."""
+    if not exc.filename or not (no_space(exc) or cannot_write(exc)):
+        return None
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f'{exc.filename}: permission denied'
+    return describe(exc, exc.filename)

@@ -347,7 +347,8 @@ def write_table_csv(path: str, results: list[Result]) -> None:
     """``table.csv``: one row per result (see :func:`csv_row`)."""
     planes = planes_present(results)
     rows = [csv_row(r, planes) for r in results]
-    with open(path, 'w', newline='') as f:
+    def write(f) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ['model'])
         writer.writeheader()
         writer.writerows(rows)
+    atomic_write(write, path, binary=False)

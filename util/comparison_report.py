@@ -10,6 +10,7 @@ import shlex
 
 from dominate import tags
 
+from util.checkpoint import atomic_write
 from util.comparison import (Result, Section, load_results, markdown_tables, options_path, read_json, table_sections,
                              write_table_csv)
 from util.comparison_figures import (DataInfo, SubjectFiles, choose_slices, draw_strip, load_subject, plot_loss_curves,
@@ -83,9 +84,8 @@ def write_report(folder: str, find_files: SubjectFiles) -> str:
         raise RuntimeError(f'{folder}: no run of this comparison has test results yet')
     sections = table_sections(results, options.get('device', ''))
     intro = describe(options, results)
-    with open(os.path.join(folder, 'table.md'), 'w') as f:
-        f.write(f'# {options["tag"]}\n\n' + '\n'.join(f'- {line}' for line in intro) + '\n\n'
-                + markdown_tables(sections))
+    text = f'# {options["tag"]}\n\n' + '\n'.join(f'- {line}' for line in intro) + '\n\n' + markdown_tables(sections)
+    atomic_write(lambda f: f.write(text), os.path.join(folder, 'table.md'), binary=False)
     write_table_csv(os.path.join(folder, 'table.csv'), results)
 
     page = HTML(folder, f'Comparison {options["tag"]}')

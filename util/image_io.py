@@ -21,6 +21,7 @@ import tempfile
 import nibabel as nib
 import numpy as np
 
+from util.disk import writing
 from util.volume import load_nifti, save_nifti
 
 NIFTI_EXTENSIONS = ('.nii.gz', '.nii')
@@ -200,18 +201,19 @@ def write_image(data: np.ndarray, reference: nib.Nifti1Image, path: str) -> None
     if tuple(data.shape) != tuple(reference.shape[:3]):
         raise ValueError(f'{path}: data shape {data.shape} differs from the reference shape {reference.shape[:3]}')
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix='.' + os.path.basename(path) + '.', dir=folder)
-    try:
-        tmp = os.path.join(tmp_dir, os.path.basename(path))
-        if ext in NIFTI_EXTENSIONS:
-            save_nifti(data, reference, tmp)
-        else:
-            _write_itk(data, reference.affine, tmp)
-        for name in sorted(os.listdir(tmp_dir), key=lambda n: n == os.path.basename(path)):
-            os.replace(os.path.join(tmp_dir, name), os.path.join(folder, name))   # a .mhd's data file first
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+    with writing(path):                 # a full or read-only disk: util.disk.WriteError, no temporary file left
+        os.makedirs(folder, exist_ok=True)
+        tmp_dir = tempfile.mkdtemp(prefix='.' + os.path.basename(path) + '.', dir=folder)
+        try:
+            tmp = os.path.join(tmp_dir, os.path.basename(path))
+            if ext in NIFTI_EXTENSIONS:
+                save_nifti(data, reference, tmp)
+            else:
+                _write_itk(data, reference.affine, tmp)
+            for name in sorted(os.listdir(tmp_dir), key=lambda n: n == os.path.basename(path)):
+                os.replace(os.path.join(tmp_dir, name), os.path.join(folder, name))   # a .mhd's data file first
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def _write_itk(data: np.ndarray, affine: np.ndarray, path: str) -> None:

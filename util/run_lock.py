@@ -14,6 +14,9 @@ import socket
 import sys
 import time
 
+from util.checkpoint import atomic_write
+from util.disk import writing
+
 LOCK_FILE = 'train.lock'
 
 
@@ -59,18 +62,19 @@ class RunLock:
             return {}       # half-written by a process killed while creating it
 
     def acquire(self) -> 'RunLock':
-        os.makedirs(self.folder, exist_ok=True)
         me = {'host': socket.gethostname(), 'pid': os.getpid(), 'start': _start_time(os.getpid()),
               'since': time.strftime('%Y-%m-%d %H:%M:%S'), 'command': ' '.join(sys.argv)}
+        guard_path = os.path.join(self.folder, '.' + LOCK_FILE + '.guard')
+        with writing(guard_path):
+            os.makedirs(self.folder, exist_ok=True)
+            guard = open(guard_path, 'a')
         # the check and the take-over happen under a short flock, so two starters cannot both take a stale lock
-        with open(os.path.join(self.folder, '.' + LOCK_FILE + '.guard'), 'w') as guard:
+        with guard:
             fcntl.flock(guard, fcntl.LOCK_EX)
             owner = self.owner()
             if owner is not None and not self._ours(owner, me):
                 self._refuse_or_take_over(owner, me)
-            with open(self.path + '.tmp', 'w') as f:
-                json.dump(me, f)
-            os.replace(self.path + '.tmp', self.path)
+            atomic_write(lambda f: json.dump(me, f), self.path, binary=False)   # a full disk: one line, no leftover
         self.held = True
         atexit.register(self.release)
         return self

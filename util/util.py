@@ -10,6 +10,8 @@ import tifffile
 import torch
 from PIL import Image
 
+from util.disk import writing
+
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.npy')
 
 
@@ -129,15 +131,18 @@ def save_image(image_numpy: np.ndarray, path: str, aspect_ratio: float = 1.0) ->
         image = image.resize((int(w * aspect_ratio), h), Image.BICUBIC)
     elif aspect_ratio < 1.0:
         image = image.resize((w, int(h / aspect_ratio)), Image.BICUBIC)
-    image.save(path)
+    with writing(path):
+        image.save(path)
 
 
 def save_raw(array: np.ndarray, path_without_ext: str) -> None:
     """Save float data without loss as ``<path>.npy`` and ``<path>.tif`` (float32)."""
     data = np.asarray(array, dtype=np.float32)
-    np.save(path_without_ext + '.npy', data)
-    tifffile.imwrite(path_without_ext + '.tif', data,
-                     photometric='rgb' if data.ndim == 3 and data.shape[-1] == 3 else 'minisblack')
+    with writing(path_without_ext + '.npy'):
+        np.save(path_without_ext + '.npy', data)
+    with writing(path_without_ext + '.tif'):
+        tifffile.imwrite(path_without_ext + '.tif', data,
+                         photometric='rgb' if data.ndim == 3 and data.shape[-1] == 3 else 'minisblack')
 
 
 def mkdir(path: str) -> None:

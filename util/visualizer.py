@@ -1,6 +1,7 @@
 """Training display (visdom windows, HTML page, loss log) and result saving for test.py.
 
-Visdom is optional at run time: with ``--display_id`` > 0 the Visualizer connects to the server named by
+Visdom is optional at run time and imported only when a display is asked for (``--display_id`` > 0; without
+visdom installed that is one warning): with ``--display_id`` > 0 the Visualizer connects to the server named by
 ``--display_server``/``--display_port`` with short timeouts; if nobody answers (or the server goes away later)
 it prints one warning and goes on without live display. ``--display_id 0`` never contacts a server.
 """
@@ -16,24 +17,30 @@ from typing import Callable
 
 import numpy as np
 import torch
-import visdom
 
 from util import util
+from util.disk import writing
 from util.html import HTML
 
 # (connect, read) timeouts in seconds for every request to the visdom server
 VISDOM_TIMEOUT_S = (3.0, 5.0)
 
 
-class TimeoutVisdom(visdom.Visdom):
-    """visdom client whose HTTP requests time out instead of blocking training on a silent server."""
+def connect_visdom(server: str, port: int, env: str):
+    """A visdom client connected to the server at ``server:port`` (env ``env``) whose HTTP requests time out
+    instead of blocking training on a silent server, or None after one warning (no server answers, or visdom is
+    not installed). visdom is imported here, only when a display is asked for."""
+    try:
+        import visdom
+    except ImportError:
+        print_warning('--display_id asks for live plots but visdom is not installed (pip install visdom, see '
+                      'scripts/setup.sh), so training goes on without them; --display_id 0 turns the display off.')
+        return None
 
-    def _handle_post(self, url: str, data: object = None) -> str:
-        return self.session.post(url, data={} if data is None else data, timeout=VISDOM_TIMEOUT_S).text
+    class TimeoutVisdom(visdom.Visdom):
+        def _handle_post(self, url: str, data: object = None) -> str:
+            return self.session.post(url, data={} if data is None else data, timeout=VISDOM_TIMEOUT_S).text
 
-
-def connect_visdom(server: str, port: int, env: str) -> TimeoutVisdom | None:
-    """A client connected to the visdom server at ``server:port`` (env ``env``), or None after one warning."""
     logging.getLogger('visdom').setLevel(logging.ERROR)  # its per-session and no-socket chatter is not for users
     try:
         with warnings.catch_warnings():  # visdom 0.2.4 calls the deprecated logger.warn
@@ -95,10 +102,14 @@ class Visualizer:
         self.log_name = os.path.join(expr_dir, 'loss_log.txt')
         if opt.isTrain:
             util.mkdir(expr_dir)
-            with open(self.log_name, 'a') as log_file:
-                log_file.write(f'================ Training Loss ({time.strftime("%c")}) ================\n')
+            self.log(f'================ Training Loss ({time.strftime("%c")}) ================')
 
-    def _display(self, draw: Callable[[visdom.Visdom], object]) -> None:
+    def log(self, line: str) -> None:
+        """Append ``line`` to loss_log.txt (a full or read-only disk: util.disk.WriteError naming it)."""
+        with writing(self.log_name), open(self.log_name, 'a') as log_file:
+            log_file.write(line + '\n')
+
+    def _display(self, draw: Callable[[object], object]) -> None:
         """Run ``draw(client)`` if a server is connected; on a lost connection warn once and stop displaying."""
         if self.vis is None:
             return
@@ -160,8 +171,7 @@ class Visualizer:
     def show_validation(self, message: str, metric: str, history: list[dict]) -> None:
         """Print and log ``message``, plot every score of ``history`` over the epochs and table it on the page."""
         print(message)
-        with open(self.log_name, 'a') as log_file:
-            log_file.write(message + '\n')
+        self.log(message)
         self.validation, self.validation_metric = list(history), metric
         if self.use_html:
             epoch, labels = self.html_state or (0, [])
@@ -184,8 +194,7 @@ class Visualizer:
         message = f'(epoch: {epoch}, iters: {iters}, time: {t_comp:.3f}, data: {t_data:.3f}) '
         message += ' '.join(f'{k}: {float(v):.3f}' for k, v in losses.items())
         print(message)
-        with open(self.log_name, 'a') as log_file:
-            log_file.write(message + '\n')
+        self.log(message)
 
 
 def epoch_image_name(epoch: int, label: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import warnings
 import zlib
 from dataclasses import dataclass
 from functools import cached_property
@@ -34,6 +35,7 @@ MR_PERCENTILES = (0.5, 99.5)         # body percentiles mapped to [-1, 1] for MR
 CT_BODY_HU = -500.0                  # CT voxels above this are tissue when no mask file is given
 MR_BODY_FRACTION = 0.1               # MR voxels this far up from the minimum to the 99th percentile are tissue
 RESIZE_MODES = ('resize', 'pad')
+BODY_GAP_VOXELS = 2                  # tissue parts this close (x2) are one body (see body_mask)
 
 
 # ----------------------------------------------------------------------------- reading and writing
@@ -81,6 +83,13 @@ def save_nifti(data: np.ndarray, reference: nib.Nifti1Image, path: str) -> None:
 
 # ----------------------------------------------------------------------------- geometry
 
+def contiguous(a: np.ndarray) -> np.ndarray:
+    """``a`` as a C-contiguous array with no negative stride (a copy only when needed). np.ascontiguousarray alone
+    keeps a flipped axis of length 1 (a one-slice volume) as a negative stride, which torch.from_numpy refuses."""
+    a = np.ascontiguousarray(a)
+    return a if all(st >= 0 for st in a.strides) else a.copy()
+
+
 @dataclass(frozen=True)
 class Geometry:
     """Where a volume lives: the source ``affine`` (4x4, voxel -> mm) and array ``shape``, and the axis
@@ -114,11 +123,11 @@ class Geometry:
 
     def to_canonical(self, data: np.ndarray) -> np.ndarray:
         """Source-ordered (X, Y, Z) array -> canonical RAS array (exact: axis permutation and flips only)."""
-        return np.ascontiguousarray(apply_orientation(data, ornt_transform(self.ornt, RAS)))
+        return contiguous(apply_orientation(data, ornt_transform(self.ornt, RAS)))
 
     def from_canonical(self, data: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`to_canonical`."""
-        return np.ascontiguousarray(apply_orientation(data, ornt_transform(RAS, self.ornt)))
+        return contiguous(apply_orientation(data, ornt_transform(RAS, self.ornt)))
 
     def mismatch(self, other: 'Geometry', tol: float) -> str | None:
         """Why two volumes do not share a voxel grid (shape, or affine entries differing by more than ``tol``
@@ -185,17 +194,29 @@ def foreground(data: np.ndarray, kind: str) -> np.ndarray:
     return data > low + MR_BODY_FRACTION * (high - low)
 
 
-def body_mask(volumes: list[tuple[np.ndarray, str]]) -> np.ndarray:
+def body_mask(volumes: list[tuple[np.ndarray, str]], label: str = 'volume') -> np.ndarray:
     """Body mask of co-registered canonical (RAS) volumes [(data, kind)], used when no mask file is given: the
     union of their foregrounds, its largest connected part, holes filled in 3D and in every axial slice (the
-    neck is open at the bottom of a head scan, so 3D filling alone leaves the skull's inside out)."""
+    neck is open at the bottom of a head scan, so 3D filling alone leaves the skull's inside out).
+
+    Parts of the foreground at most ``2 * BODY_GAP_VOXELS`` voxels apart count as one part: a thin volume (a few
+    voxels across, e.g. 1000x4x4) is cut into pieces by every dark layer (bone, air) that spans its whole
+    cross-section, and the largest piece alone would be a small share of the body. When the kept part is still
+    less than half of the tissue voxels a warning names ``label`` (slices outside the mask are not translated).
+    """
     fg = np.zeros(volumes[0][0].shape, bool)
     for data, kind in volumes:
         fg |= foreground(data, kind)
-    labels, n = ndimage.label(fg)
+    labels, n = ndimage.label(ndimage.binary_dilation(fg, iterations=BODY_GAP_VOXELS))
+    tissue = int(fg.sum())
     if n > 1:
         sizes = ndimage.sum_labels(fg, labels, index=np.arange(1, n + 1))
-        fg = labels == (int(np.argmax(sizes)) + 1)
+        fg &= labels == (int(np.argmax(sizes)) + 1)
+        kept = int(fg.sum())
+        if kept < tissue / 2:
+            warnings.warn(f'{label}: the computed body mask keeps {kept} of its {tissue} tissue voxels (the largest '
+                          f'of {n} separate parts); slices outside it are not translated: pass a mask file if the '
+                          f'body is larger', UserWarning, stacklevel=2)
     fg = ndimage.binary_fill_holes(fg)
     for k in range(fg.shape[2]):
         fg[:, :, k] = ndimage.binary_fill_holes(fg[:, :, k])
@@ -222,7 +243,7 @@ def take_slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
     sl = [slice(None)] * 3
     sl[axis] = index
     s = np.moveaxis(volume[tuple(sl)], (0, 1), (-1, -2))
-    return np.ascontiguousarray(s[..., ::-1, :])
+    return contiguous(s[..., ::-1, :])
 
 
 def put_slice(volume: np.ndarray, axis: int, index: int, image: np.ndarray) -> None:

@@ -5,7 +5,7 @@
 variants. A new generator is one new file.
 
 ``networks.define_G`` builds through ``define_generator``; the options parser adds the chosen generator's flags
-through ``add_generator_options``.
+through ``add_generator_options`` and checks them with ``check_generator_options``.
 """
 from __future__ import annotations
 
@@ -62,6 +62,14 @@ def add_generator_options(parser: argparse.ArgumentParser, name: str) -> argpars
     """Add the flags of generator ``name`` (nothing for an unknown name: building it reports that)."""
     cls = _lookup(name)
     return parser if cls is None else cls.modify_commandline_options(parser)
+
+
+def check_generator_options(opt: argparse.Namespace) -> None:
+    """The chosen generator's own check of the parsed options (``Generator.check_options``); an unknown --netG
+    is left to building, which reports it."""
+    cls = _lookup(opt.netG)
+    if cls is not None:
+        cls.check_options(opt)
 
 
 def define_generator(name: str, input_nc: int, output_nc: int, ngf: int, norm: str, use_dropout: bool,

@@ -44,6 +44,11 @@ class Generator(nn.Module):
         return merged
 
     @classmethod
+    def check_options(cls, opt: argparse.Namespace) -> None:
+        """Refuse, when the command line is parsed (before any data or cache is built), options this generator
+        cannot take (ValueError); nothing by default."""
+
+    @classmethod
     def build(cls, name: str, input_nc: int, output_nc: int, ngf: int, norm: str, use_dropout: bool, init_type: str,
               init_gain: float, opt: argparse.Namespace) -> Generator:
         """The network ``--netG name`` (one of ``names``), initialised. ``norm`` (--norm) and ``use_dropout``

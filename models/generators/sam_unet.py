@@ -22,7 +22,7 @@ import torch.nn as nn
 from ..layers import NormLayer, check_image_channels, conv_bias_needed, get_norm_layer, init_weights, resize_bilinear
 from ..sam_encoder import (SAM_OUT_CHANS, SAM_PATCH_SIZE, SamFeatureEncoder, add_sam_encoder_options,
                            sam_encoder_config)
-from .base import Generator
+from .base import Generator, check_size
 
 N_STAGES = 8
 MIN_SIDE = 2 ** N_STAGES  # 256: the bottleneck is 1x1
@@ -221,6 +221,13 @@ class SamUNet(Generator):
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         return add_sam_options(parser)
+
+    @classmethod
+    def check_options(cls, opt: argparse.Namespace) -> None:
+        """--crop_size must be a multiple of 256 (eight stride-2 stages): refused before the data and the SAM
+        feature cache are built."""
+        check_size('sam_unet', int(opt.crop_size), MIN_SIDE, f'{N_STAGES} stride-2 stages: {MIN_SIDE}, '
+                   f'{2 * MIN_SIDE}, ...')
 
     @classmethod
     def build(cls, name: str, input_nc: int, output_nc: int, ngf: int, norm: str, use_dropout: bool, init_type: str,

@@ -18,13 +18,14 @@ decoder's Swin blocks start from the mirrored encoder stage's weights. ``--norm`
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
 from timm.models import adapt_input_conv
 from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, checkpoint_filter_fn
+
+from util.checkpoint import load_torch_file
 
 from .base import Generator, add_flag, check_built_size, check_size, int_tuple, warn_random_init
 
@@ -128,13 +129,8 @@ class SwinUnet(Generator):
     def load_pretrained_swin(self, path: str) -> None:
         """The encoder from the official Swin-T checkpoint (strictly; relative-position tables resized to this
         window), the decoder's blocks from the mirrored encoder stages."""
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f'{FLAG} {path}: no such file (expected the official {OFFICIAL_FILE}, from '
-                                    f'{DOWNLOAD_URL})')
-        try:
-            raw = torch.load(path, map_location='cpu', weights_only=True)
-        except Exception as exc:  # unpickling and I/O raise many kinds
-            raise ValueError(f'{FLAG} {path}: cannot be read as a PyTorch checkpoint ({exc})') from None
+        raw = load_torch_file(path, f'{FLAG} {path}', f'{FLAG} {path}: no such file (expected the official '
+                              f'{OFFICIAL_FILE}, from {DOWNLOAD_URL})')
         if not isinstance(raw, Mapping) or not isinstance(raw.get('model'), Mapping):
             raise ValueError(f"{FLAG} {path}: no 'model' state dict; expected the official {OFFICIAL_FILE}")
         weights = {k: v for k, v in raw['model'].items() if not k.startswith('head.')}
