@@ -2,6 +2,7 @@
 ``XDataset`` (a subclass of BaseDataset). A new dataset is one new file; see ``template_dataset.py``."""
 from __future__ import annotations
 
+import multiprocessing
 import sys
 
 import torch
@@ -9,6 +10,8 @@ import torch.utils.data
 
 from util.registry import available, find_class
 from util.seed import worker_init_fn
+
+PREFETCH = 4        # batches each data-loader worker keeps ready
 
 
 def available_datasets() -> list[str]:
@@ -36,6 +39,12 @@ class DatasetDataLoader:
     otherwise) seeded with ``--seed``; :meth:`set_epoch` gives every epoch its own order and can skip
     the batches a resumed run has already seen. Worker seeds come from a generator reseeded per epoch,
     so augmentation is reproducible too.
+
+    To keep a GPU fed: workers (``--num_threads``) are persistent, each with PREFETCH batches in flight, and
+    batches come in pinned memory when the run uses CUDA (the model copies them without waiting). Persistent
+    workers are reseeded at each epoch's first item exactly as fresh workers would be seeded, so the batches are
+    those of a loader that starts new workers every epoch (and a resumed run gets the same ones).
+    :meth:`restart_workers` makes them pick up a changed dataset (a rebuilt SAM feature cache).
     """
 
     def __init__(self, opt):
@@ -56,16 +65,30 @@ class DatasetDataLoader:
             shuffle=not opt.serial_batches, seed=opt.seed)
         self.skipping = _SkipSampler(self.sampler)
         self.generator = torch.Generator()
-        self.dataloader = torch.utils.data.DataLoader(
-            subset, batch_size=opt.batch_size, sampler=self.skipping, num_workers=int(opt.num_threads),
-            worker_init_fn=worker_init_fn, generator=self.generator)
+        workers = int(opt.num_threads)
+        self.subset = _EpochSeeded(subset) if workers > 0 else subset
+        self.loader_args = dict(batch_size=opt.batch_size, sampler=self.skipping, num_workers=workers,
+                                worker_init_fn=worker_init_fn, generator=self.generator,
+                                pin_memory=getattr(opt, 'device', torch.device('cpu')).type == 'cuda')
+        if workers > 0:
+            self.loader_args.update(persistent_workers=True, prefetch_factor=PREFETCH)
+        self.restart_workers()
         self.set_epoch(getattr(opt, 'epoch_count', 1))
+
+    def restart_workers(self) -> None:
+        """A new DataLoader: its workers (started at the next pass) see the dataset as it is now."""
+        self.dataloader = torch.utils.data.DataLoader(self.subset, **self.loader_args)
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
         """Use the order of ``epoch`` and start after its first ``skip_batches`` batches."""
         self.sampler.set_epoch(epoch)
         self.skipping.skip = skip_batches * self.opt.batch_size
         self.generator.manual_seed(self.opt.seed + 100003 * epoch + getattr(self.opt, 'rank', 0))
+        if isinstance(self.subset, _EpochSeeded):
+            # the base seed a fresh worker pool would draw from the generator (torch's DataLoader iterator does
+            # exactly this draw), then the generator as it was, for the loader's own first draw
+            self.subset.epoch_seed.value = torch.empty((), dtype=torch.int64).random_(generator=self.generator).item()
+            self.generator.manual_seed(self.opt.seed + 100003 * epoch + getattr(self.opt, 'rank', 0))
 
     def __len__(self) -> int:
         """Number of items this process sees in a full epoch."""
@@ -73,6 +96,28 @@ class DatasetDataLoader:
 
     def __iter__(self):
         return iter(self.dataloader)
+
+
+class _EpochSeeded(torch.utils.data.Subset):
+    """The run's dataset (or its --max_dataset_size sample) for persistent workers: a worker reseeds torch, python
+    and numpy at its first item of each epoch as torch seeds a fresh worker (base seed + worker id, then
+    util.seed.worker_init_fn), from the epoch's base seed shared by the main process."""
+
+    def __init__(self, data: torch.utils.data.Dataset):
+        if isinstance(data, torch.utils.data.Subset):
+            super().__init__(data.dataset, data.indices)
+        else:
+            super().__init__(data, range(len(data)))
+        self.epoch_seed = multiprocessing.Value('q', 0, lock=False)
+        self._seeded: int | None = None
+
+    def __getitem__(self, index):
+        info = torch.utils.data.get_worker_info()
+        if info is not None and self._seeded != self.epoch_seed.value:
+            self._seeded = self.epoch_seed.value
+            torch.manual_seed(self._seeded + info.id)
+            worker_init_fn(info.id)
+        return super().__getitem__(index)
 
 
 class _SkipSampler(torch.utils.data.Sampler):

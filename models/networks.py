@@ -190,7 +190,8 @@ class GANLoss(nn.Module):
         return label.to(prediction).expand_as(prediction)
 
     def forward(self, prediction: torch.Tensor, target_is_real: bool) -> torch.Tensor:
-        """Scalar loss for ``prediction`` judged against real (True) or fake (False)."""
+        """Scalar loss for ``prediction`` judged against real (True) or fake (False); float32 under --amp."""
+        prediction = prediction.float()
         if self.loss is None:
             return -prediction.mean() if target_is_real else prediction.mean()
         return self.loss(prediction, self.get_target_tensor(prediction, target_is_real))
