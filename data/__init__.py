@@ -84,40 +84,53 @@ class DatasetDataLoader:
         self.sampler.set_epoch(epoch)
         self.skipping.skip = skip_batches * self.opt.batch_size
         self.generator.manual_seed(self.opt.seed + 100003 * epoch + getattr(self.opt, 'rank', 0))
-        if isinstance(self.subset, _EpochSeeded):
-            # the base seed a fresh worker pool would draw from the generator (torch's DataLoader iterator does
-            # exactly this draw), then the generator as it was, for the loader's own first draw
-            self.subset.epoch_seed.value = torch.empty((), dtype=torch.int64).random_(generator=self.generator).item()
-            self.generator.manual_seed(self.opt.seed + 100003 * epoch + getattr(self.opt, 'rank', 0))
 
     def __len__(self) -> int:
         """Number of items this process sees in a full epoch."""
         return len(self.sampler)
 
     def __iter__(self):
-        return iter(self.dataloader)
+        if not isinstance(self.subset, _EpochSeeded):
+            return iter(self.dataloader)
+        # the base seed a fresh worker pool would draw from the generator (torch's DataLoader iterator makes exactly
+        # this one draw when it starts workers), for the persistent workers to reseed from at this pass
+        state = self.generator.get_state()
+        self.subset.base_seed.value = _draw_seed(self.generator)
+        self.subset.generation.value += 1
+        passes = iter(self.dataloader)           # its first pass starts the workers, and draws a seed of its own
+        self.generator.set_state(state)
+        _draw_seed(self.generator)               # so the generator moves by one draw per pass, as before
+        return passes
+
+
+def _draw_seed(generator: torch.Generator) -> int:
+    return int(torch.empty((), dtype=torch.int64).random_(generator=generator).item())
 
 
 class _EpochSeeded(torch.utils.data.Subset):
-    """The run's dataset (or its --max_dataset_size sample) for persistent workers: a worker reseeds torch, python
-    and numpy at its first item of each epoch as torch seeds a fresh worker (base seed + worker id, then
-    util.seed.worker_init_fn), from the epoch's base seed shared by the main process."""
+    """The run's dataset (or its --max_dataset_size sample) for persistent workers: at its first item of each pass
+    over the data a worker reseeds torch, python and numpy as torch seeds a fresh worker (base seed + worker id,
+    then util.seed.worker_init_fn), from the pass's base seed and number shared by the main process."""
 
     def __init__(self, data: torch.utils.data.Dataset):
         if isinstance(data, torch.utils.data.Subset):
             super().__init__(data.dataset, data.indices)
         else:
             super().__init__(data, range(len(data)))
-        self.epoch_seed = multiprocessing.Value('q', 0, lock=False)
-        self._seeded: int | None = None
+        self.base_seed = multiprocessing.Value('q', 0, lock=False)
+        self.generation = multiprocessing.Value('q', 0, lock=False)
+        self._seeded_generation = -1
 
     def __getitem__(self, index):
         info = torch.utils.data.get_worker_info()
-        if info is not None and self._seeded != self.epoch_seed.value:
-            self._seeded = self.epoch_seed.value
-            torch.manual_seed(self._seeded + info.id)
+        if info is not None and self._seeded_generation != self.generation.value:
+            self._seeded_generation = self.generation.value
+            torch.manual_seed(self.base_seed.value + info.id)
             worker_init_fn(info.id)
         return super().__getitem__(index)
+
+    def __getitems__(self, indices: list[int]) -> list:
+        return [self[i] for i in indices]
 
 
 class _SkipSampler(torch.utils.data.Sampler):
