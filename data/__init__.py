@@ -42,8 +42,8 @@ class DatasetDataLoader:
 
     To keep a GPU fed: workers (``--num_threads``) are persistent, each with PREFETCH batches in flight, and
     batches come in pinned memory when the run uses CUDA (the model copies them without waiting). Persistent
-    workers are reseeded at each epoch's first item exactly as fresh workers would be seeded, so the batches are
-    those of a loader that starts new workers every epoch (and a resumed run gets the same ones).
+    workers are reseeded at the first item of every pass exactly as fresh workers would be seeded, so the batches
+    are those of a loader that starts new workers for every pass (a resumed run gets the same ones too).
     :meth:`restart_workers` makes them pick up a changed dataset (a rebuilt SAM feature cache).
     """
 

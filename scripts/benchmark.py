@@ -96,6 +96,13 @@ def run_train_config(cfg: dict) -> dict:
     sync()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
+    if cfg.get('serve'):                        # paired timing (bench_train --code): one step per line of stdin
+        print('ready', flush=True)
+        for _ in sys.stdin:
+            start = time.perf_counter()
+            step()
+            sync()
+            print(time.perf_counter() - start, flush=True)
     start = time.perf_counter()
     for _ in range(cfg['iters']):
         step()
@@ -248,8 +255,8 @@ def bench_train(args: argparse.Namespace) -> None:
     """Every row of the paper's tables (``--models``) at batch 4, 256x256 (MRNet: SAM ``--sam_size``, reading the
     cache and not), in each ``--amp_modes`` precision, each in a fresh process, in one run: seconds per step,
     slices/s, peak memory, GFLOP per step and the TFLOP/s achieved; then the hours the paper's Tables II and III
-    would take at the fastest mode. ``--code DIR`` runs the same configurations with the code in DIR too, in turn
-    for ``--rounds`` rounds, and prints the step-time ratio this tree / DIR (the CPU-cost check of a change)."""
+    would take at each mode. ``--code DIR`` instead runs every configuration in this tree and in DIR side by side,
+    stepping in turn, and prints the step-time ratio this tree / DIR (the CPU-cost check of a change)."""
     import tempfile
     tmp = tempfile.mkdtemp(prefix='bench_')
     iters, warmup = (1, 1) if args.quick else (args.iters, args.warmup)
@@ -265,50 +272,69 @@ def bench_train(args: argparse.Namespace) -> None:
     sam_extra, other_extra = _split_sam_flags(args.extra)
     print(f'device: {args.device}; batch {base["batch"]}, 256x256, MRNet SAM input {args.sam_size}; {warmup} warm-up '
           f'and {iters} timed steps per configuration; threads {args.threads or "default"}', flush=True)
-    codes = [None] + ([os.path.abspath(args.code)] if args.code else [])
-    results: dict = {}
-    for round_ in range(1, (args.rounds if args.code else 1) + 1):
-        for name in names:
-            model, flags, cached = TRAIN_ROWS[name]
-            extra = flags + shared + (sam + sam_extra if model == 'mrnet' else []) + other_extra
-            for amp, compile_ in modes:
-                for code in codes if round_ % 2 else codes[::-1]:       # alternate which tree goes first
-                    cfg = {**base, 'model': model, 'extra': extra, 'cached': cached, 'amp': amp, 'compile': compile_,
-                           'code': code}
-                    r = _in_subprocess('train', cfg)
-                    results.setdefault((name, amp, compile_, code), []).append(r)
-                    _print_mode_row(name, amp, compile_, code, round_, r, results.get((name, 'off', False, code)))
     if args.code:
-        _print_code_ratios(results, names, modes, codes[1])
+        _bench_train_paired(args, names, modes, base, sam, shared, sam_extra, other_extra)
+        return
+    results: dict = {}
+    for name in names:
+        model, flags, cached = TRAIN_ROWS[name]
+        extra = flags + shared + (sam + sam_extra if model == 'mrnet' else []) + other_extra
+        for amp, compile_ in modes:
+            cfg = {**base, 'model': model, 'extra': extra, 'cached': cached, 'amp': amp, 'compile': compile_}
+            results[name, amp, compile_] = r = _in_subprocess('train', cfg)
+            _print_mode_row(f'{name} {amp}{" + compile" if compile_ else ""}', r, results.get((name, 'off', False)))
     _print_paper_hours(results, names, modes)
 
 
-def _print_mode_row(name: str, amp: str, compile_: bool, code: str | None, round_: int, r: dict,
-                    fp32: list | None) -> None:
-    label = f'{name} {amp}{" + compile" if compile_ else ""}' + (f' [{code}]' if code else '') + \
-        (f' round {round_}' if round_ > 1 or code else '')
-    if 'error' in r:
-        print(f'{label:<52} failed: {r["error"]}', flush=True)
-        return
-    flops = r['flops'] or next((x['flops'] for x in fp32 or [] if x.get('flops')), None)
-    tflops = f'{flops / r["step_s"] / 1e12:7.2f} TFLOP/s ({flops / 1e9:.0f} GFLOP/step)' if flops else ''
-    speedup = ''
-    if fp32 and 'step_s' in fp32[-1] and (amp, compile_) != ('off', False):
-        speedup = f'  x{fp32[-1]["step_s"] / r["step_s"]:.2f} of fp32'
-    print(f'{label:<52} {r["step_s"]:8.4f} s/step {r["slices_per_s"]:8.1f} slices/s  peak {r["peak_mb"]:8.0f} MB  '
-          f'{tflops}{speedup}', flush=True)
-
-
-def _print_code_ratios(results: dict, names: list[str], modes: list, code: str) -> None:
-    print(f'step time, this tree / {code} (same configuration, rounds in turn):')
+def _bench_train_paired(args, names, modes, base, sam, shared, sam_extra, other_extra) -> None:
+    """Each configuration in two live processes, this tree's and ``--code``'s, stepping in turn (``--rounds`` x
+    ``--iters`` steps each, the order swapped every step), so load from other jobs hits both alike; the ratio of
+    their median steps and the median of the step-by-step ratios."""
+    import statistics
+    code = os.path.abspath(args.code)
+    n_steps = args.rounds * args.iters
+    print(f'step time, this tree / {code}: {n_steps} steps each, in turn', flush=True)
     for name in names:
+        model, flags, cached = TRAIN_ROWS[name]
+        extra = flags + shared + (sam + sam_extra if model == 'mrnet' else []) + other_extra
         for amp, compile_ in modes:
-            ours = [r['step_s'] for r in results.get((name, amp, compile_, None), []) if 'step_s' in r]
-            theirs = [r['step_s'] for r in results.get((name, amp, compile_, code), []) if 'step_s' in r]
-            if ours and theirs:
-                per_round = ', '.join(f'{a / b:.3f}' for a, b in zip(ours, theirs))
-                print(f'  {name} {amp}{" + compile" if compile_ else ""}: x{min(ours) / min(theirs):.3f} '
-                      f'(fastest of each; per round {per_round})', flush=True)
+            cfg = {**base, 'model': model, 'extra': extra, 'cached': cached, 'amp': amp, 'compile': compile_,
+                   'iters': 0, 'serve': True}
+            procs = [subprocess.Popen([sys.executable, __file__, '_one', 'train', json.dumps({**cfg, 'code': c})],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for c in (None, code)]
+            try:
+                for proc in procs:
+                    while (line := proc.stdout.readline()) and line.strip() != 'ready':
+                        pass
+                    if not line:
+                        raise RuntimeError(f'{name}: a benchmark process ended before its first step')
+                times: list[list[float]] = [[], []]
+                for i in range(n_steps):
+                    for k in ((0, 1) if i % 2 == 0 else (1, 0)):
+                        procs[k].stdin.write('step\n')
+                        procs[k].stdin.flush()
+                        times[k].append(float(procs[k].stdout.readline()))
+            finally:
+                for proc in procs:
+                    proc.stdin.close()
+                    proc.wait()
+            ours, theirs = times
+            ratio = statistics.median(ours) / statistics.median(theirs)
+            stepwise = statistics.median(a / b for a, b in zip(ours, theirs))
+            print(f'  {name} {amp}{" + compile" if compile_ else ""}: median step {statistics.median(ours):.4f} s '
+                  f'vs {statistics.median(theirs):.4f} s: x{ratio:.3f} (median of step-by-step ratios x{stepwise:.3f}, '
+                  f'fastest steps x{min(ours) / min(theirs):.3f})', flush=True)
+
+
+def _print_mode_row(label: str, r: dict, fp32: dict | None) -> None:
+    if 'error' in r:
+        print(f'{label:<32} failed: {r["error"]}', flush=True)
+        return
+    flops = r['flops'] or (fp32 or {}).get('flops')            # compiled runs: the uncompiled count
+    tflops = f'{flops / r["step_s"] / 1e12:7.2f} TFLOP/s ({flops / 1e9:.0f} GFLOP/step)' if flops else ''
+    speedup = f'  x{fp32["step_s"] / r["step_s"]:.2f} of fp32' if fp32 and 'step_s' in fp32 and r is not fp32 else ''
+    print(f'{label:<32} {r["step_s"]:8.4f} s/step {r["slices_per_s"]:8.1f} slices/s  peak {r["peak_mb"]:8.0f} MB  '
+          f'{tflops}{speedup}  [{r["device_name"]}]', flush=True)
 
 
 def _print_paper_hours(results: dict, names: list[str], modes: list) -> None:
@@ -317,18 +343,15 @@ def _print_paper_hours(results: dict, names: list[str], modes: list) -> None:
     print(f'the paper\'s protocol ({PAPER_EPOCHS} epochs; Table II {PAPER_SLICES["II"]:,} slices, Table III '
           f'{PAPER_SLICES["III"]:,}), training only, on this device:')
     for amp, compile_ in modes:
-        speed = {}
-        for name in names:
-            runs = [r for r in results.get((name, amp, compile_, None), []) if 'slices_per_s' in r]
-            if runs:
-                speed[name] = max(r['slices_per_s'] for r in runs)
+        speed = {name: results[name, amp, compile_]['slices_per_s'] for name in names
+                 if 'slices_per_s' in results.get((name, amp, compile_), {})}
         hours = {}
         for name in PAPER_MODELS:
             if name in speed:
-                epochs = PAPER_EPOCHS * (1.0 / speed[name])
+                seconds_per_slice = PAPER_EPOCHS / speed[name]
                 if name == 'mrnet' and 'mrnet_uncached' in speed:
-                    epochs += 1.0 / speed['mrnet_uncached']      # the epoch that builds the cache
-                hours[name] = {t: n * epochs / 3600 for t, n in PAPER_SLICES.items()}
+                    seconds_per_slice += 1 / speed['mrnet_uncached']      # the epoch that builds the cache
+                hours[name] = {t: n * seconds_per_slice / 3600 for t, n in PAPER_SLICES.items()}
         if not hours:
             continue
         rows = ', '.join(f'{n} {h["II"]:.1f} + {h["III"]:.1f}' for n, h in hours.items())
@@ -573,7 +596,8 @@ def main() -> None:
     parser.add_argument('--threads', type=int, default=0,
                         help='cache, train: torch threads per process (0: torch\'s default)')
     parser.add_argument('--rounds', type=int, default=2,
-                        help='cache, train --code: rounds of all configurations, taken in turn')
+                        help='cache: rounds of all configurations, taken in turn; train --code: --rounds x --iters '
+                             'steps of each tree, in turn')
     parser.add_argument('--epochs', type=int, default=2,
                         help='cache: timed epochs per configuration and round (the uncached MRNet: 1)')
     parser.add_argument('--sam_size', type=int, default=None,
