@@ -161,22 +161,21 @@ def test_fp16_skips_a_step_with_an_inf_gradient_and_recovers(tmp_path):
 
 
 def test_resume_under_fp16_is_bit_identical(tmp_path):
-    """2 + 2 steps through save_training_state / load_training_state equal 4 uninterrupted steps, loss scale
-    included (a skipped step halves it, so a fresh scaler would differ)."""
-    batches = [pair(128, seed=s) for s in range(4)]
+    """1 + 2 steps through save_training_state / load_training_state equal 3 uninterrupted steps, loss scale
+    included (the first step's inf gradient halves it, so a fresh scaler would differ)."""
+    batches = [pair(128, seed=s) for s in range(3)]
     full = fp16_pix2pix(tmp_path / 'full')
     poison_next_step(full)
     for b in batches:
         losses_of(full, b, 1)
     first = fp16_pix2pix(tmp_path / 'cut')
     poison_next_step(first)
-    for b in batches[:2]:
-        losses_of(first, b, 1)
-    first.save_training_state('latest', {'epoch': 1, 'epoch_iter': 2, 'total_iters': 2})
+    losses_of(first, batches[0], 1)
+    first.save_training_state('latest', {'epoch': 1, 'epoch_iter': 1, 'total_iters': 1})
     resumed = fp16_pix2pix(tmp_path / 'cut', seed=99)          # another init, replaced by the checkpoint
-    assert resumed.load_training_state('latest')['total_iters'] == 2
+    assert resumed.load_training_state('latest')['total_iters'] == 1
     assert resumed.precision.scaler.get_scale() == first.precision.scaler.get_scale() == 32768.0
-    for b in batches[2:]:
+    for b in batches[1:]:
         losses_of(resumed, b, 1)
     a, b = weights(full), weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
