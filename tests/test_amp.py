@@ -37,7 +37,7 @@ MODELS = {
 }
 # bf16 keeps 8 significant bits; Adam's first update is nearly lr * sign(gradient), so a gradient component that
 # bf16 rounds across zero moves its weight by a full lr: in the first two steps from the same seed every loss is
-# within 5 % or 0.02 of fp32's (small discriminator losses, ~0.05, move most)
+# within 5 % or 0.02 of fp32's (measured: small discriminator losses, ~0.05, move most, by up to 0.011)
 REL_TOL, ABS_TOL = 0.05, 0.02
 
 
@@ -89,12 +89,13 @@ def test_amp_auto_is_off_on_the_cpu():
 
 @pytest.mark.parametrize('name', MODELS)
 def test_bf16_trains_every_model_close_to_fp32(tmp_path, name):
-    """Two steps of each model; one of each baseline generator (they train in pix2pix's model: what differs is
-    their forward pass under autocast, which the first step's losses compare)."""
+    """One training step of each model and generator from the same seed: its losses (the bf16 forward passes)
+    within the tolerance of fp32's, float32 weights that moved and stay finite. (pix2pix takes two: the second
+    step's losses also see a bf16 update.) Several steps under fp16 follow below."""
     size, flags = MODELS[name]
     flags = [*flags, '--crop_size', str(size), '--load_size', str(size)]
     batch = pair(size)
-    steps = 2 if name in ('mrnet', 'pix2pix', 'cycle_gan') else 1
+    steps = 2 if name == 'pix2pix' else 1
     fp32 = losses_of(make(tmp_path, flags, '--amp', 'off'), batch, steps)
     model = make(tmp_path, flags, '--amp', 'bf16')
     before = weights(model)
@@ -128,7 +129,11 @@ def test_layers_that_stay_float32_under_bf16():
     assert loss.dtype == torch.float32 and loss.item() == pytest.approx((0.25 + 0.25 + 4.0) / 3, abs=1e-7)
 
 
+FP16_SIDE = 128
+
+
 def fp16_pix2pix(tmp_path, seed: int = 0):
+    """The tiny pix2pix (unet_128) under --amp fp16, without dropout."""
     size, flags = MODELS['pix2pix']
     return make(tmp_path, [*flags, '--crop_size', str(size), '--load_size', str(size), '--no_dropout'],
                 '--amp', 'fp16', seed=seed)
@@ -150,12 +155,12 @@ def test_fp16_skips_a_step_with_an_inf_gradient_and_recovers(tmp_path):
     start = scaler.get_scale()
     g0, d0 = [p.detach().clone() for p in model.netG.parameters()], [p.detach().clone() for p in model.netD.parameters()]
     poison_next_step(model)
-    losses_of(model, pair(128), 1)
+    losses_of(model, pair(FP16_SIDE), 1)
     assert all(torch.equal(a, b) for a, b in zip(g0, model.netG.parameters())), 'G stepped on an inf gradient'
     assert not model.optimizer_G.state                         # Adam never ran for G: no moments, no step count
     assert not all(torch.equal(a, b) for a, b in zip(d0, model.netD.parameters())), 'D (finite) did not step'
     assert scaler.get_scale() == start * 0.5                   # backoff factor 0.5 after the skipped step
-    after = losses_of(model, pair(128), 2)
+    after = losses_of(model, pair(FP16_SIDE), 2)
     assert not all(torch.equal(a, b) for a, b in zip(g0, model.netG.parameters())), 'G did not recover'
     assert scaler.get_scale() == start * 0.5 and all(math.isfinite(v) for s in after for v in s.values())
 
@@ -163,7 +168,7 @@ def test_fp16_skips_a_step_with_an_inf_gradient_and_recovers(tmp_path):
 def test_resume_under_fp16_is_bit_identical(tmp_path):
     """1 + 2 steps through save_training_state / load_training_state equal 3 uninterrupted steps, loss scale
     included (the first step's inf gradient halves it, so a fresh scaler would differ)."""
-    batches = [pair(128, seed=s) for s in range(3)]
+    batches = [pair(FP16_SIDE, seed=s) for s in range(3)]
     full = fp16_pix2pix(tmp_path / 'full')
     poison_next_step(full)
     for b in batches:
