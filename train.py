@@ -68,7 +68,7 @@ def main(args: list[str] | None = None) -> None:
             total_iters += n
             epoch_iter += n
             model.set_input(data)
-            model.optimize_parameters()
+            model.train_step()              # optimize_parameters under --amp; no wait for the GPU
             progress.update(1)
 
             if total_iters % opt.print_freq < n:

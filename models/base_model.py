@@ -18,6 +18,7 @@ from util.checkpoint import describe_stamp, journal_path, network_file, plain_op
     save_stamp, save_together, unpack_network_file
 from util.image_pool import ImagePool
 from . import networks
+from .amp import Precision, adam, speed_up
 
 # options that decide a network's shape: quoted when a checkpoint does not fit
 SHAPE_OPTIONS = ('model', 'netG', 'netD', 'ngf', 'ndf', 'norm', 'input_nc', 'output_nc', 'n_layers_D', 'no_dropout',
@@ -46,6 +47,8 @@ class BaseModel(ABC):
         self.schedulers: list = []
         self.image_paths: list[str] = []
         self.metric = 0.0  # used by the 'plateau' learning-rate policy
+        # --amp (training; validation's forward passes too): autocast, loss scaling, optimiser steps
+        self.precision = Precision(getattr(opt, 'amp', 'off') if self.isTrain else 'off', self.device)
 
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
@@ -57,14 +60,23 @@ class BaseModel(ABC):
 
         The dataset has already applied ``--direction``; models with other inputs override this.
         """
-        self.real_A = input['A'].to(self.device)
+        self.real_A = self.to_device(input['A'])
         if 'B' in input:
-            self.real_B = input['B'].to(self.device)
+            self.real_B = self.to_device(input['B'])
         self.image_paths = input['A_paths']
 
-    def prepare_data(self, dataset) -> None:
-        """Called by train.py before every epoch and by test.py once, with the data loader: precompute what the
-        data allows (MRNet's SAM feature cache). Nothing by default."""
+    def to_device(self, batch: torch.Tensor) -> torch.Tensor:
+        """A batch on the model's device without waiting for the copy (the loader pins memory on GPUs), in
+        channels-last format with --channels_last."""
+        batch = batch.to(self.device, non_blocking=True)
+        if getattr(self.opt, 'channels_last', False) and batch.dim() == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
+
+    def prepare_data(self, dataset, opt: argparse.Namespace | None = None) -> None:
+        """Called by train.py before every epoch, by validation before each pass (with the val split's options
+        ``opt``) and by test.py once, with the data loader: precompute what the data allows (MRNet's SAM feature
+        cache). Nothing by default."""
 
     @abstractmethod
     def forward(self) -> None:
@@ -72,7 +84,31 @@ class BaseModel(ABC):
 
     @abstractmethod
     def optimize_parameters(self) -> None:
-        """One training step: losses, gradients, optimiser updates."""
+        """One training step: losses, gradients, optimiser updates. Forward passes and losses go under
+        ``with self.autocast():``, backward through :meth:`backward` and optimiser steps through :meth:`step`, so
+        ``--amp`` applies; nothing in it waits for the GPU (losses are read only by :meth:`get_current_losses`)."""
+
+    def train_step(self) -> None:
+        """What train.py calls per batch: :meth:`optimize_parameters`, then the fp16 loss scale's update."""
+        self.optimize_parameters()
+        self.precision.update()
+
+    # ------------------------------------------------------------------ mixed precision (models/amp.py)
+    def autocast(self):
+        """Context for forward passes and losses under --amp (a null context with --amp off)."""
+        return self.precision.autocast()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()``, scaled under --amp fp16."""
+        self.precision.backward(loss)
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """``optimizer.step()``; under --amp fp16 skipped when a gradient is inf/NaN."""
+        self.precision.step(optimizer)
+
+    def adam(self, params) -> torch.optim.Adam:
+        """Adam(--lr, (--beta1, 0.999)) over ``params``; the fused kernel on GPUs."""
+        return adam(params, self.opt, self.device)
 
     # ------------------------------------------------------------------ setup
     def setup(self, opt: argparse.Namespace) -> None:
@@ -86,7 +122,7 @@ class BaseModel(ABC):
             for line in recover(self.save_dir):
                 print(line)
         for name in self.model_names:
-            net = getattr(self, 'net' + name).to(self.device)
+            net = speed_up(getattr(self, 'net' + name).to(self.device), opt)
             if getattr(opt, 'distributed', False) and any(p.requires_grad for p in net.parameters()):
                 net = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == 'cuda'
                                               else None, find_unused_parameters=True)
@@ -107,8 +143,8 @@ class BaseModel(ABC):
             getattr(self, 'net' + name).eval()
 
     def test(self) -> None:
-        """Forward pass without gradients, then :meth:`compute_visuals`."""
-        with torch.no_grad():
+        """Forward pass without gradients (under --amp in training's validation), then :meth:`compute_visuals`."""
+        with torch.no_grad(), self.autocast():
             self.forward()
             self.compute_visuals()
 
@@ -227,7 +263,8 @@ class BaseModel(ABC):
         return {k: v for k, v in vars(self).items() if isinstance(v, ImagePool)}
 
     def save_training_state(self, label: str | int, counters: dict) -> None:
-        """Networks plus ``<label>_state.pth``: optimisers, schedulers, image pools, RNG state and the loop
+        """Networks plus ``<label>_state.pth``: optimisers, schedulers, image pools, RNG state, the --amp fp16 loss
+        scale and the loop
         ``counters`` (epoch, epoch_iter, total_iters and whatever else the loop keeps there, stored as given),
         so ``--continue_train`` loses nothing. All files are written as one unit stamped with one save id."""
         stamp = save_stamp(label, counters)
@@ -239,6 +276,7 @@ class BaseModel(ABC):
             'schedulers': [s.state_dict() for s in self.schedulers],
             'pools': {k: p.state_dict() for k, p in self.image_pools().items()},
             'rng': seed.rng_state(),
+            'precision': self.precision.state_dict(),
         }
         save_together(files, journal_path(self.save_dir, label))
 
@@ -278,6 +316,7 @@ class BaseModel(ABC):
             if name in state['pools']:
                 pool.load_state_dict(state['pools'][name], self.device)
         seed.set_rng_state(state['rng'])
+        self.precision.load_state_dict(state.get('precision'))
         return state['counters']
 
 

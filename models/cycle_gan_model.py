@@ -51,51 +51,54 @@ class CycleGANModel(BaseModel):
             self.criterionGAN = networks.GANLoss(opt.gan_mode).to(self.device)
             self.criterionCycle = torch.nn.L1Loss()
             self.criterionIdt = torch.nn.L1Loss()
-            self.optimizer_G = torch.optim.Adam(itertools.chain(self.netG_A.parameters(), self.netG_B.parameters()),
-                                                lr=opt.lr, betas=(opt.beta1, 0.999))
-            self.optimizer_D = torch.optim.Adam(itertools.chain(self.netD_A.parameters(), self.netD_B.parameters()),
-                                                lr=opt.lr, betas=(opt.beta1, 0.999))
+            self.optimizer_G = self.adam(itertools.chain(self.netG_A.parameters(), self.netG_B.parameters()))
+            self.optimizer_D = self.adam(itertools.chain(self.netD_A.parameters(), self.netD_B.parameters()))
             self.optimizers = [self.optimizer_G, self.optimizer_D]
 
     def forward(self) -> None:
-        self.fake_B = self.netG_A(self.real_A)
-        self.rec_A = self.netG_B(self.fake_B)
-        self.fake_A = self.netG_B(self.real_B)
-        self.rec_B = self.netG_A(self.fake_A)
+        # float32 outputs for the losses and visuals under --amp (no-ops otherwise)
+        self.fake_B = self.netG_A(self.real_A).float()
+        self.rec_A = self.netG_B(self.fake_B).float()
+        self.fake_A = self.netG_B(self.real_B).float()
+        self.rec_B = self.netG_A(self.fake_A).float()
 
     def backward_D_basic(self, netD, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """0.5 * (L_GAN(D(real), 1) + L_GAN(D(fake), 0)), plus the gradient penalty for wgangp; backpropagated."""
-        loss_D = (self.criterionGAN(netD(real), True) + self.criterionGAN(netD(fake.detach()), False)) * 0.5
+        with self.autocast():
+            loss_D = (self.criterionGAN(netD(real), True) + self.criterionGAN(netD(fake.detach()), False)) * 0.5
         if self.opt.gan_mode == 'wgangp':
             loss_D = loss_D + networks.cal_gradient_penalty(netD, real, fake.detach(), self.device)[0]
-        loss_D.backward()
+        self.backward(loss_D)
         return loss_D
 
     def backward_G(self) -> None:
-        lambda_idt, lambda_A, lambda_B = self.opt.lambda_identity, self.opt.lambda_A, self.opt.lambda_B
-        if lambda_idt > 0:
-            self.idt_A = self.netG_A(self.real_B)
-            self.loss_idt_A = self.criterionIdt(self.idt_A, self.real_B) * lambda_B * lambda_idt
-            self.idt_B = self.netG_B(self.real_A)
-            self.loss_idt_B = self.criterionIdt(self.idt_B, self.real_A) * lambda_A * lambda_idt
-        else:
-            self.loss_idt_A = self.loss_idt_B = torch.zeros((), device=self.device)
-        self.loss_G_A = self.criterionGAN(self.netD_A(self.fake_B), True)
-        self.loss_G_B = self.criterionGAN(self.netD_B(self.fake_A), True)
-        self.loss_cycle_A = self.criterionCycle(self.rec_A, self.real_A) * lambda_A
-        self.loss_cycle_B = self.criterionCycle(self.rec_B, self.real_B) * lambda_B
-        self.loss_G = (self.loss_G_A + self.loss_G_B + self.loss_cycle_A + self.loss_cycle_B
-                       + self.loss_idt_A + self.loss_idt_B)
-        self.loss_G.backward()
+        """The generator losses (under --amp autocast), then their backward."""
+        with self.autocast():
+            lambda_idt, lambda_A, lambda_B = self.opt.lambda_identity, self.opt.lambda_A, self.opt.lambda_B
+            if lambda_idt > 0:
+                self.idt_A = self.netG_A(self.real_B).float()
+                self.loss_idt_A = self.criterionIdt(self.idt_A, self.real_B) * lambda_B * lambda_idt
+                self.idt_B = self.netG_B(self.real_A).float()
+                self.loss_idt_B = self.criterionIdt(self.idt_B, self.real_A) * lambda_A * lambda_idt
+            else:
+                self.loss_idt_A = self.loss_idt_B = torch.zeros((), device=self.device)
+            self.loss_G_A = self.criterionGAN(self.netD_A(self.fake_B), True)
+            self.loss_G_B = self.criterionGAN(self.netD_B(self.fake_A), True)
+            self.loss_cycle_A = self.criterionCycle(self.rec_A, self.real_A) * lambda_A
+            self.loss_cycle_B = self.criterionCycle(self.rec_B, self.real_B) * lambda_B
+            self.loss_G = (self.loss_G_A + self.loss_G_B + self.loss_cycle_A + self.loss_cycle_B
+                           + self.loss_idt_A + self.loss_idt_B)
+        self.backward(self.loss_G)
 
     def optimize_parameters(self) -> None:
-        self.forward()
+        with self.autocast():
+            self.forward()
         self.set_requires_grad([self.netD_A, self.netD_B], False)
         self.optimizer_G.zero_grad()
         self.backward_G()
-        self.optimizer_G.step()
+        self.step(self.optimizer_G)
         self.set_requires_grad([self.netD_A, self.netD_B], True)
         self.optimizer_D.zero_grad()
         self.loss_D_A = self.backward_D_basic(self.netD_A, self.real_B, self.fake_B_pool.query(self.fake_B))
         self.loss_D_B = self.backward_D_basic(self.netD_B, self.real_A, self.fake_A_pool.query(self.fake_A))
-        self.optimizer_D.step()
+        self.step(self.optimizer_D)

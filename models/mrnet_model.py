@@ -71,9 +71,10 @@ class MrnetModel(Pix2PixModel):
         self.mask_names = [f'mask_{k}' for k in range(1, opt.n_masks + 1)]
         self.visual_names = ['real_A', 'fake_B', 'real_B'] + self.mask_names
 
-    def prepare_data(self, dataset) -> None:
-        """Build (what is missing of) the frozen-SAM feature cache and attach it to the dataset (sam_cache.py)."""
-        prepare(self.unwrap('G').sam, dataset, self.opt)
+    def prepare_data(self, dataset, opt=None) -> None:
+        """Build (what is missing of) the frozen-SAM feature cache and attach it to the dataset (sam_cache.py);
+        ``opt``: the options of that data (default: the model's)."""
+        prepare(self.unwrap('G').sam, dataset, opt or self.opt)
 
     def set_input(self, input: dict) -> None:
         """Also takes the cached SAM features of the batch (``sam_feature``, ``sam_cached``) when the dataset
@@ -81,10 +82,11 @@ class MrnetModel(Pix2PixModel):
         super().set_input(input)
         self.sam_feature = None
         if 'sam_feature' in input:
-            feature = input['sam_feature'].to(self.device, torch.float32)
-            missing = ~input['sam_cached'].to(self.device)
+            feature = self.to_device(input['sam_feature']).float()
+            missing = ~input['sam_cached']        # on the CPU, as the loader gives it: no wait for the GPU here
             if missing.any():
-                feature[missing] = self.unwrap('G').sam(self.real_A[missing])
+                missing = missing.to(self.device)
+                feature[missing] = self.unwrap('G').sam(self.real_A[missing]).to(feature)
             self.sam_feature = feature
 
     def forward(self) -> None:

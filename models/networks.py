@@ -190,7 +190,10 @@ class GANLoss(nn.Module):
         return label.to(prediction).expand_as(prediction)
 
     def forward(self, prediction: torch.Tensor, target_is_real: bool) -> torch.Tensor:
-        """Scalar loss for ``prediction`` judged against real (True) or fake (False)."""
+        """Scalar loss for ``prediction`` judged against real (True) or fake (False); a bf16/fp16 map (--amp) is
+        judged in float32, any other dtype in its own."""
+        if prediction.dtype in (torch.float16, torch.bfloat16):
+            prediction = prediction.float()
         if self.loss is None:
             return -prediction.mean() if target_is_real else prediction.mean()
         return self.loss(prediction, self.get_target_tensor(prediction, target_is_real))

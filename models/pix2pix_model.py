@@ -34,25 +34,25 @@ class Pix2PixModel(BaseModel):
                                           opt.norm, opt.init_type, opt.init_gain)
             self.criterionGAN = networks.GANLoss(opt.gan_mode).to(self.device)
             self.criterionL1 = torch.nn.L1Loss()
-            self.optimizer_G = torch.optim.Adam([p for p in self.netG.parameters() if p.requires_grad],
-                                                lr=opt.lr, betas=(opt.beta1, 0.999))
-            self.optimizer_D = torch.optim.Adam(self.netD.parameters(), lr=opt.lr, betas=(opt.beta1, 0.999))
+            self.optimizer_G = self.adam([p for p in self.netG.parameters() if p.requires_grad])
+            self.optimizer_D = self.adam(self.netD.parameters())
             self.optimizers = [self.optimizer_G, self.optimizer_D]
 
     def forward(self) -> None:
-        self.fake_B = self.netG(self.real_A)
+        self.fake_B = self.netG(self.real_A).float()   # float32 for the losses and visuals under --amp
 
     def backward_D(self) -> None:
         """D loss: fake pairs (generator detached) towards 0, real pairs towards 1, averaged."""
         fake_AB = torch.cat((self.real_A, self.fake_B), 1)
-        self.loss_D_fake = self.criterionGAN(self.netD(fake_AB.detach()), False)
         real_AB = torch.cat((self.real_A, self.real_B), 1)
-        self.loss_D_real = self.criterionGAN(self.netD(real_AB), True)
+        with self.autocast():
+            self.loss_D_fake = self.criterionGAN(self.netD(fake_AB.detach()), False)
+            self.loss_D_real = self.criterionGAN(self.netD(real_AB), True)
         self.loss_D = (self.loss_D_fake + self.loss_D_real) * 0.5
         if self.opt.gan_mode == 'wgangp':
             self.loss_D = self.loss_D + networks.cal_gradient_penalty(
                 self.netD, real_AB, fake_AB.detach(), self.device)[0]
-        self.loss_D.backward()
+        self.backward(self.loss_D)
 
     def generator_loss(self) -> torch.Tensor:
         """L_GAN(G, D) + lambda_L1 * L1(G(A), B); subclasses add their own terms."""
@@ -62,13 +62,15 @@ class Pix2PixModel(BaseModel):
         return self.loss_G_GAN + self.loss_G_L1
 
     def optimize_parameters(self) -> None:
-        self.forward()
+        with self.autocast():
+            self.forward()
         self.set_requires_grad(self.netD, True)
         self.optimizer_D.zero_grad()
         self.backward_D()
-        self.optimizer_D.step()
+        self.step(self.optimizer_D)
         self.set_requires_grad(self.netD, False)
         self.optimizer_G.zero_grad()
-        self.loss_G = self.generator_loss()
-        self.loss_G.backward()
-        self.optimizer_G.step()
+        with self.autocast():
+            self.loss_G = self.generator_loss()
+        self.backward(self.loss_G)
+        self.step(self.optimizer_G)

@@ -422,4 +422,6 @@ def prepare(encoder, loader, opt: argparse.Namespace) -> CachedFeatures | None:
     if rank == 0:
         _say_once(f'SAM feature cache: {cache.folder} ({len(reader)} slices, {cache.dtype.name})')
     dataset.sam_features = reader
+    if chunks and hasattr(loader, 'restart_workers'):
+        loader.restart_workers()        # persistent workers hold the dataset as it was: let them read the new chunks
     return reader

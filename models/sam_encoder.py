@@ -84,9 +84,10 @@ def add_sam_encoder_options(parser: argparse.ArgumentParser) -> argparse.Argumen
                         help='precision SAM runs in: auto = bf16 on GPUs that support it, fp16 on other GPUs, fp32 '
                              'on the CPU; recorded in checkpoints (a run in another precision than training is '
                              'warned: its SAM features differ slightly)')
-    parser.add_argument('--compile', action='store_true',
-                        help='torch.compile the SAM image encoder (worth it on GPUs for long runs; the first '
-                             'batches are slow while it compiles)')
+    if '--compile' not in parser._option_string_actions:   # training's --compile (models/amp.py) covers SAM too
+        parser.add_argument('--compile', action='store_true',
+                            help='torch.compile the SAM image encoder (worth it on GPUs for long runs; the first '
+                                 'batches are slow while it compiles)')
     parser.add_argument('--sam_embed_dim', type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument('--sam_depth', type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument('--sam_num_heads', type=int, default=None, help=argparse.SUPPRESS)
@@ -321,6 +322,7 @@ class SamFeatureEncoder(nn.Module):
                 return self.image_encoder(self.preprocess(x)).float()
         if next(self.image_encoder.parameters()).dtype != dtype:
             self.image_encoder.to(dtype)      # frozen weights held in the run's precision (no casts per op)
-        with torch.inference_mode():
+        # --sam_precision, not the training loop's --amp autocast
+        with torch.inference_mode(), torch.autocast(x.device.type, enabled=False):
             feature = self.image_encoder(self.preprocess(x).to(dtype))
         return feature.to(torch.float32, copy=True)  # a copy made outside inference mode is a normal tensor

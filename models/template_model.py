@@ -29,15 +29,16 @@ class TemplateModel(BaseModel):
                                       not opt.no_dropout, opt.init_type, opt.init_gain, opt=opt)
         if self.isTrain:
             self.criterionLoss = torch.nn.L1Loss()
-            self.optimizer = torch.optim.Adam(self.netG.parameters(), lr=opt.lr, betas=(opt.beta1, 0.999))
+            self.optimizer = self.adam(self.netG.parameters())
             self.optimizers = [self.optimizer]
 
     def forward(self) -> None:
-        self.fake_B = self.netG(self.real_A)
+        self.fake_B = self.netG(self.real_A).float()   # float32 for the loss and visuals under --amp
 
     def optimize_parameters(self) -> None:
-        self.forward()
+        with self.autocast():                          # --amp: mixed precision (a no-op when off)
+            self.forward()
+            self.loss_G = self.criterionLoss(self.fake_B, self.real_B) * self.opt.lambda_regression
         self.optimizer.zero_grad()
-        self.loss_G = self.criterionLoss(self.fake_B, self.real_B) * self.opt.lambda_regression
-        self.loss_G.backward()
-        self.optimizer.step()
+        self.backward(self.loss_G)                     # loss.backward(), scaled under --amp fp16
+        self.step(self.optimizer)                      # optimizer.step(), skipped on inf gradients (fp16)

@@ -20,6 +20,8 @@ import math
 import os
 import time
 
+import torch
+
 from data import create_dataset
 from util.checkpoint import atomic_write
 
@@ -28,6 +30,7 @@ METRICS = {'mae': ('fused', 'mae', False), 'psnr': ('fused', 'psnr', True), 'ssi
            'slice_psnr': ('slice', 'psnr', True), 'slice_ssim': ('slice', 'ssim', True)}
 BEST_LABEL = 'best'
 RECORD_FILE = 'validation.json'
+VAL_BATCH_FACTOR = 4    # validation batch on a GPU, in training batches: no gradients, so memory allows it
 
 
 def add_validation_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -38,6 +41,9 @@ def add_validation_options(parser: argparse.ArgumentParser) -> argparse.Argument
                         help='score that picks the best epoch: mae, psnr, ssim (fused volume, SynthRAD2023 set), '
                              'slice_psnr, slice_ssim; auto: mae for CT volumes, psnr for other volumes, slice_psnr '
                              'for 2D data')
+    parser.add_argument('--val_batch_size', type=int, default=0,
+                        help=f'slices per forward pass in validation (no gradients); 0: --batch_size on the CPU, '
+                             f'{VAL_BATCH_FACTOR} x --batch_size on a GPU')
     parser.add_argument('--patience', type=int, default=0,
                         help='with --val_freq: stop after N epochs without a better validation score (0: never)')
     return parser
@@ -50,6 +56,8 @@ def validation_options(opt: argparse.Namespace) -> argparse.Namespace:
     val.phase, val.isTrain, val.serial_batches, val.no_flip = 'val', False, True, True
     val.max_dataset_size, val.world_size, val.rank, val.distributed = float('inf'), 1, 0, False
     val.augment = False
+    on_gpu = getattr(opt, 'device', torch.device('cpu')).type == 'cuda'
+    val.batch_size = getattr(opt, 'val_batch_size', 0) or opt.batch_size * (VAL_BATCH_FACTOR if on_gpu else 1)
     if hasattr(val, 'min_foreground'):
         val.min_foreground = 0.0                 # scored like the test split: every slice
     if 'crop' in getattr(val, 'preprocess', ''):
@@ -129,6 +137,7 @@ class Validator:
         model.eval()
         evaluator = self.evaluator()
         try:
+            model.prepare_data(self.loader, self.val_opt)   # MRNet: SAM features from the cache, as in training
             for data in self.loader:
                 model.set_input(data)
                 model.test()

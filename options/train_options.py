@@ -1,6 +1,7 @@
 """Training options: display, saving, schedule and optimiser."""
 import argparse
 
+from models.amp import add_amp_options
 from models.validation import add_validation_options
 from .base_options import BaseOptions
 
@@ -36,4 +37,4 @@ class TrainOptions(BaseOptions):
         parser.add_argument('--pool_size', type=int, default=50, help='the size of image buffer that stores previously generated images')
         parser.add_argument('--lr_policy', type=str, default='linear', help='learning rate policy. [linear | step | plateau | cosine]')
         parser.add_argument('--lr_decay_iters', type=int, default=50, help='multiply by a gamma every lr_decay_iters iterations')
-        return add_validation_options(parser)
+        return add_amp_options(add_validation_options(parser))

@@ -1,10 +1,12 @@
 """Speed and memory benchmarks (not tests: these machines are noisy, so compare ratios taken in one run).
 
-    python scripts/benchmark.py train --model pix2pix            # it/s at batch 1 and 4, 256x256, peak memory
-    python scripts/benchmark.py train --model pix2pix --netG transunet,swin_unet,resvit,tcgan,ppt
-                                                                 # each generator at batch 4 vs unet_256
-    python scripts/benchmark.py train --model mrnet              # MRNet step vs pix2pix unet_256, SAM 256/1024,
-                                                                 # frozen and fine-tuned
+    python scripts/benchmark.py train --device cuda              # every model of the paper's Tables II-III at
+                                                                 # batch 4, 256x256 (MRNet: SAM 1024, cached and
+                                                                 # not): fp32, bf16, bf16 + compile; slices/s, peak
+                                                                 # memory, TFLOP/s, hours of the paper's protocol
+    python scripts/benchmark.py train --models pix2pix,mrnet --code /tmp/main --threads 1
+                                                                 # the same steps with another code tree, in turn:
+                                                                 # the step-time ratio (CPU cost of a change)
     python scripts/benchmark.py data                             # triplanar slices/s with 0 and 2 workers
     python scripts/benchmark.py predict                          # seconds per ~256^3 volume, 3 planes: MRNet at
                                                                  # the quick-start settings on the CPU; with
@@ -41,39 +43,78 @@ def _peak_memory_mb(device: str) -> float:
 
 
 def run_train_config(cfg: dict) -> dict:
-    """Time ``cfg['iters']`` training steps of one model configuration on random 256x256 data."""
+    """Time ``cfg['iters']`` training steps of one configuration on random data at the paper's settings.
+
+    ``cfg['amp']``: 'off', 'bf16' or 'fp16' (--amp), ``cfg['compile']`` (--compile), ``cfg['cached']``: MRNet reads
+    its SAM features as the cache gives them (float16 (N, 256, S/16, S/16), no SAM call) instead of running SAM.
+    The batch sits in pinned memory on a GPU, as the loader gives it. The FLOPs of one step are counted with
+    torch.utils.flop_counter (uncompiled runs; the count does not depend on the precision)."""
+    import contextlib
+    import io
     import torch
     from models import create_model
     from options.train_options import TrainOptions
+    if cfg.get('threads'):
+        torch.set_num_threads(cfg['threads'])
     gpu = '0' if cfg['device'].startswith('cuda') else '-1'
     args = ['--model', cfg['model'], '--gpu_ids', gpu, '--batch_size', str(cfg['batch']), '--display_id', '0',
             '--checkpoints_dir', cfg['tmp'], '--name', 'bench', '--crop_size', str(cfg['size'])] + cfg['extra']
-    import contextlib
-    import io
-    with contextlib.redirect_stdout(io.StringIO()):
+    if cfg.get('amp', 'off') != 'off':
+        args += ['--amp', cfg['amp']]          # only then: the flag is unknown to code before --amp existed
+    if cfg.get('compile'):
+        args += ['--compile']
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         opt = TrainOptions().parse(args)
         model = create_model(opt)
         model.setup(opt)
-    nc_in, nc_out = opt.input_nc, opt.output_nc
-    batch = {'A': torch.rand(cfg['batch'], nc_in, cfg['size'], cfg['size']) * 2 - 1,
-             'B': torch.rand(cfg['batch'], nc_out, cfg['size'], cfg['size']) * 2 - 1,
-             'A_paths': ['x'] * cfg['batch'], 'B_paths': ['x'] * cfg['batch']}
+    cuda = opt.device.type == 'cuda'
+    n, size = cfg['batch'], cfg['size']
+    batch = {'A': torch.rand(n, opt.input_nc, size, size) * 2 - 1, 'B': torch.rand(n, opt.output_nc, size, size) * 2 - 1,
+             'A_paths': ['x'] * n, 'B_paths': ['x'] * n}
+    if cfg.get('cached'):
+        encoder = model.unwrap('G').sam
+        side = encoder.input_size // 16
+        batch['sam_feature'] = torch.randn(n, encoder.out_channels, side, side).half()
+        batch['sam_cached'] = torch.ones(n, dtype=torch.bool)
+    if cuda:
+        batch = {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in batch.items()}
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    step_fn = getattr(model, 'train_step', None) or model.optimize_parameters   # also code before train_step
 
     def step():
         model.set_input(batch)
-        model.optimize_parameters()
-        if opt.device.type == 'cuda':
-            torch.cuda.synchronize()
+        step_fn()
     for _ in range(cfg['warmup']):
         step()
+    flops = None
+    if not cfg.get('compile'):
+        from torch.utils.flop_counter import FlopCounterMode
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step()
+        flops = counter.get_total_flops()
+    sync()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    if cfg.get('serve'):                        # paired timing (bench_train --code): one step per line of stdin
+        print('ready', flush=True)
+        for _ in sys.stdin:
+            start = time.perf_counter()
+            step()
+            sync()
+            times.append(time.perf_counter() - start)
+            print(times[-1], flush=True)
     start = time.perf_counter()
     for _ in range(cfg['iters']):
         step()
-    seconds = (time.perf_counter() - start) / cfg['iters']
+    sync()
+    seconds = (time.perf_counter() - start) / cfg['iters'] if cfg['iters'] else sum(times) / max(1, len(times))
     params = sum(p.numel() for name in model.model_names if name.startswith('G')
                  for p in model.unwrap(name).parameters())
-    return {'step_s': seconds, 'it_per_s': 1 / seconds, 'peak_mb': _peak_memory_mb(cfg['device']),
-            'params_G': params}
+    return {'step_s': seconds, 'it_per_s': 1 / seconds, 'slices_per_s': n / seconds,
+            'peak_mb': _peak_memory_mb(cfg['device']), 'params_G': params, 'flops': flops,
+            'device_name': torch.cuda.get_device_name() if cuda else 'CPU'}
 
 
 def run_data_config(cfg: dict) -> dict:
@@ -166,6 +207,22 @@ def _in_subprocess(kind: str, cfg: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# name -> (model, extra flags, MRNet reads the SAM cache): the rows of the paper's Tables II and III
+TRAIN_ROWS = {
+    'mrnet': ('mrnet', [], True),
+    'mrnet_uncached': ('mrnet', ['--sam_cache', 'off'], False),
+    'pix2pix': ('pix2pix', ['--netG', 'unet_256'], False),
+    'cycle_gan': ('cycle_gan', [], False),
+    **{name: ('pix2pix', ['--netG', name, '--gan_mode', 'lsgan'], False)
+       for name in ('tcgan', 'transunet', 'swin_unet', 'resvit', 'ppt')},
+}
+# what the paper trains on (Table I, section IV-A): 40 epochs over SynthRAD2023's 95,559 training slices (Table II);
+# BraTS FLAIR -> T2 (Table III) on 371 training subjects' axial slices, 155 each (BraTS volumes are 240x240x155)
+PAPER_EPOCHS = 40
+PAPER_SLICES = {'II': 95_559, 'III': 371 * 155}
+PAPER_MODELS = ('mrnet', 'pix2pix', 'cycle_gan', 'tcgan', 'transunet', 'swin_unet', 'resvit', 'ppt')
+
+
 def _print_train_row(name: str, r: dict, ref: dict | None = None) -> None:
     if 'error' in r:
         print(f'{name:<45} failed: {r["error"]}', flush=True)
@@ -175,32 +232,139 @@ def _print_train_row(name: str, r: dict, ref: dict | None = None) -> None:
           f'G params {r["params_G"] / 1e6:.2f} M{ratio}', flush=True)
 
 
+def _split_sam_flags(extra: list[str]) -> tuple[list[str], list[str]]:
+    """Flags passed through to the options (``--sam_*`` ones, with their values, go to the MRNet rows only)."""
+    sam, other, target = [], [], None
+    for token in extra:
+        if token.startswith('--'):
+            target = sam if token.startswith('--sam_') else other
+        (target if target is not None else other).append(token)
+    return sam, other
+
+
+def _modes(text: str) -> list[tuple[str, bool]]:
+    """'off,bf16,bf16+compile' -> [('off', False), ('bf16', False), ('bf16', True)]."""
+    out = []
+    for mode in text.split(','):
+        amp, _, extra = mode.partition('+')
+        if amp not in ('off', 'bf16', 'fp16') or extra not in ('', 'compile'):
+            raise SystemExit(f'--amp_modes: {mode!r} is not off, bf16, fp16 or <mode>+compile')
+        out.append((amp, extra == 'compile'))
+    return out
+
+
 def bench_train(args: argparse.Namespace) -> None:
+    """Every row of the paper's tables (``--models``) at batch 4, 256x256 (MRNet: SAM ``--sam_size``, reading the
+    cache and not), in each ``--amp_modes`` precision, each in a fresh process, in one run: seconds per step,
+    slices/s, peak memory, GFLOP per step and the TFLOP/s achieved; then the hours the paper's Tables II and III
+    would take at each mode. ``--code DIR`` instead runs every configuration in this tree and in DIR side by side,
+    stepping in turn, and prints the step-time ratio this tree / DIR (the CPU-cost check of a change)."""
     import tempfile
     tmp = tempfile.mkdtemp(prefix='bench_')
     iters, warmup = (1, 1) if args.quick else (args.iters, args.warmup)
-    base = {'device': args.device, 'size': 256, 'tmp': tmp, 'iters': iters, 'warmup': warmup}
-    print(f'device: {args.device}, torch threads: {os.environ.get("OMP_NUM_THREADS", "default")}', flush=True)
-    if args.model == 'pix2pix' and args.netG:
-        ref = _in_subprocess('train', {**base, 'model': 'pix2pix', 'batch': 4, 'extra': args.extra})
-        _print_train_row('pix2pix unet_256 batch 4 (reference)', ref)
-        for name in args.netG:
-            res = _in_subprocess('train', {**base, 'model': 'pix2pix', 'batch': 4,
-                                           'extra': ['--netG', name] + args.extra})
-            _print_train_row(f'pix2pix {name} batch 4', res, ref)
+    modes = _modes(args.amp_modes or ('off,bf16,bf16+compile' if args.device.startswith('cuda') else 'off'))
+    names = list(PAPER_MODELS) + ['mrnet_uncached'] if args.models == 'paper' else args.models.split(',')
+    unknown = [n for n in names if n not in TRAIN_ROWS]
+    if unknown:
+        raise SystemExit(f'--models: unknown {", ".join(unknown)}; choose from paper, {", ".join(TRAIN_ROWS)}')
+    base = {'device': args.device, 'size': 256, 'tmp': tmp, 'iters': iters, 'warmup': warmup, 'batch': args.batch or 4,
+            'threads': args.threads}
+    sam = ['--sam_input_size', str(args.sam_size)]
+    shared = ['--ngf', str(args.ngf)] if args.ngf else []
+    sam_extra, other_extra = _split_sam_flags(args.extra)
+    print(f'device: {args.device}; batch {base["batch"]}, 256x256, MRNet SAM input {args.sam_size}; {warmup} warm-up '
+          f'and {iters} timed steps per configuration; threads {args.threads or "default"}', flush=True)
+    if args.code:
+        _bench_train_paired(args, names, modes, base, sam, shared, sam_extra, other_extra)
         return
-    if args.model == 'pix2pix':
-        for b in (1, 4):
-            _print_train_row(f'pix2pix unet_256 batch {b}',
-                             _in_subprocess('train', {**base, 'model': 'pix2pix', 'batch': b, 'extra': []}))
+    results: dict = {}
+    for name in names:
+        model, flags, cached = TRAIN_ROWS[name]
+        extra = flags + shared + (sam + sam_extra if model == 'mrnet' else []) + other_extra
+        for amp, compile_ in modes:
+            cfg = {**base, 'model': model, 'extra': extra, 'cached': cached, 'amp': amp, 'compile': compile_}
+            results[name, amp, compile_] = r = _in_subprocess('train', cfg)
+            _print_mode_row(f'{name} {amp}{" + compile" if compile_ else ""}', r, results.get((name, 'off', False)))
+    _print_paper_hours(results, names, modes)
+
+
+def _bench_train_paired(args, names, modes, base, sam, shared, sam_extra, other_extra) -> None:
+    """Each configuration in two live processes, this tree's and ``--code``'s, stepping in turn (``--rounds`` x
+    ``--iters`` steps each, the order swapped every step), so load from other jobs hits both alike. The figure is
+    the ratio of the means of each side's fastest quarter of steps (a step slowed by another job's burst does not
+    count); the ratio of medians and the median of step-by-step ratios are printed too."""
+    import statistics
+    code = os.path.abspath(args.code)
+    n_steps = args.rounds * args.iters
+    print(f'step time, this tree / {code}: {n_steps} steps each, in turn', flush=True)
+    for name in names:
+        model, flags, cached = TRAIN_ROWS[name]
+        extra = flags + shared + (sam + sam_extra if model == 'mrnet' else []) + other_extra
+        for amp, compile_ in modes:
+            cfg = {**base, 'model': model, 'extra': extra, 'cached': cached, 'amp': amp, 'compile': compile_,
+                   'iters': 0, 'serve': True}
+            procs = [subprocess.Popen([sys.executable, __file__, '_one', 'train', json.dumps({**cfg, 'code': c})],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for c in (None, code)]
+            try:
+                for proc in procs:
+                    while (line := proc.stdout.readline()) and line.strip() != 'ready':
+                        pass
+                    if not line:
+                        raise RuntimeError(f'{name}: a benchmark process ended before its first step')
+                times: list[list[float]] = [[], []]
+                for i in range(n_steps):
+                    for k in ((0, 1) if i % 2 == 0 else (1, 0)):
+                        procs[k].stdin.write('step\n')
+                        procs[k].stdin.flush()
+                        times[k].append(float(procs[k].stdout.readline()))
+            finally:
+                for proc in procs:
+                    proc.stdin.close()
+                    proc.wait()
+            ours, theirs = times
+            quarter = max(1, n_steps // 4)
+            fast = statistics.mean(sorted(ours)[:quarter]) / statistics.mean(sorted(theirs)[:quarter])
+            ratio = statistics.median(ours) / statistics.median(theirs)
+            stepwise = statistics.median(a / b for a, b in zip(ours, theirs))
+            print(f'  {name} {amp}{" + compile" if compile_ else ""}: x{fast:.3f} (mean of the fastest quarter of '
+                  f'steps, {statistics.mean(sorted(ours)[:quarter]):.4f} s vs '
+                  f'{statistics.mean(sorted(theirs)[:quarter]):.4f} s); medians x{ratio:.3f}, median of step-by-step '
+                  f'ratios x{stepwise:.3f}', flush=True)
+
+
+def _print_mode_row(label: str, r: dict, fp32: dict | None) -> None:
+    if 'error' in r:
+        print(f'{label:<32} failed: {r["error"]}', flush=True)
         return
-    ref = _in_subprocess('train', {**base, 'model': 'pix2pix', 'batch': 4, 'extra': []})
-    _print_train_row('pix2pix unet_256 batch 4 (reference)', ref)
-    for size in ((256,) if args.quick else args.sam_sizes):
-        for finetune in (False, True):
-            extra = ['--sam_input_size', str(size)] + (['--sam_finetune'] if finetune else [])
-            res = _in_subprocess('train', {**base, 'model': args.model, 'batch': 4, 'extra': extra + args.extra})
-            _print_train_row(f'{args.model} batch 4 SAM {size} {"fine-tuned" if finetune else "frozen"}', res, ref)
+    flops = r['flops'] or (fp32 or {}).get('flops')            # compiled runs: the uncompiled count
+    tflops = f'{flops / r["step_s"] / 1e12:7.2f} TFLOP/s ({flops / 1e9:.0f} GFLOP/step)' if flops else ''
+    speedup = f'  x{fp32["step_s"] / r["step_s"]:.2f} of fp32' if fp32 and 'step_s' in fp32 and r is not fp32 else ''
+    print(f'{label:<32} {r["step_s"]:8.4f} s/step {r["slices_per_s"]:8.1f} slices/s  peak {r["peak_mb"]:8.0f} MB  '
+          f'{tflops}{speedup}  [{r["device_name"]}]', flush=True)
+
+
+def _print_paper_hours(results: dict, names: list[str], modes: list) -> None:
+    """Training hours of Tables II and III (40 epochs; MRNet reading the cache, plus one uncached epoch that builds
+    it when that row was measured; validation not included) at each mode, for the rows measured."""
+    print(f'the paper\'s protocol ({PAPER_EPOCHS} epochs; Table II {PAPER_SLICES["II"]:,} slices, Table III '
+          f'{PAPER_SLICES["III"]:,}), training only, on this device:')
+    for amp, compile_ in modes:
+        speed = {name: results[name, amp, compile_]['slices_per_s'] for name in names
+                 if 'slices_per_s' in results.get((name, amp, compile_), {})}
+        hours = {}
+        for name in PAPER_MODELS:
+            if name in speed:
+                seconds_per_slice = PAPER_EPOCHS / speed[name]
+                if name == 'mrnet' and 'mrnet_uncached' in speed:
+                    seconds_per_slice += 1 / speed['mrnet_uncached']      # the epoch that builds the cache
+                hours[name] = {t: n * seconds_per_slice / 3600 for t, n in PAPER_SLICES.items()}
+        if not hours:
+            continue
+        rows = ', '.join(f'{n} {h["II"]:.1f} + {h["III"]:.1f}' for n, h in hours.items())
+        total = sum(h['II'] + h['III'] for h in hours.values())
+        missing = [n for n in PAPER_MODELS if n not in hours]
+        print(f'  {amp}{" + compile" if compile_ else ""}: {total:.1f} h for Tables II + III ({rows} h)'
+              + (f'; not measured: {", ".join(missing)}' if missing else ''), flush=True)
 
 
 def bench_data(args: argparse.Namespace) -> None:
@@ -271,7 +435,7 @@ def run_epoch_config(cfg: dict) -> dict:
              'A_paths': ['x'] * cfg['batch'], 'B_paths': ['x'] * cfg['batch']}
     for _ in range(cfg['warmup']):
         model.set_input(noise)
-        model.optimize_parameters()
+        model.train_step()
     epochs = []
     for epoch in range(1, cfg['epochs'] + 1):
         sync()
@@ -281,7 +445,7 @@ def run_epoch_config(cfg: dict) -> dict:
         loader.set_epoch(epoch)
         for data in loader:
             model.set_input(data)
-            model.optimize_parameters()
+            model.train_step()
         sync()
         epochs.append(time.perf_counter() - start)
     return {'epoch_s': epochs, 'slices': len(loader), 'peak_mb': _peak_memory_mb(cfg['device'])}
@@ -407,31 +571,44 @@ BENCHES = {'train': bench_train, 'data': bench_data, 'predict': bench_predict, '
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == '_one':
-        print(json.dumps(RUNNERS[sys.argv[2]](json.loads(sys.argv[3]))))
+        cfg = json.loads(sys.argv[3])
+        if cfg.get('code'):
+            sys.path.insert(0, cfg['code'])     # import models/, data/, options/ from that tree
+        print(json.dumps(RUNNERS[sys.argv[2]](cfg)))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('what', choices=sorted(BENCHES))
-    parser.add_argument('--model', default='pix2pix', help='pix2pix, or mrnet (compared with pix2pix)')
+    parser.add_argument('--models', default='paper',
+                        help=f'train: rows to measure, "paper" (the eight of Tables II-III and MRNet without the '
+                             f'SAM cache) or some of {", ".join(TRAIN_ROWS)}')
+    parser.add_argument('--amp_modes', default='',
+                        help='train: precisions, e.g. off,bf16,bf16+compile (default on a GPU; the CPU: off)')
+    parser.add_argument('--code', default='',
+                        help='train: also run every configuration with the code tree DIR (e.g. a checkout of main), '
+                             'in turn for --rounds rounds, and print the step-time ratio')
     parser.add_argument('--device', default='cpu', help='cpu or cuda')
-    parser.add_argument('--netG', type=lambda v: [x for x in v.split(',') if x], default=[],
-                        help='pix2pix generators to compare with unet_256 at batch 4, e.g. transunet,swin_unet')
     parser.add_argument('--iters', type=int, default=5, help='timed steps per configuration')
-    parser.add_argument('--sam_sizes', type=lambda v: [int(x) for x in v.split(',')], default=[256, 1024],
-                        help='SAM input sizes to measure (mrnet), e.g. 256,1024')
     parser.add_argument('--warmup', type=int, default=2, help='untimed steps before timing')
     parser.add_argument('--quick', action='store_true', help='one short run per configuration (smoke check)')
     parser.add_argument('--side', type=int, default=256, help='predict: side of the cubic test volume')
     parser.add_argument('--batch', type=int, default=None,
-                        help='predict: slices per forward pass (16); cache: training batch size (4)')
+                        help='predict: slices per forward pass (16); cache, train: training batch size (4)')
     parser.add_argument('--skip_cpu', action='store_true', help='predict: only the GPU configuration')
     parser.add_argument('--slices', type=int, default=32, help='cache: training slices per epoch')
-    parser.add_argument('--ngf', type=int, default=16, help='cache: generator width of pix2pix and MRNet')
+    parser.add_argument('--ngf', type=int, default=None,
+                        help='cache: generator width of pix2pix and MRNet (16); train: of every row (default: each '
+                             'model\'s own, 64)')
     parser.add_argument('--workers', type=int, default=0, help='cache: data loader workers')
-    parser.add_argument('--threads', type=int, default=0, help='cache: torch threads per process (0: torch\'s default)')
-    parser.add_argument('--rounds', type=int, default=2, help='cache: rounds of all configurations, taken in turn')
+    parser.add_argument('--threads', type=int, default=0,
+                        help='cache, train: torch threads per process (0: torch\'s default)')
+    parser.add_argument('--rounds', type=int, default=2,
+                        help='cache: rounds of all configurations, taken in turn; train --code: --rounds x --iters '
+                             'steps of each tree, in turn')
     parser.add_argument('--epochs', type=int, default=2,
                         help='cache: timed epochs per configuration and round (the uncached MRNet: 1)')
-    parser.add_argument('--sam_size', type=int, default=256, help='cache, sam: SAM input size (sam: 1024 is SAM\'s own)')
+    parser.add_argument('--sam_size', type=int, default=None,
+                        help='cache, sam, train: SAM input size (default: 1024, SAM\'s own and the paper\'s, for '
+                             'train and sam; 256 for cache)')
     parser.add_argument('--sam_batch', type=int, default=8, help='cache: slices per SAM call when building; '
                         'sam: images per encoder call')
     parser.add_argument('--sam_model_type', default='vit_b', help='sam: vit_b, vit_l or vit_h')
@@ -441,6 +618,10 @@ def main() -> None:
                         help='sam: also torch.compile segment_anything\'s own encoder')
     args, extra = parser.parse_known_args()
     args.extra = extra  # passed on to the options parser, e.g. --ngf 32 --sam_checkpoint PATH
+    if args.sam_size is None:
+        args.sam_size = 1024 if args.what == 'train' else 256
+    if args.ngf is None and args.what == 'cache':
+        args.ngf = 16
     BENCHES[args.what](args)
 
 

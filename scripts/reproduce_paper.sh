@@ -30,10 +30,10 @@
 #   disk   about 60 GB: the slice stores (~10 GB SynthRAD, ~5 GB BraTS) and, per run, test images and volumes.
 #   time   the paper's settings are 40 epochs at batch 4 over ~95,600 SynthRAD training slices (x, y and z),
 #          i.e. ~956,000 steps per run. Rough A100 estimates (measure yours with
-#          `python scripts/benchmark.py train --model mrnet --device cuda`): pix2pix ~15 ms/step (~4 h per run),
+#          `python scripts/benchmark.py train --device cuda`, which prints the hours of Tables II-III): pix2pix ~15 ms/step (~4 h per run),
 #          CycleGAN ~35 ms (~10 h), MRNet with SAM at 1024 px ~40 ms (~11 h); the five baselines cost 1.3x
 #          (Swin-Unet) to 11x (ResViT) a pix2pix step on a CPU (README, Benchmarks; measure them on your GPU with
-#          `python scripts/benchmark.py train --model pix2pix --netG transunet,swin_unet,resvit,tcgan,ppt
+#          `python scripts/benchmark.py train --models tcgan,transunet,swin_unet,resvit,ppt
 #          --device cuda`). By step, for MRNet, pix2pix and CycleGAN alone: table2 ~25 h, table3 ~12 h (axial
 #          BraTS slices, about half as many), table4 ~65 h (6 MRNet runs), table5 ~22 h, sam ~16 h: about 140 GPU
 #          hours; the five baselines add several times that to table2 and table3 (estimates, not measurements). Each step can be stopped and

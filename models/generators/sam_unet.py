@@ -83,6 +83,7 @@ class SoftClamp(nn.Module):
         self.alpha = alpha
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        z = z.float()   # under --amp: alpha = 0.001 is below bf16's resolution at 1 (2^-7)
         return z.clamp(0.0, 1.0) + self.alpha * (z.clamp(max=0.0) + (z - 1.0).clamp(min=0.0))
 
     def extra_repr(self) -> str:
@@ -194,9 +195,11 @@ class MaskModule(nn.Module):
                 psi[-1].bias.fill_(self.init_bias)
 
     def forward(self, y0: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        steps, masks = [y0], []
+        # masks and products in float32 under --amp (they feed the mask losses, eqs. 9-10); psi_k's convolutions
+        # run in the autocast dtype
+        steps, masks = [y0.float()], []
         for psi in self.psi:
-            masks.append(torch.sigmoid(psi(steps[-1])))
+            masks.append(torch.sigmoid(psi(steps[-1]).float()))
             steps.append(steps[-1] * masks[-1])
         return steps, masks
 
