@@ -170,7 +170,7 @@ def test_cache_is_reused_and_rebuilt_for_other_settings(tmp_path, dataroot, monk
     sam_file = tmp_path / 'sam.pth'
     save_official_checkpoint(sam_file, official_encoder_state(TINY_SAM))
     for flags in (['--sam_input_size', '32'], ['--sam_checkpoint', str(sam_file)], ['--ct_window', '-500', '500'],
-                  ['--direction', 'BtoA'], ['--crop_size', '128'], ['--preprocess', 'pad'],
+                  ['--direction', 'BtoA'], ['--crop_size', '512'], ['--preprocess', 'pad'],
                   ['--sam_precision', 'bf16']):
         before = set(chunk_files(tmp_path))
         _, loader, model = make_run(tmp_path, dataroot, *flags)
