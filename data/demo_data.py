@@ -101,21 +101,21 @@ def _save(data: np.ndarray, affine: np.ndarray, path: str, dtype) -> None:
     nib.save(img, path)
 
 
-def _subject_geometry(i: int, base: tuple[int, int, int] = SHAPE,
-                      spacings: tuple[tuple[float, float, float], tuple[float, float, float]] = (SPACING_ISO,
-                                                                                                SPACING_ANISO)
+def _subject_geometry(i: int, base: tuple[int, int, int] | None = None,
+                      spacings: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
                       ) -> tuple[tuple[int, int, int], tuple[float, float, float], str]:
     """Shape, spacing and stored orientation of subject ``i``: alternately RAS/LPS, every 2nd pair with the second
-    spacing of ``spacings`` (``base`` is the shape at the first; the axial count follows the spacing)."""
-    iso, aniso = spacings
+    spacing of ``spacings`` (``base`` is the shape at the first; the axial count follows the spacing). None: the
+    module's SHAPE and (SPACING_ISO, SPACING_ANISO), read at call time."""
+    base = base or SHAPE
+    iso, aniso = spacings or (SPACING_ISO, SPACING_ANISO)
     spacing = aniso if (i // 2) % 2 else iso
     shape = (base[0], base[1], round(base[2] * iso[2] / spacing[2]))
     return shape, spacing, ('LPS' if i % 2 else 'RAS')
 
 
-def make_synthrad(root: str, n: int, seed: int, shape: tuple[int, int, int] = SHAPE,
-                  spacings: tuple[tuple[float, float, float], tuple[float, float, float]] = (SPACING_ISO,
-                                                                                            SPACING_ANISO)) -> None:
+def make_synthrad(root: str, n: int, seed: int, shape: tuple[int, int, int] | None = None,
+                  spacings: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None) -> None:
     """``n`` subjects ``demo001``... in the SynthRAD2023 Task 1 layout under ``root``; ``shape`` (voxels at the
     first spacing) and the two ``spacings`` (mm) default to the demo set's."""
     base = shape

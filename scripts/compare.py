@@ -83,17 +83,19 @@ ABLATIONS = {
     # field runs a row with another model, a sixth trains that many folds and tests their ensemble
     'synthrad2025': [('mrnet', 'MRNet (paper)', []),
                      ('pix2pix', 'pix2pix', [], 'pix2pix'),
-                     ('context', 'MRNet + 2.5D (--context_slices 1)', ['--context_slices', '1']),
                      ('body', 'MRNet + body loss (--loss_region body --body_dilation 2)',
                       ['--loss_region', 'body', '--body_dilation', '2']),
+                     ('recipe', 'MRNet --recipe synthrad2025', ['--recipe', 'synthrad2025']),
+                     ('tta', 'MRNet + flip TTA (--tta flip)', ['--tta', 'flip']),
+                     ('context', 'MRNet + 2.5D (--context_slices 1)', ['--context_slices', '1']),
                      ('sam_perceptual', 'MRNet + SAM perceptual (--lambda_sam_perceptual 10)',
                       ['--lambda_sam_perceptual', '10']),
-                     ('tta', 'MRNet + flip TTA (--tta flip)', ['--tta', 'flip']),
-                     ('ensemble', 'MRNet, 2-fold ensemble (--folds 2)', [], None, 2),
-                     ('recipe', 'MRNet --recipe synthrad2025', ['--recipe', 'synthrad2025'])],
+                     ('ensemble', 'MRNet, 2-fold ensemble (--folds 2)', [], None, 2)],
 }
 # flags of test.py only: a row differing from an earlier one by these alone reuses its training
 TEST_ONLY = ('--tta', '--ensemble_fuse')
+# options that do not change what training computes (compared when a row may reuse another's training)
+TRAINING_NEUTRAL = ('name', 'tta', 'recipe')
 TRUE_WORDS, FALSE_WORDS = ('1', 'true', 'yes', 'on'), ('0', 'false', 'no', 'off')
 
 
@@ -501,11 +503,14 @@ def iteration_seconds(loss_log: str) -> float:
 
 
 def reuse_training(run: Run, checkpoints_dir: str, trained: dict) -> None:
-    """A row whose training flags equal an earlier row's of this call (they differ in test flags only, e.g.
-    --tta) copies that row's finished checkpoints instead of training the same network again."""
+    """A row whose training options equal an earlier row's of this call once parsed (they differ in test flags
+    only, e.g. --tta, or reach the same settings through --recipe) copies that row's finished checkpoints instead
+    of training the same network again (its test still uses its own flags: a recipe named on test.py's command
+    line decides its own settings)."""
     for i, member in enumerate(run.members):
         args = run.member_train_args(i)
-        key = tuple(t for t in args if t != member)
+        resolved = vars(train_parser(args).parse_args(args))
+        key = tuple(sorted((k, repr(v)) for k, v in resolved.items() if k not in TRAINING_NEUTRAL))
         source = trained.setdefault(key, member)
         target = os.path.join(checkpoints_dir, member)
         if source != member and not os.path.isdir(target) and os.path.isdir(os.path.join(checkpoints_dir, source)):
