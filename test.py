@@ -15,6 +15,8 @@ import os
 
 from data import create_dataset
 from models import create_model
+from models.test_time import EnsembleModel, ensemble_result_name
+from options.ingredients import ensemble_names
 from options.test_options import TestOptions
 from util.cli import run_cli
 from util.evaluation import summary_sections
@@ -34,16 +36,22 @@ def main(args: list[str] | None = None) -> str:
     sources = dataset.dataset.item_sources()
     if sources:
         check_unique_names(sources[:total])     # only the items that will be written can clash (--num_test)
-    model = create_model(opt)
-    model.setup(opt)
+    names = ensemble_names(opt.name)
+    if len(names) > 1:          # --name a,b,c: an ensemble, fused voxel-wise (--ensemble_fuse)
+        model = EnsembleModel(opt, names, create_model)
+    else:
+        model = create_model(opt)
+        model.setup(opt)
     model.prepare_data(dataset)
     if opt.epoch == BEST_LABEL:
         print(best_note(model.save_dir))
     split = getattr(opt, 'split', '') or opt.phase      # --split all: results/NAME/all_<epoch>
     label = f'{split}_{opt.epoch}' + (f'_iter{opt.load_iter}' if opt.load_iter > 0 else '')
-    web_dir = os.path.join(opt.results_dir, opt.name, label)
+    web_dir = os.path.join(opt.results_dir, ensemble_result_name(names), label)
     webpage = HTML(web_dir, f'Experiment = {opt.name}, Phase = {opt.phase}, Epoch = {opt.epoch}')
     evaluator = dataset.dataset.make_evaluator(opt, web_dir)
+    if len(names) > 1:
+        write_members(web_dir, model.checkpoints(), opt.ensemble_fuse)
     if opt.eval:
         model.eval()
     if total < len(dataset):
@@ -74,6 +82,18 @@ def main(args: list[str] | None = None) -> str:
         raise RuntimeError(f'{len(failed)} subject(s) failed: ' + '; '.join(f'{n}: {why}' for n, why in failed.items())
                            + f' (the results of the others are in {page})')
     return page
+
+
+def write_members(web_dir: str, checkpoints: list[str], fuse: str) -> None:
+    """``<web_dir>/ensemble.json``: the members' checkpoint files (with sha256) and the fusion."""
+    import json
+    from util.checkpoint import atomic_write
+    from util.util import file_sha256
+    record = {'fuse': fuse, 'members': [{'checkpoint': os.path.abspath(p), 'sha256': file_sha256(p)}
+                                        for p in checkpoints]}
+    os.makedirs(web_dir, exist_ok=True)
+    atomic_write(lambda f: f.write(json.dumps(record, indent=1)), os.path.join(web_dir, 'ensemble.json'),
+                 binary=False)
 
 
 if __name__ == '__main__':

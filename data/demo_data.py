@@ -101,18 +101,27 @@ def _save(data: np.ndarray, affine: np.ndarray, path: str, dtype) -> None:
     nib.save(img, path)
 
 
-def _subject_geometry(i: int) -> tuple[tuple[int, int, int], tuple[float, float, float], str]:
-    """Shape, spacing and stored orientation of subject ``i``: alternately RAS/LPS, every 2nd pair anisotropic."""
-    spacing = SPACING_ANISO if (i // 2) % 2 else SPACING_ISO
-    shape = (SHAPE[0], SHAPE[1], round(SHAPE[2] * SPACING_ISO[2] / spacing[2]))
+def _subject_geometry(i: int, base: tuple[int, int, int] | None = None,
+                      spacings: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
+                      ) -> tuple[tuple[int, int, int], tuple[float, float, float], str]:
+    """Shape, spacing and stored orientation of subject ``i``: alternately RAS/LPS, every 2nd pair with the second
+    spacing of ``spacings`` (``base`` is the shape at the first; the axial count follows the spacing). None: the
+    module's SHAPE and (SPACING_ISO, SPACING_ANISO), read at call time."""
+    base = base or SHAPE
+    iso, aniso = spacings or (SPACING_ISO, SPACING_ANISO)
+    spacing = aniso if (i // 2) % 2 else iso
+    shape = (base[0], base[1], round(base[2] * iso[2] / spacing[2]))
     return shape, spacing, ('LPS' if i % 2 else 'RAS')
 
 
-def make_synthrad(root: str, n: int, seed: int) -> None:
-    """``n`` subjects ``demo001``... in the SynthRAD2023 Task 1 layout under ``root``."""
+def make_synthrad(root: str, n: int, seed: int, shape: tuple[int, int, int] | None = None,
+                  spacings: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None) -> None:
+    """``n`` subjects ``demo001``... in the SynthRAD2023 Task 1 layout under ``root``; ``shape`` (voxels at the
+    first spacing) and the two ``spacings`` (mm) default to the demo set's."""
+    base = shape
     for i in range(n):
         rng = np.random.default_rng([seed, 1, i])
-        shape, spacing, axcodes = _subject_geometry(i)
+        shape, spacing, axcodes = _subject_geometry(i, base, spacings)
         labels = head_labels(shape, spacing, rng, lesion=bool(i % 3 == 0))
         ct = np.clip(render(labels, CT_HU, rng, noise=20.0, texture=0.02, bias=0.0), -1024, 3071)
         mr = np.abs(render(labels, MR_T1 * 1000, rng, noise=15.0, texture=0.03, bias=0.12))

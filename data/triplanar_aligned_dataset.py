@@ -151,6 +151,23 @@ def load_split(root: str, phase: str, subjects: list[str], seed: int, fallback: 
     return splits[phase]
 
 
+def fold_split(subjects: list[str], n_folds: int, fold: int, seed: int) -> dict[str, list[str]]:
+    """Fold ``fold`` of ``n_folds`` per-subject folds of ``subjects`` (the non-test subjects): {'val': that fold,
+    'train': the others}, each sorted; the folds are a seeded permutation cut into near-equal parts, so together
+    they cover every subject once. ValueError for a fold index out of range or more folds than subjects."""
+    if n_folds < 2:
+        raise ValueError(f'--n_folds {n_folds}: use 2 or more folds (0 for no folds)')
+    if not 0 <= fold < n_folds:
+        raise ValueError(f'--fold {fold} is out of range for --n_folds {n_folds}: use 0..{n_folds - 1}')
+    if n_folds > len(subjects):
+        raise ValueError(f'--n_folds {n_folds}: only {len(subjects)} non-test subjects to fold')
+    order = sorted(subjects)
+    perm = np.random.default_rng([seed, n_folds]).permutation(len(order))
+    parts = np.array_split(perm, n_folds)
+    return {'val': sorted(order[i] for i in parts[fold]),
+            'train': sorted(order[i] for k, part in enumerate(parts) if k != fold for i in part)}
+
+
 # ----------------------------------------------------------------------------- slice store
 
 @dataclass(frozen=True)
@@ -335,6 +352,17 @@ class TriplanarAlignedDataset(BaseDataset):
                             help='stored subjects each loader worker keeps memory-mapped')
         parser.add_argument('--augment', action='store_true', help='training only: random flips (unless '
                             '--no_flip) and small affine transforms, the same for A, B and mask')
+        parser.add_argument('--context_slices', type=int, default=0, metavar='K',
+                            help='2.5D input: the slice and its K neighbours on each side along the slicing axis as '
+                                 '2K+1 input channels (--input_nc becomes 2K+1; volume edges replicate; every plane). '
+                                 'MRNet\'s SAM sees the slice and its nearest neighbours as RGB. 0 (default): the '
+                                 'grey slice repeated, as the paper does')
+        parser.add_argument('--n_folds', type=int, default=0, metavar='K',
+                            help='cross-validation: split the non-test subjects (train + val of splits/) into K '
+                                 'per-subject folds, deterministic (--split_seed); --fold i validates on fold i and '
+                                 'trains on the others. The test split never changes. 0 (default): splits/ as is')
+        parser.add_argument('--fold', type=int, default=0, metavar='I', help='with --n_folds K: the fold 0..K-1 '
+                            'held out for validation')
         parser.set_defaults(preprocess='resize')
         return parser
 
@@ -356,9 +384,17 @@ class TriplanarAlignedDataset(BaseDataset):
         cache = opt.cache_dir or os.path.join(self.root, '.cache')
         self.store_root = os.path.join(cache, f'triplanar_{settings.key()}')
         self.split = opt.split or opt.phase
-        names = load_split(self.root, self.split, list_subjects(self.root), opt.split_seed,
-                           fallback=os.path.join(opt.checkpoints_dir, opt.name))
+        subjects = list_subjects(self.root)
+        fallback = os.path.join(opt.checkpoints_dir, opt.name.split(',')[0])
+        names = load_split(self.root, self.split, subjects, opt.split_seed, fallback=fallback)
+        if getattr(opt, 'n_folds', 0) and self.split in ('train', 'val'):
+            pool = sorted(load_split(self.root, 'train', subjects, opt.split_seed, fallback) +
+                          load_split(self.root, 'val', subjects, opt.split_seed, fallback))
+            names = fold_split(pool, opt.n_folds, opt.fold, opt.split_seed)[self.split]
         self.subjects, self.skipped = self._load_subjects(names, settings)
+        self.context = int(getattr(opt, 'context_slices', 0) or 0)
+        check_context(self.context, {n: (s.paths[self.source], s.geometry.canonical_shape)
+                                     for n, s in self.subjects.items()})
         self.index = self._make_index(opt.min_foreground)
         if len(self.index) == 0:
             raise ValueError(f'{self.root}: no slice of the {self.split} split reaches --min_foreground '
@@ -368,6 +404,7 @@ class TriplanarAlignedDataset(BaseDataset):
         self._order = [channels.index(self.source), channels.index(self.target), 2]   # source, target, mask
         self._maps = MappedFiles(opt.open_volumes)     # each worker keeps its own (util/mapped.py)
         self.sam_features = None    # models.sam_cache.CachedFeatures, attached by the MRNet model when it applies
+        self.sam_target_features = None   # the same for the target slices (--lambda_sam_perceptual)
 
     def _load_subjects(self, names: list[str], settings: StoreSettings) -> tuple[dict[str, Subject], dict[str, str]]:
         """Stored (or newly stored) subjects, and with --skip_bad_subjects the refused ones with the reason."""
@@ -425,15 +462,18 @@ class TriplanarAlignedDataset(BaseDataset):
             counts[name][plane] = counts[name].get(plane, 0) + 1
         return counts
 
-    def sam_cache_spec(self) -> dict:
-        """What an item's input slice depends on, for the SAM feature cache (models/sam_cache.py): the folder it
-        goes next to, the slice store's key, the input modality, size and resizing; one fingerprint per subject
-        (source files, geometry, intensity map)."""
+    def sam_cache_spec(self, field: str = 'A') -> dict:
+        """What an item's ``field`` slice (``A``, the input; ``B``, the target, for the SAM perceptual loss)
+        depends on, for the SAM feature cache (models/sam_cache.py): the folder it goes next to, the slice store's
+        key, the modality, size and resizing, and for a 2.5D input (--context_slices K > 0) K; one fingerprint per
+        subject (source files, geometry, intensity map)."""
         def fingerprint(subject: Subject) -> str:
             return hashlib.sha1(json.dumps(subject.to_json(), sort_keys=True).encode()).hexdigest()[:16]
-        return {'root': os.path.dirname(self.store_root),
-                'slices': {'store': os.path.basename(self.store_root), 'source': self.source, 'size': self.size,
-                           'preprocess': self.mode},
+        slices = {'store': os.path.basename(self.store_root), 'source': self.source if field == 'A' else self.target,
+                  'size': self.size, 'preprocess': self.mode}
+        if field == 'A' and self.context:
+            slices['context'] = self.context        # absent for K = 0: the paper's caches keep their key
+        return {'root': os.path.dirname(self.store_root), 'slices': slices,
                 'subjects': {name: fingerprint(s) for name, s in self.subjects.items()}}
 
     def slice_key(self, i: int) -> tuple[str, str, int]:
@@ -445,16 +485,24 @@ class TriplanarAlignedDataset(BaseDataset):
         s, axis, index = (int(v) for v in self.index[i])
         name = self._names[s]
         subject = self.subjects[name]
+        volume = self.volumes(name)
         # (3, h, w): modality A, modality B, mask; float16 -> float32 in torch, several times faster than numpy
-        stack = torch.from_numpy(take_slice(self.volumes(name), axis, index)).float()
+        stack = torch.from_numpy(take_slice(volume, axis, index)).float()
+        src, tgt, _ = self._order
+        if self.context:        # + the 2K+1 source slices i-K..i+K (edges replicated) as channels 3..
+            stack = torch.cat([stack, torch.from_numpy(context_stack(volume[..., src], axis, index,
+                                                                     self.context)).float()])
         x = to_square(stack, slice_spacing(subject.geometry.zooms, axis), self.size, self.mode, fill=-1.0)
         if self.augment:
             x = augment(x, flip=not self.opt.no_flip)
-        src, tgt, _ = self._order
         plane = 'xyz'[axis]
         item = {} if self.sam_features is None else dict(zip(('sam_feature', 'sam_cached'),
                                                               self.sam_features.read((name, plane, index))))
-        return {**item, 'A': x[src:src + 1].expand(self.opt.input_nc, -1, -1),
+        if self.sam_target_features is not None:
+            item.update(zip(('sam_target_feature', 'sam_target_cached'),
+                            self.sam_target_features.read((name, plane, index))))
+        source = x[3:] if self.context else x[src:src + 1].expand(self.opt.input_nc, -1, -1)
+        return {**item, 'A': source,
                 'B': x[tgt:tgt + 1].expand(self.opt.output_nc, -1, -1),
                 'A_paths': subject.paths[self.source], 'B_paths': subject.paths[self.target],
                 'name': f'{name}_{plane}{index:03d}', 'subject': name, 'plane': plane, 'slice_index': index,
@@ -465,6 +513,28 @@ class TriplanarAlignedDataset(BaseDataset):
         ``options`` go to)."""
         from util.evaluation import VolumeEvaluator
         return VolumeEvaluator(opt, result_dir, self, **options)
+
+
+def context_indices(index: int, k: int, n: int) -> np.ndarray:
+    """Slice indices i-K..i+K along an axis of ``n`` slices, the volume's edges replicated."""
+    return np.clip(np.arange(index - k, index + k + 1), 0, n - 1)
+
+
+def context_stack(volume: np.ndarray, axis: int, index: int, k: int) -> np.ndarray:
+    """(2K+1, h, w): slices i-K..i+K of a canonical (X, Y, Z) ``volume`` along ``axis`` (edges replicated), shown
+    as :func:`util.volume.take_slice` shows them; channel K is slice i."""
+    return np.stack([take_slice(volume, axis, int(j)) for j in context_indices(index, k, volume.shape[axis])])
+
+
+def check_context(k: int, volumes: dict[str, tuple[str, tuple[int, ...]]]) -> None:
+    """ValueError naming the file when --context_slices ``k`` is negative or larger than a volume's thinnest axis
+    (``volumes``: name -> (file, canonical shape))."""
+    if k < 0:
+        raise ValueError(f'--context_slices {k}: must be 0 or more')
+    for name, (path, shape) in volumes.items():
+        if k > min(shape[:3]):
+            raise ValueError(f'--context_slices {k} is larger than the thinnest axis of {path} (shape '
+                             f'{tuple(shape[:3])}, {min(shape[:3])} slices): use at most {min(shape[:3])}')
 
 
 def parse_planes(planes: str) -> list[str]:

@@ -68,18 +68,22 @@ class MrnetModel(Pix2PixModel):
                              f'{opt.netG!r}. Use --model pix2pix for other generators.')
         super().__init__(opt)
         self.loss_names = ['G_GAN', 'G_L1', 'G_feature', 'G_mask', 'D_real', 'D_fake']
+        if getattr(self, 'perceptual_sam', None) is not None:
+            self.loss_names.insert(2, 'G_sam_perceptual')
         self.mask_names = [f'mask_{k}' for k in range(1, opt.n_masks + 1)]
         self.visual_names = ['real_A', 'fake_B', 'real_B'] + self.mask_names
 
     def prepare_data(self, dataset, opt=None) -> None:
         """Build (what is missing of) the frozen-SAM feature cache and attach it to the dataset (sam_cache.py);
-        ``opt``: the options of that data (default: the model's)."""
+        with --lambda_sam_perceptual also the target slices' cache. ``opt``: the options of that data (default: the
+        model's)."""
         prepare(self.unwrap('G').sam, dataset, opt or self.opt)
+        super().prepare_data(dataset, opt)
 
     def set_input(self, input: dict) -> None:
         """Also takes the cached SAM features of the batch (``sam_feature``, ``sam_cached``) when the dataset
         gives them; a slice whose feature is not cached gets it from SAM now."""
-        super().set_input(input)
+        super().set_input(input)      # also the body mask and the target's SAM feature
         self.sam_feature = None
         if 'sam_feature' in input:
             feature = self.to_device(input['sam_feature']).float()

@@ -5,6 +5,8 @@ import torch
 
 from . import networks
 from .base_model import BaseModel
+from .body_loss import add_loss_region_options, pixel_loss
+from .sam_perceptual import add_sam_perceptual_options, perceptual_encoder, sam_perceptual_loss
 
 
 class Pix2PixModel(BaseModel):
@@ -19,6 +21,8 @@ class Pix2PixModel(BaseModel):
         if is_train:
             parser.set_defaults(pool_size=0, gan_mode='vanilla')
             parser.add_argument('--lambda_L1', type=float, default=100.0, help='weight for L1 loss')
+            add_loss_region_options(parser)
+            add_sam_perceptual_options(parser)
         return parser
 
     def __init__(self, opt):
@@ -37,6 +41,34 @@ class Pix2PixModel(BaseModel):
             self.optimizer_G = self.adam([p for p in self.netG.parameters() if p.requires_grad])
             self.optimizer_D = self.adam(self.netD.parameters())
             self.optimizers = [self.optimizer_G, self.optimizer_D]
+            self.perceptual_sam = None      # the frozen SAM of --lambda_sam_perceptual (models/sam_perceptual.py)
+            if getattr(opt, 'lambda_sam_perceptual', 0) > 0:
+                self.perceptual_sam = perceptual_encoder(opt, self.unwrap('G')).to(self.device)
+                self.loss_names.insert(2, 'G_sam_perceptual')
+
+    def set_input(self, input: dict) -> None:
+        """Also keeps the body mask (``mask``, for --loss_region body) and the target's cached SAM feature
+        (``sam_target_feature``, for --lambda_sam_perceptual) when the batch has them."""
+        super().set_input(input)
+        self.body = input['mask'].to(self.device) if 'mask' in input else None
+        self.target_feature = None
+        if getattr(self, 'perceptual_sam', None) is not None:
+            if 'sam_target_feature' in input:
+                feature = input['sam_target_feature'].to(self.device, torch.float32)
+                missing = ~input['sam_target_cached'].to(self.device)
+            else:
+                feature, missing = None, None
+            if feature is None or missing.all():
+                feature = self.perceptual_sam(self.real_B)
+            elif missing.any():
+                feature[missing] = self.perceptual_sam(self.real_B[missing])
+            self.target_feature = feature
+
+    def prepare_data(self, dataset, opt=None) -> None:
+        """With --lambda_sam_perceptual: build (what is missing of) the target slices' SAM feature cache."""
+        if getattr(self, 'perceptual_sam', None) is not None:
+            from .sam_cache import prepare
+            prepare(self.perceptual_sam, dataset, opt or self.opt, field='B')
 
     def forward(self) -> None:
         self.fake_B = self.netG(self.real_A).float()   # float32 for the losses and visuals under --amp
@@ -58,8 +90,13 @@ class Pix2PixModel(BaseModel):
         """L_GAN(G, D) + lambda_L1 * L1(G(A), B); subclasses add their own terms."""
         fake_AB = torch.cat((self.real_A, self.fake_B), 1)
         self.loss_G_GAN = self.criterionGAN(self.netD(fake_AB), True)
-        self.loss_G_L1 = self.criterionL1(self.fake_B, self.real_B) * self.opt.lambda_L1
-        return self.loss_G_GAN + self.loss_G_L1
+        self.loss_G_L1 = pixel_loss(self.fake_B, self.real_B, self.opt, getattr(self, 'body', None)) * self.opt.lambda_L1
+        loss = self.loss_G_GAN + self.loss_G_L1
+        if getattr(self, 'perceptual_sam', None) is not None:
+            self.loss_G_sam_perceptual = sam_perceptual_loss(self.perceptual_sam, self.fake_B, self.target_feature) \
+                * self.opt.lambda_sam_perceptual
+            loss = loss + self.loss_G_sam_perceptual
+        return loss
 
     def optimize_parameters(self) -> None:
         with self.autocast():

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 
 from data.layouts import MASK_NAME, find_modality, find_subject_file
+from data.triplanar_aligned_dataset import check_context, context_stack
 from util.checkpoint import read_network_file
 from util.disk import check_writable
 from util.image_io import (IMAGE_EXTENSIONS, WRITABLE_EXTENSIONS, choose_series, dicom_series, image_extension,
@@ -62,6 +63,8 @@ class PredictSettings:
     ct_window: tuple[float, float]
     mr_percentiles: tuple[float, float]
     affine_tol: float
+    context: int = 0                      # --context_slices K: 2K+1 neighbouring slices as channels
+    tta: str = 'none'                     # --tta: 'flip' averages the in-plane flips
 
     @property
     def target_map(self) -> IntensityMap:
@@ -81,6 +84,13 @@ class TrainedGenerator:
     device: torch.device
     path: str
     options: dict = field(default_factory=dict)
+    members: list['TrainedGenerator'] = field(default_factory=list)   # an ensemble's generators (itself first)
+    fuse: str = 'mean'                    # how an ensemble's members are fused voxel-wise
+
+    @property
+    def paths(self) -> list[str]:
+        """The checkpoint file of every member (one for a single generator)."""
+        return [m.path for m in self.members] or [self.path]
 
 
 # ----------------------------------------------------------------------------- the generator
@@ -159,8 +169,24 @@ def load_generator(checkpoints_dir: str, name: str, epoch: str = 'latest', devic
                       else (opt.modality_B, opt.modality_A))
     settings = PredictSettings(source, target, int(opt.crop_size), opt.preprocess, opt.planes, opt.fuse,
                                int(opt.input_nc), tuple(opt.ct_window), tuple(opt.mr_percentiles),
-                               float(opt.affine_tol))
+                               float(opt.affine_tol), int(getattr(opt, 'context_slices', 0) or 0),
+                               getattr(opt, 'tta', None) or 'none')
     return TrainedGenerator(net, settings, device, path, vars(opt))
+
+
+def load_ensemble(checkpoints_dir: str, names: list[str], epoch: str = 'latest', device: torch.device | None = None,
+                  sam_checkpoint: str | None = None, given: dict | None = None, fuse: str = 'mean') -> TrainedGenerator:
+    """:func:`load_generator` for each experiment of ``names``; several make an ensemble (its first member with
+    ``members`` set), refused when members differ in what their slices are (models/test_time.py)."""
+    from .test_time import member_settings_conflict
+    members = [load_generator(checkpoints_dir, n, epoch, device, sam_checkpoint, given) for n in names]
+    if len(members) == 1:
+        return members[0]
+    why = member_settings_conflict(names, [m.options for m in members])
+    if why:
+        raise ValueError(why)
+    first = members[0]
+    return TrainedGenerator(first.net, first.settings, first.device, first.path, first.options, members, fuse)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -348,9 +374,11 @@ class Prediction:
 
 
 def slice_batches(volume: np.ndarray, mask: np.ndarray, zooms: tuple[float, float, float], planes: str, size: int,
-                  mode: str, channels: int, batch_size: int) -> Iterator[tuple[list[tuple[str, int]], torch.Tensor]]:
+                  mode: str, channels: int, batch_size: int,
+                  context: int = 0) -> Iterator[tuple[list[tuple[str, int]], torch.Tensor]]:
     """Batches ([(plane, index)], (N, channels, size, size)) of the slices of a canonical volume in [-1, 1] that
-    hold some of the body ``mask``, plane by plane."""
+    hold some of the body ``mask``, plane by plane; with ``context`` K > 0 each item is the 2K+1 neighbouring
+    slices (edges replicated), as the dataset gives them."""
     todo = []
     for plane in planes:
         axis = plane_axis(plane)
@@ -361,9 +389,11 @@ def slice_batches(volume: np.ndarray, mask: np.ndarray, zooms: tuple[float, floa
         images = []
         for plane, index in keys:
             axis = plane_axis(plane)
-            image = torch.from_numpy(take_slice(volume, axis, index))[None]
+            image = torch.from_numpy(context_stack(volume, axis, index, context) if context else
+                                     take_slice(volume, axis, index)[None])
             images.append(to_square(image, slice_spacing(zooms, axis), size, mode, fill=-1.0))
-        yield keys, torch.stack(images).expand(-1, channels, -1, -1)
+        batch = torch.stack(images)
+        yield keys, batch if context else batch.expand(-1, channels, -1, -1)
 
 
 def count_slices(mask: np.ndarray, planes: str) -> int:
@@ -389,19 +419,24 @@ def predict_volume(generator: TrainedGenerator, data: np.ndarray, reference, mas
         mask = body_mask([(volume, kind)], label)
         if not mask.any():
             raise ValueError(f'{label}: no body found (the volume looks empty); pass --mask')
+    check_context(s.context, {label: (label, volume.shape)})
     source_map = intensity_map(kind, volume, mask, label, s.ct_window, s.mr_percentiles)
     normalised = source_map.normalise(volume)
     assembler = VolumeAssembler(geometry.canonical_shape, geometry.zooms, s.mode)
+    spreads = VolumeAssembler(geometry.canonical_shape, geometry.zooms, s.mode, fill=0.0)  # TTA/ensemble spread
     total = count_slices(mask, planes)
     from tqdm import tqdm
     bar = tqdm(total=total, desc=label, unit='slice', disable=True if not progress else None,   # None: TTY only
                file=sys.stderr, leave=False)
     with torch.no_grad():
         for keys, batch in slice_batches(normalised, mask, geometry.zooms, planes, s.crop_size, s.mode, s.input_nc,
-                                         batch_size):
-            out = generator.net(batch.to(generator.device)).float().cpu()
+                                         batch_size, s.context):
+            out, spread = translate(generator, batch.to(generator.device))
             for (plane, index), image in zip(keys, out):
                 assembler.add(plane, index, image)
+            if spread is not None:
+                for (plane, index), image in zip(keys, spread):
+                    spreads.add(plane, index, image)
             bar.update(len(keys))
     bar.close()
     target = s.target_map
@@ -412,11 +447,34 @@ def predict_volume(generator: TrainedGenerator, data: np.ndarray, reference, mas
 
     per_plane = {p: target.denormalise(assembler.volumes[p]) for p in assembler.planes}
     disagreement = None
-    if len(per_plane) > 1:
+    if len(per_plane) > 1 or spreads.planes:
         stack = np.stack([np.clip(v, target.low, target.high) for v in per_plane.values()])
-        disagreement = geometry.from_canonical(stack.std(axis=0).astype(np.float32))
+        variance = stack.var(axis=0)
+        if spreads.planes:      # + the mean over planes of the TTA / ensemble variance, in target units
+            scale = (target.high - target.low) / 2
+            variance = variance + np.mean([(v * scale) ** 2 for v in spreads.volumes.values()], axis=0)
+        disagreement = geometry.from_canonical(np.sqrt(variance).astype(np.float32))
     return Prediction(to_target(assembler.fused(fusion)), {p: to_target(assembler.volumes[p]) for p in per_plane},
                       disagreement, assembler.n_slices, geometry.from_canonical(mask))
+
+
+def translate(generator: TrainedGenerator, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(N, C, S, S) output on the CPU and its spread (N, 1, S, S) in [-1, 1] units (None for one generator
+    without TTA): every member, each on the slice and (--tta flip) its in-plane flips, fused as test.py does
+    (models/test_time.py)."""
+    from .test_time import flip_outputs, fuse
+    members = generator.members or [generator]
+    tta = generator.settings.tta == 'flip'
+    if len(members) == 1 and not tta:
+        return generator.net(batch).float().cpu(), None
+    outputs, spreads = [], []
+    for member in members:
+        out, spread = fuse(flip_outputs(member.net, batch).float()) if tta else (member.net(batch).float(), None)
+        outputs.append(out)
+        if spread is not None:
+            spreads.append(spread)
+    fused, spread = fuse(torch.stack(outputs), generator.fuse, spreads)
+    return fused.cpu(), spread.cpu()
 
 
 def predict_file(generator: TrainedGenerator, item: VolumeInput, plan: OutputPlan, mask_path: str | None = None,
@@ -439,6 +497,8 @@ def predict_file(generator: TrainedGenerator, item: VolumeInput, plan: OutputPla
         write_image(result.planes[plane], reference, path)
     if plan.disagreement and result.disagreement is not None:
         write_image(result.disagreement, reference, plan.disagreement)
+    if len(generator.paths) > 1:
+        write_members(plan.fused, generator)
     if plan.qa:                           # last: the page and its summary row only for outputs that are complete
         notes += write_qa(handoff, plan.qa, item.name, data, reference, result.fused, result.disagreement,
                           result.mask)
@@ -446,6 +506,21 @@ def predict_file(generator: TrainedGenerator, item: VolumeInput, plan: OutputPla
     shape = 'x'.join(str(n) for n in data.shape)
     return (f'{item.name}: {shape} voxels, {result.n_slices} slices ({"".join(result.planes)}), {seconds:.1f} s -> '
             f'{plan.fused}{notes}')
+
+
+def members_path(fused: str) -> str:
+    """The ensemble record beside a fused output: ``<stem>_members.json``."""
+    ext = image_extension(fused) or ''
+    return f'{fused[:len(fused) - len(ext)]}_members.json'
+
+
+def write_members(fused: str, generator: TrainedGenerator) -> None:
+    """``<stem>_members.json`` (atomically): the ensemble's fusion and each member's checkpoint file and sha256."""
+    import json
+    from util.checkpoint import atomic_write
+    record = {'output': os.path.basename(fused), 'fuse': generator.fuse, 'tta': generator.settings.tta,
+              'members': [{'checkpoint': os.path.abspath(p), 'sha256': file_sha256(p)} for p in generator.paths]}
+    atomic_write(lambda f: f.write(json.dumps(record, indent=1)), members_path(fused), binary=False)
 
 
 def mask_for(item: VolumeInput, mask: str | None, n_inputs: int) -> str | None:

@@ -335,8 +335,9 @@ def _check_disk(cache: SamFeatureCache, n_rows: int) -> str | None:
 
 
 def build_chunks(cache: SamFeatureCache, chunks: list[ChunkPlan], dataset, fingerprints: dict[str, str], encoder,
-                 batch_size: int, num_workers: int, show_progress: bool) -> None:
-    """Compute and store ``chunks``: the dataset's input slices through ``encoder``, ``batch_size`` per call."""
+                 batch_size: int, num_workers: int, show_progress: bool, field: str = 'A') -> None:
+    """Compute and store ``chunks``: the dataset's ``field`` slices (``A`` input, ``B`` target) through
+    ``encoder``, ``batch_size`` per call."""
     from tqdm import tqdm
     positions = [p for chunk in chunks for p in chunk.positions]
     if not positions:
@@ -349,7 +350,7 @@ def build_chunks(cache: SamFeatureCache, chunks: list[ChunkPlan], dataset, finge
     with tqdm(total=len(positions), desc='SAM features', unit='slice', disable=not show_progress,
               dynamic_ncols=True) as progress:
         for batch in loader:
-            feature = encoder(batch['A'].to(encoder.device)).to(storage)
+            feature = encoder(batch[field].to(encoder.device)).to(storage)
             if not torch.isfinite(feature).all():
                 raise RuntimeError(f'SAM features overflow {cache.dtype} (values beyond its range); use '
                                    f'--sam_cache_dtype float32')
@@ -364,8 +365,11 @@ def build_chunks(cache: SamFeatureCache, chunks: list[ChunkPlan], dataset, finge
             progress.update(len(feature))
 
 
-def prepare(encoder, loader, opt: argparse.Namespace) -> CachedFeatures | None:
+def prepare(encoder, loader, opt: argparse.Namespace, field: str = 'A') -> CachedFeatures | None:
     """Build what is missing of the SAM feature cache for ``loader``'s slices and attach it to its dataset.
+
+    ``field`` 'A' caches the input slices (attached as ``dataset.sam_features``), 'B' the target slices for the
+    SAM perceptual loss (``dataset.sam_target_features``); their keys differ by modality (and 2.5D context).
 
     ``encoder``: the generator's frozen SamFeatureEncoder (None without SAM); ``loader``: a
     data.DatasetDataLoader. Call it before each pass over the data (cheap when the cache is complete). Under
@@ -373,13 +377,14 @@ def prepare(encoder, loader, opt: argparse.Namespace) -> CachedFeatures | None:
     attached reader, or None when the cache does not apply (said once, with the reason).
     """
     dataset = loader.dataset
-    dataset.sam_features = None
+    attribute = 'sam_features' if field == 'A' else 'sam_target_features'
+    setattr(dataset, attribute, None)
     reason = cache_disabled_reason(encoder, dataset, opt)
     if reason is not None:
         if reason and getattr(opt, 'rank', 0) == 0:
             _say_once(reason)
         return None
-    spec = dataset.sam_cache_spec()
+    spec = dataset.sam_cache_spec(field) if field != 'A' else dataset.sam_cache_spec()
     side = encoder.input_size // 16
     cache = SamFeatureCache(opt.sam_cache or spec['root'], {**encoder.cache_identity(), 'slices': spec['slices']},
                             (encoder.out_channels, side, side), opt.sam_cache_dtype)
@@ -415,13 +420,13 @@ def prepare(encoder, loader, opt: argparse.Namespace) -> CachedFeatures | None:
         raise RuntimeError(error)
     if chunks:
         build_chunks(cache, chunks[rank::world], dataset, fingerprints, encoder, opt.sam_batch_size,
-                     int(opt.num_threads), show_progress=rank == 0)
+                     int(opt.num_threads), show_progress=rank == 0, field=field)
     if distributed:
         dist.barrier()
     reader = CachedFeatures(cache.scan(fingerprints), cache.shape, cache.dtype)
     if rank == 0:
         _say_once(f'SAM feature cache: {cache.folder} ({len(reader)} slices, {cache.dtype.name})')
-    dataset.sam_features = reader
+    setattr(dataset, attribute, reader)
     if chunks and hasattr(loader, 'restart_workers'):
         loader.restart_workers()        # persistent workers hold the dataset as it was: let them read the new chunks
     return reader

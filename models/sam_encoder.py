@@ -260,8 +260,9 @@ class SamFeatureEncoder(nn.Module):
         if input_size < SAM_PATCH_SIZE or input_size % SAM_PATCH_SIZE:
             raise ValueError(f'--sam_input_size must be a positive multiple of {SAM_PATCH_SIZE} (e.g. 256, 512, 1024); '
                              f'got {input_size}')
-        if in_channels not in (1, 3):
-            raise ValueError(f'SAM reads 1- or 3-channel images; --input_nc is {in_channels}')
+        if in_channels != 1 and (in_channels < 3 or in_channels % 2 == 0):
+            raise ValueError(f'SAM reads a 1-channel image, 3 channels, or an odd number of 2.5D context channels '
+                             f'(--context_slices K: 2K+1); --input_nc is {in_channels}')
         resolve_precision(precision, torch.device('cpu'))  # validates the name
         self.input_size = input_size
         self.in_channels = in_channels
@@ -309,11 +310,27 @@ class SamFeatureEncoder(nn.Module):
                 'input_size': self.input_size, 'precision': self.precision_on(device)}
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 1 or 3, H, W) in [-1, 1] -> (N, 3, S, S) normalised as SAM expects."""
+        """(N, C, H, W) in [-1, 1] -> (N, 3, S, S) normalised as SAM expects. C = 1 is repeated to RGB; C = 3 is
+        RGB (the grey slice repeated, or with --context_slices 1 the slices i-1, i, i+1); a 2.5D stack of C = 2K+1
+        > 3 slices gives SAM its three central channels, the slice and its nearest neighbours i-1, i+1 (the
+        closest to the grey image SAM's filters expect; the U-Net still sees all 2K+1)."""
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
+        elif x.shape[1] > 3:
+            centre = x.shape[1] // 2
+            x = x[:, centre - 1:centre + 2]
         rgb = (x + 1.0) * 127.5
         return resize_bilinear((rgb - self.pixel_mean) / self.pixel_std, (self.input_size, self.input_size))
+
+    def differentiable(self, x: torch.Tensor) -> torch.Tensor:
+        """F(x) (N, 256, S/16, S/16) float32 with autograd through the encoder to ``x`` (the SAM perceptual loss,
+        models/sam_perceptual.py): the weights stay frozen (no gradient reaches them) unless fine-tuned. Runs in
+        autocast at the run's precision, the weights in float32."""
+        dtype = SAM_PRECISIONS[self.precision_on(x.device)]
+        if next(self.image_encoder.parameters()).dtype != torch.float32:
+            self.image_encoder.float()
+        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            return self.image_encoder(self.preprocess(x)).float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = SAM_PRECISIONS[self.precision_on(x.device)]

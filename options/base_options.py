@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Sequence
 
 
 import data
 import models
+from options import ingredients
 from util import distributed
 from util.checkpoint import atomic_write
 from util.disk import writing
@@ -61,7 +63,7 @@ class BaseOptions:
         parser.add_argument('--verbose', action='store_true', help='if specified, print more debugging information')
         parser.add_argument('--suffix', default='', type=str, help='customized suffix: opt.name = opt.name + suffix: e.g., {model}_{netG}_size{load_size}')
         parser.add_argument('--save_raw', action='store_true', help='also save results as float32 .npy and .tif, so no value is lost')
-        return parser
+        return ingredients.add_ingredient_options(parser)
 
     def build_parser(self, args: Sequence[str] | None) -> argparse.ArgumentParser:
         """The parser with the base flags plus those of the chosen model, dataset and generator."""
@@ -73,7 +75,7 @@ class BaseOptions:
         parser = data.get_option_setter(opt.dataset_mode)(parser, self.is_train)
         opt, _ = parser.parse_known_args(args)
         from models.generators import add_generator_options
-        return add_generator_options(parser, opt.netG)
+        return ingredients.apply_recipe(add_generator_options(parser, opt.netG), args)
 
     def format_options(self, opt: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
         """The option table; non-default values are marked with their default."""
@@ -95,6 +97,8 @@ class BaseOptions:
         parser = self.build_parser(args)
         opt = parser.parse_args(args)
         opt.isTrain = self.is_train
+        opt = ingredients.finish(opt) if self.is_train else ingredients.inherit(
+            opt, parser, sys.argv[1:] if args is None else args)
         if opt.suffix:
             opt.name = opt.name + ('_' + opt.suffix.format(**vars(opt)))
         opt.gpu_ids = [int(i) for i in str(opt.gpu_ids).split(',') if i.strip() != '' and int(i) >= 0]
@@ -105,7 +109,7 @@ class BaseOptions:
             distributed.setup(opt)
         if getattr(opt, 'rank', 0) == 0:
             print(table)
-            expr_dir = os.path.join(opt.checkpoints_dir, opt.name)
+            expr_dir = os.path.join(opt.checkpoints_dir, ingredients.ensemble_names(opt.name)[0])
             with writing(expr_dir):
                 mkdirs(expr_dir)
             if lock_run:

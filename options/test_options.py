@@ -14,6 +14,8 @@ class TestOptions(BaseOptions):
         parser.add_argument('--phase', type=str, default='test', help='train, val, test, etc')
         parser.add_argument('--eval', action='store_true', help='use eval mode during test time.')
         parser.add_argument('--num_test', type=int, default=0, help='how many test batches to run; 0 (default) runs the whole set')
+        parser.add_argument('--ensemble_fuse', default='mean', choices=['mean', 'median'],
+                            help='with --name a,b,c (an ensemble of experiments): voxel-wise fusion of the members')
         # the test loader reads in order, one image at a time, without flips
         parser.set_defaults(model='test', load_size=parser.get_default('crop_size'))
         return parser

@@ -79,7 +79,23 @@ ABLATIONS = {
     'losses': [('gan_l1', 'GAN + L1', ['--lambda_feature', '0', '--lambda_mask', '0']),
                ('gan_l1_feature_mask', 'GAN + L1 + feature + mask', [])],
     'sam': [('sam', 'with SAM', []), ('no_sam', 'without SAM', ['--no_sam'])],
+    # what the SynthRAD2025 entries added, each alone, and the preset (README "Beyond the paper"); a fifth
+    # field runs a row with another model, a sixth trains that many folds and tests their ensemble
+    'synthrad2025': [('mrnet', 'MRNet (paper)', []),
+                     ('pix2pix', 'pix2pix', [], 'pix2pix'),
+                     ('body', 'MRNet + body loss (--loss_region body --body_dilation 2)',
+                      ['--loss_region', 'body', '--body_dilation', '2']),
+                     ('recipe', 'MRNet --recipe synthrad2025', ['--recipe', 'synthrad2025']),
+                     ('tta', 'MRNet + flip TTA (--tta flip)', ['--tta', 'flip']),
+                     ('context', 'MRNet + 2.5D (--context_slices 1)', ['--context_slices', '1']),
+                     ('sam_perceptual', 'MRNet + SAM perceptual (--lambda_sam_perceptual 10)',
+                      ['--lambda_sam_perceptual', '10']),
+                     ('ensemble', 'MRNet, 2-fold ensemble (--folds 2)', [], None, 2)],
 }
+# flags of test.py only: a row differing from an earlier one by these alone reuses its training
+TEST_ONLY = ('--tta', '--ensemble_fuse')
+# options that do not change what training computes (compared when a row may reuse another's training)
+TRAINING_NEUTRAL = ('name', 'tta', 'recipe')
 TRUE_WORDS, FALSE_WORDS = ('1', 'true', 'yes', 'on'), ('0', 'false', 'no', 'off')
 
 
@@ -94,12 +110,27 @@ class Run:
     train_args: list[str] | None = None
     test_args: list[str] | None = None
     test_epoch: str = 'latest'  # 'best' when the runs are validated (--val_freq > 0)
+    folds: int = 0              # > 0: train every fold (--n_folds K --fold i) and test their ensemble
+
+    @property
+    def members(self) -> list[str]:
+        """The experiments trained for this row: one, or one per fold (``<name>_fold<i>``)."""
+        return [f'{self.name}_fold{i}' for i in range(self.folds)] if self.folds else [self.name]
+
+    def member_train_args(self, i: int) -> list[str]:
+        if not self.folds:
+            return self.train_args
+        args = list(self.train_args)
+        args[args.index('--name') + 1] = self.members[i]
+        return args + ['--n_folds', str(self.folds), '--fold', str(i)]
 
     def entry(self, folder: str, results_dir: str, checkpoints_dir: str) -> dict:
         """Its record in shared_options.json (paths relative to the comparison folder)."""
+        from models.test_time import ensemble_result_name
         return {'key': self.key, 'label': self.label, 'model': self.model, 'args': self.args, 'name': self.name,
-                'test_dir': os.path.relpath(os.path.join(results_dir, self.name, f'test_{self.test_epoch}'), folder),
-                'loss_log': os.path.relpath(os.path.join(checkpoints_dir, self.name, 'loss_log.txt'), folder)}
+                'test_dir': os.path.relpath(os.path.join(results_dir, ensemble_result_name(self.members),
+                                                         f'test_{self.test_epoch}'), folder),
+                'loss_log': os.path.relpath(os.path.join(checkpoints_dir, self.members[0], 'loss_log.txt'), folder)}
 
 
 # ----------------------------------------------------------------------------- command line
@@ -125,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--slices', default='', help='more slices to show, comma-separated test slice names '
                                                '<subject>_<plane><index>, e.g. 1BA001_z080')
     p.add_argument('--time_slices', type=int, default=20, help='slices timed for the inference time per slice')
+    p.add_argument('--folds', type=int, default=0, metavar='K',
+                   help='train every row on each of K per-subject folds of the non-test subjects (--n_folds K '
+                        '--fold i) and test the ensemble of its K checkpoints (test.py --name a,b,c)')
     p.add_argument('--force', action='store_true', help='train and test the runs of this call again')
     p.add_argument('--quiet', action='store_true', help='do not echo train.py/test.py output (logs/ keeps it)')
     return p
@@ -201,7 +235,12 @@ def test_parser(tokens: list[str]) -> argparse.ArgumentParser:
 def ablation_runs(spec: str, model: str, own: list[str], base: list[str]) -> list[Run]:
     """The runs of --ablation ``spec`` for ``model``."""
     if spec in ABLATIONS:
-        return [Run(key, label, model, own + flags) for key, label, flags in ABLATIONS[spec]]
+        runs = []
+        for key, label, flags, *extra in ABLATIONS[spec]:
+            other = extra[0] if extra and extra[0] and extra[0] != model else None
+            runs.append(Run(key, label, other or model, flags if other else own + flags,
+                            folds=extra[1] if len(extra) > 1 else 0))
+        return runs
     flag, eq, values = spec.partition('=')
     choices = [v.strip() for v in values.split(',') if v.strip()]
     if not eq or not flag or not choices:
@@ -230,6 +269,11 @@ def make_runs(args: argparse.Namespace, base: list[str]) -> list[Run]:
         runs = ablation_runs(args.ablation, model, flags + own.get(models[0], []), base)
     else:
         runs = [Run(m, m, model_and_flags(m)[0], model_and_flags(m)[1] + own.get(m, [])) for m in models]
+    if args.folds:
+        if args.folds < 2:
+            raise ValueError(f'--folds {args.folds}: use 2 or more')
+        for run in runs:
+            run.folds = run.folds or args.folds
     keys = [r.key for r in runs]
     if len(set(keys)) != len(keys):
         raise ValueError(f'two runs would share a name: {", ".join(keys)}')
@@ -283,10 +327,11 @@ def plan(args: argparse.Namespace, shared_tokens: list[str]) -> tuple[list[Run],
         if unknown:
             raise ValueError(f'{run.label}: {", ".join(unknown)} is not an option of --model {run.model}')
         own = group_flags(run.args)
-        run.train_args = common + route(groups, tp) + route(own, tp)
+        run.train_args = common + route(groups, tp, TEST_ONLY) + route(own, tp, TEST_ONLY)
         run.test_epoch = 'best' if tp.parse_args(run.train_args).val_freq > 0 else 'latest'
-        run.test_args = (common + ['--results_dir', args.results_dir, '--epoch', run.test_epoch, '--phase', 'test']
-                         + route(groups, sp, TRAIN_ONLY) + route(own, sp, TRAIN_ONLY))
+        test_common = [t if t != run.name else ','.join(run.members) for t in common]
+        run.test_args = (test_common + ['--results_dir', args.results_dir, '--epoch', run.test_epoch, '--phase',
+                                        'test'] + route(groups, sp, TRAIN_ONLY) + route(own, sp, TRAIN_ONLY))
         parsers += [tp, sp]
     unknown = [f for f in groups if not any(f in p._option_string_actions for p in parsers)]
     if unknown:
@@ -399,74 +444,124 @@ def run_logged(cmd: list[str], log: str, quiet: bool) -> float:
 
 
 def measure_generator(test_args: list[str], n_slices: int) -> dict:
-    """Parameters of the A -> B generator as loaded for testing (G, or G_A of a CycleGAN; total and frozen),
-    and its forward time per slice (batch 1, after two warm-up passes) on the test device."""
+    """Parameters of the A -> B generator as loaded for testing (G, or G_A of a CycleGAN; total and frozen, summed
+    over ensemble members), and the time per slice of the whole test-time path (batch 1, after two warm-up passes,
+    SAM run on the slice as for a new patient, flip TTA and every ensemble member included) on the test device."""
     import torch
     from models import create_model
+    from models.test_time import EnsembleModel
+    from options.ingredients import ensemble_names
     from options.test_options import TestOptions
     with contextlib.redirect_stdout(io.StringIO()):
         opt = TestOptions().parse(test_args)
-        model = create_model(opt)
-        model.setup(opt)
+        names = ensemble_names(opt.name)
+        if len(names) > 1:
+            model = EnsembleModel(opt, names, create_model)
+            members = model.members
+        else:
+            model = create_model(opt)
+            model.setup(opt)
+            members = [model]
     if opt.eval:
         model.eval()
-    name = 'G_A' if 'G_A' in model.model_names else model.model_names[0]
-    net = model.unwrap(name)
-    params = list(net.parameters())
-    x = torch.rand(1, opt.input_nc, opt.crop_size, opt.crop_size, generator=torch.Generator().manual_seed(0))
-    x = (x * 2 - 1).to(opt.device)
+    name = 'G_A' if 'G_A' in members[0].model_names else members[0].model_names[0]
+    params = [p for m in members for p in m.unwrap(name).parameters()]
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(1, opt.input_nc, opt.crop_size, opt.crop_size, generator=gen) * 2 - 1).to(opt.device)
+    y = (torch.rand(1, opt.output_nc, opt.crop_size, opt.crop_size, generator=gen) * 2 - 1).to(opt.device)
+    batch = {'A': x, 'B': y, 'A_paths': ['timing'], 'B_paths': ['timing']}
 
     def sync() -> None:
         if opt.device.type == 'cuda':
             torch.cuda.synchronize(opt.device)
-    with torch.no_grad():
-        for _ in range(2):
-            net(x)
-        sync()
-        start = time.perf_counter()
-        for _ in range(max(1, n_slices)):
-            net(x)
-        sync()
-        seconds = (time.perf_counter() - start) / max(1, n_slices)
+
+    def one() -> None:
+        model.set_input(batch)
+        model.test()
+    for _ in range(2):
+        one()
+    sync()
+    start = time.perf_counter()
+    for _ in range(max(1, n_slices)):
+        one()
+    sync()
+    seconds = (time.perf_counter() - start) / max(1, n_slices)
     device = str(opt.device) + (f' ({torch.cuda.get_device_name(opt.device)})' if opt.device.type == 'cuda' else '')
     return {'generator': name, 'params_total': sum(p.numel() for p in params),
             'params_frozen': sum(p.numel() for p in params if not p.requires_grad),
             'inference_ms': seconds * 1000, 'device': device}
 
 
-def execute(run: Run, folder: str, args: argparse.Namespace) -> dict:
-    """Train (or resume, or reuse), test (or reuse) and measure one run; returns its record."""
-    checkpoint_dir = os.path.join(args.checkpoints_dir, run.name)
-    result_dir = os.path.join(args.results_dir, run.name)
+def iteration_seconds(loss_log: str) -> float:
+    """Mean computation time per training iteration of a loss_log.txt (its ``time:`` entries; data loading and the
+    SAM cache build left out), NaN without entries."""
+    if not os.path.isfile(loss_log):
+        return math.nan
+    with open(loss_log) as f:
+        times = [float(m.group(1)) for m in re.finditer(r'time: ([0-9.]+)', f.read())]
+    return sum(times) / len(times) if times else math.nan
+
+
+def reuse_training(run: Run, checkpoints_dir: str, trained: dict) -> None:
+    """A row whose training options equal an earlier row's of this call once parsed (they differ in test flags
+    only, e.g. --tta, or reach the same settings through --recipe) copies that row's finished checkpoints instead
+    of training the same network again (its test still uses its own flags: a recipe named on test.py's command
+    line decides its own settings)."""
+    for i, member in enumerate(run.members):
+        args = run.member_train_args(i)
+        resolved = vars(train_parser(args).parse_args(args))
+        key = tuple(sorted((k, repr(v)) for k, v in resolved.items() if k not in TRAINING_NEUTRAL))
+        source = trained.setdefault(key, member)
+        target = os.path.join(checkpoints_dir, member)
+        if source != member and not os.path.isdir(target) and os.path.isdir(os.path.join(checkpoints_dir, source)):
+            print(f'[compare] {run.label}: trained as {source} (the same training flags): copying its checkpoints',
+                  flush=True)
+            shutil.copytree(os.path.join(checkpoints_dir, source), target,
+                            ignore=shutil.ignore_patterns('*.lock', 'web'))
+
+
+def execute(run: Run, folder: str, args: argparse.Namespace, trained_runs: dict | None = None) -> dict:
+    """Train (or resume, or reuse), test (or reuse) and measure one run (every fold of a --folds row); returns its
+    record. ``trained_runs`` (training flags -> experiment) lets a row that differs in test flags only reuse an
+    earlier row's training."""
+    trained_runs = {} if trained_runs is None else trained_runs
+    from models.test_time import ensemble_result_name
+    result_dir = os.path.join(args.results_dir, ensemble_result_name(run.members))
     record_path = run_record_path(folder, run.key)
     if args.force:
-        for path in (checkpoint_dir, result_dir):
+        for path in [os.path.join(args.checkpoints_dir, m) for m in run.members] + [result_dir]:
             shutil.rmtree(path, ignore_errors=True)
         if os.path.isfile(record_path):
             os.remove(record_path)
+    reuse_training(run, args.checkpoints_dir, trained_runs)
     record = read_json(record_path) if os.path.isfile(record_path) else {}
-    record.update(label=run.label, model=run.model, name=run.name)
+    record.update(label=run.label, model=run.model, name=run.name, members=run.members)
     opt = train_parser(run.train_args).parse_args(run.train_args)
     last_epoch = opt.n_epochs + opt.n_epochs_decay
     logs = os.path.join(folder, 'logs')
     trained = False
-    if training_done(checkpoint_dir, last_epoch):
-        print(f'[compare] {run.label}: reusing the trained {run.name} (epoch {last_epoch} done)', flush=True)
-    else:
+    for i, member in enumerate(run.members):
+        checkpoint_dir = os.path.join(args.checkpoints_dir, member)
+        if training_done(checkpoint_dir, last_epoch):
+            print(f'[compare] {run.label}: reusing the trained {member} (epoch {last_epoch} done)', flush=True)
+            continue
         resume = os.path.isfile(os.path.join(checkpoint_dir, 'latest_state.pth'))
-        print(f'[compare] {run.label}: {"resuming" if resume else "training"} {run.name}', flush=True)
-        cmd = [sys.executable, TRAIN, *run.train_args] + (['--continue_train'] if resume else [])
+        print(f'[compare] {run.label}: {"resuming" if resume else "training"} {member}', flush=True)
+        cmd = [sys.executable, TRAIN, *run.member_train_args(i)] + (['--continue_train'] if resume else [])
         start = time.perf_counter()
         try:
-            run_logged(cmd, os.path.join(logs, f'{run.key}_train.log'), args.quiet)
+            run_logged(cmd, os.path.join(logs, f'{run.key}{"_fold%d" % i if run.folds else ""}_train.log'),
+                       args.quiet)
         finally:
             record['train_seconds'] = record.get('train_seconds', 0.0) + time.perf_counter() - start
             record['train_sessions'] = record.get('train_sessions', 0) + 1
             write_json(record_path, record)
         trained = True
+    record['iteration_seconds'] = sum(iteration_seconds(os.path.join(args.checkpoints_dir, m, 'loss_log.txt'))
+                                      for m in run.members)
     metrics = os.path.join(result_dir, f'test_{run.test_epoch}', 'metrics.csv')
     if trained or not os.path.isfile(metrics):
-        print(f'[compare] {run.label}: testing {run.name}', flush=True)
+        print(f'[compare] {run.label}: testing {",".join(run.members)}', flush=True)
         record['test_seconds'] = run_logged([sys.executable, TEST, *run.test_args],
                                             os.path.join(logs, f'{run.key}_test.log'), args.quiet)
     else:
@@ -484,8 +579,9 @@ def main(argv: list[str] | None = None) -> str:
     folder = tag_dir(args.results_dir, args.name)
     record = merge_record(folder, record, runs, args)
     write_json(options_path(folder), record)
+    trained_runs: dict = {}
     for run in runs:
-        measured = execute(run, folder, args)
+        measured = execute(run, folder, args, trained_runs)
         record['device'] = measured.get('device', record.get('device', ''))
         write_json(options_path(folder), record)
     from data.layouts import subject_files

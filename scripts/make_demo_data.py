@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data.demo_data import DEFAULT_SIZES, MAKERS  # noqa: E402
+from data.demo_data import DEFAULT_SIZES, MAKERS, SHAPE, SPACING_ANISO, SPACING_ISO  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,10 +23,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument('--n_synthrad', type=int, default=DEFAULT_SIZES['synthrad'])
     p.add_argument('--n_brats', type=int, default=DEFAULT_SIZES['brats'])
     p.add_argument('--seed', type=int, default=2024)
+    p.add_argument('--shape', type=int, nargs=3, default=None, metavar=('X', 'Y', 'Z'),
+                   help='SynthRAD set: voxels per head (default 48 56 40)')
+    p.add_argument('--spacing', type=float, nargs=3, default=None, metavar=('X', 'Y', 'Z'),
+                   help='SynthRAD set: voxel size in mm of the isotropic subjects (default 4 4 4)')
+    p.add_argument('--aniso_spacing', type=float, nargs=3, default=None, metavar=('X', 'Y', 'Z'),
+                   help='SynthRAD set: voxel size of every second pair of subjects (default 4 4 5)')
     args = p.parse_args(argv)
     for kind, n in (('synthrad', args.n_synthrad), ('brats', args.n_brats)):
+        if n <= 0:
+            continue
         root = os.path.join(args.out, f'demo_{kind}')
-        MAKERS[kind](root, n, args.seed)
+        if kind == 'synthrad' and (args.shape or args.spacing or args.aniso_spacing):
+            MAKERS[kind](root, n, args.seed, tuple(args.shape or SHAPE),
+                         (tuple(args.spacing or SPACING_ISO), tuple(args.aniso_spacing or SPACING_ANISO)))
+        else:
+            MAKERS[kind](root, n, args.seed)
         print(f'{root}: {n} subjects')
 
 

@@ -36,13 +36,16 @@ from util.cli import run_cli  # noqa: E402
 from util.image_io import WRITABLE_EXTENSIONS  # noqa: E402
 from models.clinical_output import DICOM_FORMAT, prepare_handoffs  # noqa: E402
 from models.prediction import (REQUIRED_OPTIONS, check_outputs_free, check_outputs_writable, find_inputs,  # noqa: E402
-                               load_generator, mask_for, plan_outputs, predict_file)
+                               load_ensemble, mask_for, plan_outputs, predict_file)
+from options.ingredients import ensemble_names  # noqa: E402
 from util.volume import modality_kind  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--name', required=True, help='experiment name: the checkpoint is <checkpoints_dir>/<name>/')
+    p.add_argument('--name', required=True, help='experiment name: the checkpoint is <checkpoints_dir>/<name>/; '
+                   'several, comma-separated (a,b,c), make an ensemble fused voxel-wise (--ensemble_fuse), its '
+                   'members\' spread in the disagreement map and their checkpoints in <stem>_members.json')
     p.add_argument('--input', required=True, nargs='+', help='files, DICOM series folders, subject folders, or '
                    'folders of these')
     p.add_argument('--output', required=True, help='output file (one input) or folder')
@@ -55,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--series', default=None, help='DICOM series instance UID when a folder holds several')
     p.add_argument('--planes', default=None, help='planes to predict and fuse (default: those of training)')
     p.add_argument('--fusion', default=None, choices=['mean', 'median'], help='plane fusion (default: training\'s)')
+    p.add_argument('--tta', default=None, choices=['none', 'flip'],
+                   help='test-time augmentation (default: the checkpoint\'s --tta): flip averages the in-plane '
+                        'flips, their spread added to the disagreement map')
+    p.add_argument('--ensemble_fuse', default='mean', choices=['mean', 'median'],
+                   help='voxel-wise fusion of an ensemble\'s members (--name a,b,c)')
     p.add_argument('--batch_size', type=int, default=8, help='slices per forward pass (SAM and U-Net)')
     p.add_argument('--compile', action='store_true', help='torch.compile the SAM encoder: worth it on a GPU for '
                    'several volumes (the first batches are slow while it compiles)')
@@ -92,11 +100,14 @@ def main(argv: list[str] | None = None) -> list[str]:
         parse_planes(args.planes)
     gpu = [int(i) for i in str(args.gpu_ids).split(',') if i.strip() and int(i) >= 0]
     device = torch.device('cuda', gpu[0]) if gpu and torch.cuda.is_available() else torch.device('cpu')
-    given = {k: getattr(args, k) for k in (*REQUIRED_OPTIONS, 'direction', 'preprocess', 'compile')}
-    generator = load_generator(args.checkpoints_dir, args.name, args.epoch, device, args.sam_checkpoint, given)
+    given = {k: getattr(args, k) for k in (*REQUIRED_OPTIONS, 'direction', 'preprocess', 'compile', 'tta')}
+    generator = load_ensemble(args.checkpoints_dir, ensemble_names(args.name), args.epoch, device,
+                              args.sam_checkpoint, given, args.ensemble_fuse)
     s = generator.settings
-    print(f'{generator.path}: {s.source} -> {s.target} ({s.unit}), planes {args.planes or s.planes}, '
-          f'{args.fusion or s.fuse} fusion, {s.crop_size}x{s.crop_size} slices, {device}')
+    extras = (f', 2.5D context {s.context}' if s.context else '') + (f', TTA {s.tta}' if s.tta != 'none' else '') + \
+        (f', ensemble of {len(generator.paths)} ({generator.fuse})' if len(generator.paths) > 1 else '')
+    print(f'{", ".join(generator.paths)}: {s.source} -> {s.target} ({s.unit}), planes {args.planes or s.planes}, '
+          f'{args.fusion or s.fuse} fusion, {s.crop_size}x{s.crop_size} slices{extras}, {device}')
     inputs = find_inputs(args.input, s.source, args.series)
     planes = args.planes or s.planes
     qa = not args.no_qa and modality_kind(s.target) == 'ct'
