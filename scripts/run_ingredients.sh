@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README "Beyond the paper" measurement: every ingredient alone and the preset against plain MRNet and pix2pix,
-# one compare.py call per (dataset, budget). Usage: measure/run_ingredients.sh DATASET_TAG DATAROOT SLICES
+# one compare.py call per (dataset, budget). Usage: scripts/run_ingredients.sh DATASET_TAG DATAROOT SLICES
 # (short budget 40 training slices, long 200 = 5x). CPU-sized, smaller than the quick start: ngf/ndf 8, SAM input
 # 256 with a small random SAM ViT (embed 96, depth 4), batch 1, one epoch, slices with >= 5 % body.
 set -euo pipefail
