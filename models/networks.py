@@ -12,7 +12,7 @@ import torch.nn as nn
 from torch.optim import lr_scheduler
 
 from .generators import define_generator
-from .layers import choices, conv_bias_needed, get_norm_layer, init_weights
+from .layers import NormLayer, choices, conv_bias_needed, get_norm_layer, init_weights
 
 LR_POLICIES = ('linear', 'step', 'plateau', 'cosine')
 DISCRIMINATORS = ('basic', 'n_layers', 'pixel')

@@ -365,7 +365,8 @@ def check_slice_names(names: list[str], data: dict) -> None:
 def data_record(opt: argparse.Namespace, dataroot: str | None) -> dict:
     """Dataroot (the demo dataset when none is given, made now), modalities, intensity settings and the test
     subjects of the split (written now with --split_seed when the dataroot has none)."""
-    from data.triplanar_aligned_dataset import list_subjects, load_split, resolve_dataroot
+    from data.splits import list_subjects, load_split
+    from data.triplanar_aligned_dataset import resolve_dataroot
     opt.dataroot = dataroot
     root = os.path.abspath(resolve_dataroot(opt))
     source, target = ((opt.modality_A, opt.modality_B) if opt.direction == 'AtoB'

@@ -36,7 +36,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from data.layouts import MASK_NAME, find_modality, find_subject_file  # noqa: E402
-from data.triplanar_aligned_dataset import ALL_SPLIT, list_subjects, load_split  # noqa: E402
+from data.splits import ALL_SPLIT, list_subjects, load_split  # noqa: E402
 from util.cli import run_cli  # noqa: E402
 from util.comparison import (VOLUME_PLANES, Stat, external_paths, options_path, read_json,  # noqa: E402
                              safe_label, tag_dir, write_json)

@@ -14,8 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data.triplanar_aligned_dataset import (SPLITS_DIR, list_subjects, read_splits, split_subjects,  # noqa: E402
-                                            write_splits)
+from data.splits import SPLITS_DIR, list_subjects, read_splits, split_subjects, write_splits  # noqa: E402
 from util.cli import run_cli  # noqa: E402
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 import test as test_script
 from conftest import ROOT, _pattern, run_script
-from data.triplanar_aligned_dataset import write_splits
+from data.splits import write_splits
 from models import create_model
 from options.train_options import TrainOptions
 from util.run_lock import LOCK_FILE, RunLock

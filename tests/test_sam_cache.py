@@ -19,7 +19,7 @@ import torch
 from segment_anything.modeling.image_encoder import Attention
 
 from data import create_dataset
-from data.triplanar_aligned_dataset import write_splits
+from data.splits import write_splits
 from models import create_model, sam_cache, sam_encoder
 from models.sam_attention import SdpaAttention, use_sdpa_attention
 from models.generators.sam_unet import define_sam_unet

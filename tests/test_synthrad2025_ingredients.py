@@ -14,8 +14,8 @@ import torch.nn as nn
 
 import test as test_script
 import train as train_script
-from data.triplanar_aligned_dataset import (TriplanarAlignedDataset, check_context, context_stack, fold_split,
-                                            write_splits)
+from data.splits import fold_split, write_splits
+from data.triplanar_aligned_dataset import TriplanarAlignedDataset, check_context, context_stack
 from models.body_loss import dilate, masked_l1
 from models.prediction import load_ensemble, translate
 from models.sam_encoder import SamFeatureEncoder, sam_encoder_config

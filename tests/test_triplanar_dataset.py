@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from data.triplanar_aligned_dataset import (TriplanarAlignedDataset, augment, load_split, read_splits,
-                                            split_subjects, write_splits)
+from data.splits import load_split, read_splits, split_subjects, write_splits
+from data.triplanar_aligned_dataset import TriplanarAlignedDataset, augment
 from scripts import make_splits
 from util.volume import take_slice
 from volume_fixtures import SHAPE, make_opt, phantom, synthrad_root, write_nifti, write_subject

@@ -10,7 +10,7 @@ import numpy as np
 
 from options.test_options import TestOptions
 from options.train_options import TrainOptions
-from data.triplanar_aligned_dataset import write_splits
+from data.splits import write_splits
 from data.demo_data import orient_as
 
 SHAPE = (12, 14, 10)          # canonical RAS voxels: small enough for fast tests, big enough for a 7-voxel SSIM
