@@ -89,23 +89,23 @@ def test_brats2023_layout_trains_and_tests(tmp_path):
 
 
 def test_read_only_dataroot_keeps_the_new_split_in_the_experiment_folder(tmp_path, monkeypatch, capsys):
-    from data import triplanar_aligned_dataset as tad
+    from data import splits
     data = tmp_path / 'shared'
     for i in range(3):
         write_case(data / f's{i}', {'mr': 'mr', 'ct': 'ct'}, i, '.nii.gz')
-    real_write = tad.write_splits
+    real_write = splits.write_splits
 
     def write(root, splits):
         if Path(root) == data:
             raise PermissionError(13, 'Permission denied', str(data / 'splits'))
         real_write(root, splits)
-    monkeypatch.setattr(tad, 'write_splits', write)
+    monkeypatch.setattr(splits, 'write_splits', write)
     experiment = tmp_path / 'ck' / 'exp'
-    first = tad.load_split(str(data), 'test', ['s0', 's1', 's2'], 2024, fallback=str(experiment))
+    first = splits.load_split(str(data), 'test', ['s0', 's1', 's2'], 2024, fallback=str(experiment))
     assert 'cannot be written' in capsys.readouterr().err
     assert (experiment / 'splits' / 'test.txt').read_text().split() == first
     assert not (data / 'splits').exists()
-    assert tad.load_split(str(data), 'test', ['s0', 's1', 's2'], 2024, fallback=str(experiment)) == first
+    assert splits.load_split(str(data), 'test', ['s0', 's1', 's2'], 2024, fallback=str(experiment)) == first
     assert 'using the subject split kept in' in capsys.readouterr().out
 
 
@@ -308,13 +308,15 @@ class KnownNet(torch.nn.Module):
 
 
 def with_net(monkeypatch, net: torch.nn.Module) -> None:
-    real = predict.load_generator
+    """Every generator predict loads (each member of an ensemble too) runs ``net`` instead of its trained network."""
+    from models import prediction
+    real = prediction.load_generator
 
     def load(*args, **kwargs):
         generator = real(*args, **kwargs)
         generator.net = net
         return generator
-    monkeypatch.setattr(predict, 'load_generator', load)
+    monkeypatch.setattr(prediction, 'load_generator', load)
 
 
 SHAPE = (32, 32, 10)     # axial slices of exactly the 32x32 training size: no resampling, an exact round trip

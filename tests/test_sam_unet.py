@@ -373,7 +373,7 @@ def test_input_that_cannot_pass_8_stages(side):
 
 
 def test_other_bad_settings():
-    with pytest.raises(ValueError, match='SAM reads 1- or 3-channel images; --input_nc is 2'):
+    with pytest.raises(ValueError, match='SAM reads a 1-channel image, 3 channels, or an odd number of 2.5D context channels .*--input_nc is 2'):
         tiny_net(input_nc=2)
     with pytest.raises(ValueError, match='--n_masks must be >= 0'):
         tiny_net(n_masks=-1)
