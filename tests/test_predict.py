@@ -95,10 +95,10 @@ def test_read_only_dataroot_keeps_the_new_split_in_the_experiment_folder(tmp_pat
         write_case(data / f's{i}', {'mr': 'mr', 'ct': 'ct'}, i, '.nii.gz')
     real_write = splits.write_splits
 
-    def write(root, splits):
+    def write(root, chosen):
         if Path(root) == data:
             raise PermissionError(13, 'Permission denied', str(data / 'splits'))
-        real_write(root, splits)
+        real_write(root, chosen)
     monkeypatch.setattr(splits, 'write_splits', write)
     experiment = tmp_path / 'ck' / 'exp'
     first = splits.load_split(str(data), 'test', ['s0', 's1', 's2'], 2024, fallback=str(experiment))
