@@ -66,8 +66,9 @@ class BaseOptions:
         return ingredients.add_ingredient_options(parser)
 
     def build_parser(self, args: Sequence[str] | None) -> argparse.ArgumentParser:
-        """The parser with the base flags plus those of the chosen model, dataset and generator."""
-        parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        """The parser with the base flags plus those of the chosen model, dataset and generator. ``--help`` is
+        added last, so that it lists all of them (an earlier partial parse would print the base flags and exit)."""
+        parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, add_help=False)
         parser = self.initialize(parser)
         opt, _ = parser.parse_known_args(args)
         parser = models.get_option_setter(opt.model)(parser, self.is_train)
@@ -75,7 +76,10 @@ class BaseOptions:
         parser = data.get_option_setter(opt.dataset_mode)(parser, self.is_train)
         opt, _ = parser.parse_known_args(args)
         from models.generators import add_generator_options
-        return ingredients.apply_recipe(add_generator_options(parser, opt.netG), args)
+        parser = ingredients.apply_recipe(add_generator_options(parser, opt.netG), args)
+        parser.add_argument('-h', '--help', action='help', default=argparse.SUPPRESS,
+                            help='show this help message and exit')
+        return parser
 
     def format_options(self, opt: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
         """The option table; non-default values are marked with their default."""

@@ -44,6 +44,14 @@ def test_suffix_and_test_defaults(tmp_path: Path):
     assert (tmp_path / 't' / 'test_opt.txt').exists()
 
 
+def test_help_lists_the_flags_of_the_model_its_dataset_and_generator(tmp_path: Path):
+    """As the README says: `train.py --model mrnet --help` shows MRNet's (--lambda_feature), its dataset's
+    (--planes, --context_slices) and its generator's flags (--n_masks, --sam_checkpoint), then exits 0."""
+    proc = run_script(str(ROOT / 'train.py'), '--model', 'mrnet', '--help', cwd=tmp_path)
+    for flag in ('--lambda_feature', '--planes', '--context_slices', '--n_masks', '--sam_checkpoint', '--dataroot'):
+        assert flag in proc.stdout, flag
+
+
 def test_unknown_model_and_dataset_list_the_choices(tmp_path: Path):
     with pytest.raises(ValueError, match=r'unknown --model "pix3pix"; available: .*cycle_gan.*pix2pix'):
         parse_train('--model', 'pix3pix', tmp=tmp_path)
