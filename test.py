@@ -68,7 +68,7 @@ def main(args: list[str] | None = None) -> str:
             if evaluator.on_page(data, j):
                 save_images(webpage, {k: v[j:j + 1] for k, v in visuals.items()}, [names[j]],
                             aspect_ratio=opt.aspect_ratio, width=opt.display_winsize, save_raw=opt.save_raw)
-        evaluator.add(data, visuals)
+        evaluator.add(data, visuals, spread=getattr(model, 'spread', None))     # --tta flip / ensemble spread
         done += len(names)
         if done % 50 < len(names):
             print(f'processing ({done:04d}/{total})-th item... {names[0]}')

@@ -33,7 +33,8 @@ from util.disk import check_writable
 from util.image_io import (IMAGE_EXTENSIONS, WRITABLE_EXTENSIONS, choose_series, dicom_series, image_extension,
                            image_stem, read_image, write_image)
 from util.volume import (CT_WINDOW, MR_PERCENTILES, Geometry, IntensityMap, VolumeAssembler, body_mask,
-                         intensity_map, modality_kind, plane_axis, slice_spacing, take_slice, to_square)
+                         disagreement_map, intensity_map, modality_kind, plane_axis, slice_spacing, take_slice,
+                         to_square)
 from util.util import file_sha256
 
 from .clinical_output import DICOM_FORMAT, HandOff, write_qa, write_series
@@ -277,12 +278,18 @@ class OutputPlan:
 
 
 def plan_outputs(inputs: list[VolumeInput], output: str, target: str, planes: str, save_planes: bool,
-                 disagreement: bool, fmt: str | None = None, qa: bool = False) -> list[OutputPlan]:
+                 disagreement: bool, fmt: str | None = None, qa: bool = False,
+                 spread: bool = False) -> list[OutputPlan]:
     """Where each prediction goes. ``output`` with an image extension is the file of the one input; otherwise a
     folder receiving ``<name>_s<target><ext>`` per input, ``ext`` the input's format (``fmt`` overrides; a DICOM
     input gives a DICOM CT series folder ``<name>_s<target>/`` when the target is CT, else NIfTI). Extra files
     beside it: ``<stem>_<plane><ext>`` and ``<stem>_disagreement<ext>`` (NIfTI beside a DICOM series) and, with
-    ``qa``, the QA page folder ``<stem>_qa/``."""
+    ``qa``, the QA page folder ``<stem>_qa/``. ``spread``: the generator gives a TTA / ensemble spread, so one
+    plane has a disagreement map too (without it, ``disagreement`` needs two planes)."""
+    if disagreement and len(planes) < 2 and not spread:
+        raise ValueError(f'--disagreement: with one plane ({planes}), one experiment and no --tta flip there is '
+                         f'nothing to disagree; predict several planes (--planes xyz), add --tta flip or fuse an '
+                         f'ensemble (--name a,b)')
     ext_of_output = image_extension(output)
     if ext_of_output is not None and len(inputs) != 1:
         raise ValueError(f'--output {output} is one file but there are {len(inputs)} input volumes; give a folder')
@@ -304,7 +311,7 @@ def plan_outputs(inputs: list[VolumeInput], output: str, target: str, planes: st
             raise ValueError(f'--output {fused}: cannot write {ext} files; use one of {" ".join(WRITABLE_EXTENSIONS)}')
         stem, side = (fused, '.nii.gz') if ext == DICOM_FORMAT else (fused[:-len(ext)], ext)
         plans.append(OutputPlan(fused, {p: f'{stem}_{p}{side}' for p in planes} if save_planes else {},
-                                f'{stem}_disagreement{side}' if disagreement and len(planes) > 1 else None, ext,
+                                f'{stem}_disagreement{side}' if disagreement else None, ext,
                                 f'{stem}_qa' if qa else None))
     return plans
 
@@ -446,14 +453,10 @@ def predict_volume(generator: TrainedGenerator, data: np.ndarray, reference, mas
         return geometry.from_canonical(values)
 
     per_plane = {p: target.denormalise(assembler.volumes[p]) for p in assembler.planes}
-    disagreement = None
-    if len(per_plane) > 1 or spreads.planes:
-        stack = np.stack([np.clip(v, target.low, target.high) for v in per_plane.values()])
-        variance = stack.var(axis=0)
-        if spreads.planes:      # + the mean over planes of the TTA / ensemble variance, in target units
-            scale = (target.high - target.low) / 2
-            variance = variance + np.mean([(v * scale) ** 2 for v in spreads.volumes.values()], axis=0)
-        disagreement = geometry.from_canonical(np.sqrt(variance).astype(np.float32))
+    disagreement = disagreement_map([np.clip(v, target.low, target.high) for v in per_plane.values()],
+                                    list(spreads.volumes.values()), (target.high - target.low) / 2)
+    if disagreement is not None:
+        disagreement = geometry.from_canonical(disagreement)
     return Prediction(to_target(assembler.fused(fusion)), {p: to_target(assembler.volumes[p]) for p in per_plane},
                       disagreement, assembler.n_slices, geometry.from_canonical(mask))
 

@@ -16,7 +16,8 @@ The network and its data settings come from what the checkpoint stored at traini
 from --sam_checkpoint, which must be the file the model was trained with (sha256 checked). The output is on
 exactly the input's voxel grid and geometry, in target units (HU for CT, clipped to the training window).
 --save_planes adds the per-plane volumes ``<stem>_x|y|z``, --disagreement the per-voxel standard deviation of the
-plane predictions ``<stem>_disagreement`` (a first uncertainty map). Every file appears whole or not at all;
+plane predictions, the flips of --tta flip and the members of an ensemble, ``<stem>_disagreement`` (a first
+uncertainty map). Every file appears whole or not at all;
 existing outputs are refused unless --overwrite.
 """
 from __future__ import annotations
@@ -78,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--no_qa', action='store_true', help='no QA page and no predict_summary.csv')
     p.add_argument('--save_planes', action='store_true', help='also write the per-plane volumes')
     p.add_argument('--disagreement', action='store_true',
-                   help='also write the voxel-wise std of the plane predictions (target units)')
+                   help='also write the voxel-wise std of the plane predictions, with the TTA flips\' and ensemble '
+                        'members\' spread (target units)')
     p.add_argument('--overwrite', action='store_true', help='replace existing output files')
     p.add_argument('--no_progress', action='store_true', help='no progress bar')
     p.add_argument('--verbose', action='store_true', help='full tracebacks on errors')
@@ -111,7 +113,8 @@ def main(argv: list[str] | None = None) -> list[str]:
     inputs = find_inputs(args.input, s.source, args.series)
     planes = args.planes or s.planes
     qa = not args.no_qa and modality_kind(s.target) == 'ct'
-    plans = plan_outputs(inputs, args.output, s.target, planes, args.save_planes, args.disagreement, args.format, qa)
+    plans = plan_outputs(inputs, args.output, s.target, planes, args.save_planes, args.disagreement, args.format, qa,
+                         spread=s.tta == 'flip' or len(generator.paths) > 1)
     check_outputs_free(plans, args.overwrite)
     check_outputs_writable(plans)       # before the first slice: a prediction is never computed to be lost
     masks = [mask_for(item, args.mask, len(inputs)) for item in inputs]

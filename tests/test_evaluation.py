@@ -17,8 +17,9 @@ from util.volume import PLANES, from_square, put_slice, slice_spacing
 from volume_fixtures import make_opt, synthrad_root
 
 
-def run(root, tmp_path, *args, prediction=lambda b: b, batches=None, visual='fake_B', target='real_B'):
-    """test.py's loop without a model: the prediction is a function of the real B slices."""
+def run(root, tmp_path, *args, prediction=lambda b: b, batches=None, visual='fake_B', target='real_B', spread=None):
+    """test.py's loop without a model: the prediction is a function of the real B slices (``spread`` of them:
+    the TTA / ensemble spread a model would give)."""
     ds = TriplanarAlignedDataset(make_opt(root, '--cache_dtype', 'float32', '--output_nc', '1', *args, train=False))
     web = HTML(str(tmp_path / 'web'), 'test')
     evaluator = ds.make_evaluator(ds.opt, str(tmp_path / 'web'))
@@ -26,7 +27,8 @@ def run(root, tmp_path, *args, prediction=lambda b: b, batches=None, visual='fak
     for n, data in enumerate(torch.utils.data.DataLoader(ds, batch_size=8)):
         if batches is not None and n >= batches:
             break
-        evaluator.add(data, OrderedDict(real_A=data['A'], **{visual: prediction(data['B']), target: data['B']}))
+        evaluator.add(data, OrderedDict(real_A=data['A'], **{visual: prediction(data['B']), target: data['B']}),
+                      spread=None if spread is None else spread(data['B']))
     summary = evaluator.finish(web)
     web.save()
     return ds, summary
@@ -95,6 +97,25 @@ def test_constant_error_gives_hand_computed_metrics(root, tmp_path):
     assert summary['slice']['psnr'] == pytest.approx(psnr(np.full(4, 0.1), np.zeros(4)), abs=1e-4)
     rows = [r for r in read_rows(tmp_path) if r['level'] == 'volume']
     assert float(rows[0]['mae']) == pytest.approx(summary['x']['mae'], abs=0.01)
+
+
+def test_disagreement_volume_is_the_plane_spread_plus_the_tta_spread(root, tmp_path):
+    """One plane: no map without a spread; a constant spread of 0.1 ([-1, 1] units) is 0.1 x 4024 / 2 = 201.2 HU
+    on every voxel. Three planes: sqrt(var of the written plane volumes (clipped) + 201.2^2)."""
+    volumes = tmp_path / 'web' / 'volumes'
+    run(root, tmp_path, '--planes', 'z', '--min_foreground', '0')
+    assert not (volumes / 'other_fake_B_disagreement.nii.gz').exists()
+    run(root, tmp_path, '--planes', 'z', '--min_foreground', '0', spread=lambda b: torch.full_like(b[:, :1], 0.1))
+    out = nib.load(str(volumes / 'other_fake_B_disagreement.nii.gz'))
+    assert out.shape == nib.load(str(root / 'other' / 'ct.nii.gz')).shape
+    np.testing.assert_allclose(out.get_fdata(), 201.2, atol=0.05)
+    run(root, tmp_path, '--min_foreground', '0', spread=lambda b: torch.full_like(b[:, :1], 0.1))
+    planes = np.stack([np.clip(nib.load(str(volumes / f'other_fake_B_{p}.nii.gz')).get_fdata(), -1024, 3000)
+                       for p in 'xyz'])
+    expected = np.sqrt(planes.var(axis=0) + 201.2 ** 2)
+    assert planes.var(axis=0).max() > 100                                       # the planes do disagree
+    np.testing.assert_allclose(nib.load(str(volumes / 'other_fake_B_disagreement.nii.gz')).get_fdata(), expected,
+                               atol=0.05)
 
 
 def test_skipped_slices_are_air_and_median_fusion(root, tmp_path):

@@ -20,6 +20,7 @@ from models.body_loss import dilate, masked_l1
 from models.prediction import load_ensemble, translate
 from models.sam_encoder import SamFeatureEncoder, sam_encoder_config
 from models.sam_perceptual import sam_perceptual_loss
+from util.volume import disagreement_map
 from models.test_time import ensemble_result_name, flip_average, flip_outputs, fuse, member_settings_conflict
 from options.ingredients import RECIPES, stored_training_options
 from options.train_options import TrainOptions
@@ -281,6 +282,34 @@ def test_an_ensemble_of_two_copies_equals_its_checkpoint_in_test_and_predict(tra
     assert np.allclose(one, two, atol=1e-3)
     members = json.loads((out / 'ing+ing_copy' / 'b_sct_members.json').read_text())
     assert [Path(m['checkpoint']).parent.name for m in members['members']] == ['ing', 'ing_copy']
+
+
+def test_disagreement_map_by_hand():
+    a, b = np.zeros((2, 2, 2), np.float32), np.full((2, 2, 2), 2.0, np.float32)
+    assert disagreement_map([a], [], 2.0) is None                               # one plane, one pass: nothing
+    np.testing.assert_allclose(disagreement_map([a, b], [], 2.0), 1.0)          # std of 0 and 2
+    spread = np.full((2, 2, 2), 0.5, np.float32)                                 # 0.5 x scale 2 = 1 target unit
+    np.testing.assert_allclose(disagreement_map([a, b], [spread, spread], 2.0), np.sqrt(2.0))
+    np.testing.assert_allclose(disagreement_map([a], [spread], 2.0), 1.0)
+
+
+def test_one_plane_with_flip_tta_has_a_disagreement_map_in_test_and_predict(trained, tmp_path):
+    """With one plane there is no plane spread: the flips' spread is the map (values: test_evaluation.py)."""
+    results, out = tmp_path / 'results', tmp_path / 'pred'
+    base = [*trained['args'], '--results_dir', str(results), '--name', 'ing', '--planes', 'z']
+    volumes = results / 'ing' / 'test_latest' / 'volumes'
+    test_script.main([*base, '--tta', 'none'])
+    assert not (volumes / 'b_fake_B_disagreement.nii.gz').exists()
+    test_script.main([*base, '--tta', 'flip'])
+    import nibabel as nib
+    assert nib.load(str(volumes / 'b_fake_B_disagreement.nii.gz')).get_fdata().max() > 0
+    run = ['--name', 'ing', '--checkpoints_dir', str(trained['checkpoints']), '--gpu_ids', '-1', '--no_progress',
+           '--input', str(trained['data'] / 'b'), '--planes', 'z', '--disagreement']
+    with pytest.raises(ValueError, match=r'--disagreement: with one plane \(z\), one experiment and no --tta flip'):
+        predict.main([*run, '--tta', 'none', '--output', str(out / 'none')])
+    assert not (out / 'none').exists()
+    predict.main([*run, '--output', str(out / 'flip')])
+    assert nib.load(str(out / 'flip' / 'b_sct_disagreement.nii.gz')).shape == (12, 14, 10)
 
 
 def test_ensemble_members_with_different_settings_are_refused_naming_both(trained):

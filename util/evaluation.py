@@ -4,12 +4,13 @@
   (data range 2), written to ``metrics.csv`` with a mean +- std table at the top of the result page.
 - :class:`VolumeEvaluator` (triplanar_aligned): the same per-slice rows, plus every subject's slices put back
   into one volume per plane and a fused one, at the source shape, orientation, affine and intensity scale (HU
-  for CT), written as float32 NIfTI under ``volumes/`` and scored with the ``--metrics`` set (SynthRAD2023: MAE,
-  PSNR, SSIM; SynthRAD2025: MAE, PSNR, MS-SSIM; in the body mask); the page gets a summary per plane and
-  fused, and per subject the three orthogonal mid-slices of input, synthesized, ground truth and absolute error
+  for CT), written as float32 NIfTI under ``volumes/`` (with ``<name>_<pred>_disagreement``, the voxel-wise
+  standard deviation of the planes, --tta flips and ensemble members in target units, when there are two planes
+  or a spread) and scored with the ``--metrics`` set (SynthRAD2023: MAE, PSNR, SSIM; SynthRAD2025: MAE, PSNR,
+  MS-SSIM; in the body mask); the page gets a summary per plane and fused, and per subject the three orthogonal mid-slices of input, synthesized, ground truth and absolute error
   (as in the paper's Figs. 3-4).
 
-Both follow ``add(data: collated batch, visuals: name -> Tensor (N, C, H, W)) -> None`` and
+Both follow ``add(data: collated batch, visuals: name -> Tensor (N, C, H, W), spread=None) -> None`` and
 ``finish(webpage) -> dict``.
 """
 from __future__ import annotations
@@ -28,7 +29,8 @@ from util.checkpoint import atomic_write
 from util.image_io import read_image
 from util.metrics import METRIC_SETS, metric_window, slice_metrics, volume_metrics_or_nan, volume_problems
 from util.util import output_name, save_image
-from util.volume import PLANES, PLANE_NAMES, VolumeAssembler, modality_kind, save_nifti, slice_spacing, take_slice
+from util.volume import (PLANES, PLANE_NAMES, VolumeAssembler, disagreement_map, modality_kind, save_nifti,
+                         slice_spacing, take_slice)
 
 CSV_FIELDS = ['level', 'subject', 'plane', 'slice', 'name', 'mae', 'psnr', 'ssim']
 FIGURE_HEIGHT = 160      # pixels of each mid-slice montage in the result page
@@ -67,7 +69,8 @@ class SliceEvaluator:
         self.result_dir, self.pred, self.target, self.write = result_dir, pred, target, write
         self.rows: list[dict] = []
 
-    def add(self, data: dict, visuals: dict[str, torch.Tensor]) -> None:
+    def add(self, data: dict, visuals: dict[str, torch.Tensor], spread: torch.Tensor | None = None) -> None:
+        """Scores each slice; ``spread`` is not used (2D results have no volume to map it into)."""
         if self.pred not in visuals or self.target not in visuals:
             return
         pred = visuals[self.pred].detach().float().cpu().numpy()
@@ -131,6 +134,7 @@ class VolumeEvaluator:
         self.kind = modality_kind(dataset.target)
         self.unit = 'HU' if self.kind == 'ct' else 'source units'
         self.assemblers: dict[str, VolumeAssembler] = {}
+        self.spreads: dict[str, VolumeAssembler] = {}      # TTA / ensemble spread, per subject
         self.rows: list[dict] = []
         self.figures: list[tuple[str, list[np.ndarray], list[str]]] = []
         self.failed: dict[str, str] = {}
@@ -159,7 +163,9 @@ class VolumeEvaluator:
                                 for j in range(n)}
         return int(data['slice_index'][k]) in self._shown[key]
 
-    def add(self, data: dict, visuals: dict[str, torch.Tensor]) -> None:
+    def add(self, data: dict, visuals: dict[str, torch.Tensor], spread: torch.Tensor | None = None) -> None:
+        """One batch of predicted slices; ``spread`` (N, 1, H, W) the TTA flips' / ensemble members' standard
+        deviation in [-1, 1] units (models/test_time.py), which joins the subject's disagreement volume."""
         if self.pred not in visuals:
             self.pred = next((p for p in self.preds if p in visuals), None)
             if self.pred is None:
@@ -174,6 +180,10 @@ class VolumeEvaluator:
                 self.assemblers[name] = VolumeAssembler(geometry.canonical_shape, geometry.zooms, self.dataset.mode)
             assembler = self.assemblers[name]
             assembler.add(data['plane'][k], int(data['slice_index'][k]), pred[k])
+            if spread is not None:
+                if name not in self.spreads:
+                    self.spreads[name] = VolumeAssembler(assembler.shape, assembler.zooms, self.dataset.mode, fill=0.0)
+                self.spreads[name].add(data['plane'][k], int(data['slice_index'][k]), spread[k].detach().float().cpu())
             if assembler.n_slices == self.expected[name]:
                 try:
                     self._finish_subject(name)
@@ -191,6 +201,7 @@ class VolumeEvaluator:
     def _finish_subject(self, name: str) -> None:
         subject = self.dataset.subjects[name]
         assembler = self.assemblers.pop(name)
+        spreads = self.spreads.pop(name, None)
         target_map = subject.maps[self.dataset.target]
         path = subject.paths[self.dataset.target]
         if self.write or name not in self.truths:
@@ -216,6 +227,13 @@ class VolumeEvaluator:
         if not self.write:
             self.rows += rows
             return
+        disagreement = disagreement_map([np.clip(target_map.denormalise(assembler.volumes[p]), target_map.low,
+                                                 target_map.high) for p in assembler.planes],
+                                        list(spreads.volumes.values()) if spreads else [],
+                                        (target_map.high - target_map.low) / 2)
+        if disagreement is not None:
+            save_nifti(subject.geometry.from_canonical(disagreement), reference,
+                       os.path.join(self.volume_dir, f'{name}_{self.pred}_disagreement.nii.gz'))
         fused = volumes['fused']
         error = np.abs(target_map.denormalise(fused) - truth)
         self.figures.append(self._figure(name, subject, [np.asarray(arrays[self.dataset.source], np.float32), fused,

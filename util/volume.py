@@ -317,6 +317,20 @@ def from_square(x: torch.Tensor, hw: tuple[int, int], spacing: tuple[float, floa
 
 # ----------------------------------------------------------------------------- reassembly
 
+def disagreement_map(planes: list[np.ndarray], spreads: list[np.ndarray], scale: float) -> np.ndarray | None:
+    """Voxel-wise standard deviation (target units) of a prediction: the spread of the per-plane volumes
+    ``planes`` (target units, already clipped to the target's window) plus the mean over planes of the TTA /
+    ensemble variance, ``spreads`` being per-plane volumes of that standard deviation in [-1, 1] units and
+    ``scale`` (high - low) / 2 of the target window: sqrt(var_planes + mean_planes((spread * scale)^2)).
+    None when there is nothing to disagree (one plane, no spread)."""
+    if len(planes) < 2 and not spreads:
+        return None
+    variance = np.stack(planes).var(axis=0)
+    if spreads:
+        variance = variance + np.mean([(v * scale) ** 2 for v in spreads], axis=0)
+    return np.sqrt(variance).astype(np.float32)
+
+
 class VolumeAssembler:
     """Puts predicted slices (size x size, [-1, 1]) of one subject back into canonical volumes, one per plane.
 
