@@ -2,6 +2,7 @@
 geometry and scale, with metrics.csv and the result page."""
 import csv
 import math
+import re
 from collections import OrderedDict
 
 import nibabel as nib
@@ -76,6 +77,8 @@ def test_volumes_are_the_slices_put_back_at_the_source_geometry_and_scale(root, 
         [('other', p) for p in ('x', 'y', 'z', 'fused')]
     page = (tmp_path / 'web' / 'index.html').read_text()
     assert page.index('Volume metrics of ct') < page.index('other_volume_synthesized.png')
+    fused_row = re.findall(r'<td[^>]*>([^<]*)</td>', page[page.index('>fused<') - 40:].split('</tr>')[0])
+    assert fused_row[:2] == ['fused', '1'] and fused_row[-3:] == ['-', '-', '-']   # no slices of its own
     for label in ('input', 'synthesized', 'truth', 'error'):
         assert (tmp_path / 'web' / 'images' / f'other_volume_{label}.png').is_file()
 

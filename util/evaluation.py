@@ -286,7 +286,8 @@ class VolumeEvaluator:
                 continue
             title = f'{label} ({PLANE_NAMES[label]})' if label in PLANE_NAMES else label
             table.append([title, len(rows), *(mean_std([r[m] for r in rows]) for m in names),
-                          len(slices), mean_std([r['psnr'] for r in slices]), mean_std([r['ssim'] for r in slices])])
+                          len(slices) if slices else '-',       # the fused volume has no slices of its own
+                          mean_std([r['psnr'] for r in slices]), mean_std([r['ssim'] for r in slices])])
         webpage.add_table(['plane', 'subjects', f'MAE ({unit})', 'PSNR (dB)', ssim_title, 'slices', 'slice PSNR (dB)',
                            'slice SSIM'], table, top=True)
         if self.assemblers:
