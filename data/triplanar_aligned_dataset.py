@@ -43,7 +43,7 @@ from util.image_io import read_image
 from util.mapped import MappedFiles, TruncatedFileError, check_whole
 from util.metrics import METRIC_SETS
 from util.volume import (CT_WINDOW, MR_PERCENTILES, PLANES, RESIZE_MODES, Geometry, IntensityMap, body_mask,
-                         intensity_map, modality_kind, slice_spacing, take_slice, to_square)
+                         dilate, intensity_map, modality_kind, slice_spacing, take_slice, to_square)
 
 DEMO_ROOTS = {'synthrad': os.path.join('datasets', 'demo_synthrad'), 'brats': os.path.join('datasets', 'demo_brats')}
 STORE_VERSION = 4                   # 4: body masks join tissue parts closer than 4 voxels (thin volumes)
@@ -275,6 +275,12 @@ class TriplanarAlignedDataset(BaseDataset):
             names = fold_split(pool, opt.n_folds, opt.fold, opt.split_seed)[self.split]
         self.subjects, self.skipped = self._load_subjects(names, settings)
         self.context = int(getattr(opt, 'context_slices', 0) or 0)
+        # --loss_region body --body_margin_voxels V: the items' body mask grown by V voxels (models/body_loss.py)
+        self.margin = int(getattr(opt, 'body_margin_voxels', 0) or 0)
+        if self.margin < 0:
+            raise ValueError(f'--body_margin_voxels {self.margin}: must be 0 or more')
+        if getattr(opt, 'loss_region', 'slice') != 'body':
+            self.margin = 0
         check_context(self.context, {n: (s.paths[self.source], s.geometry.canonical_shape)
                                      for n, s in self.subjects.items()})
         self.index = self._make_index(opt.min_foreground)
@@ -371,6 +377,8 @@ class TriplanarAlignedDataset(BaseDataset):
         # (3, h, w): modality A, modality B, mask; float16 -> float32 in torch, several times faster than numpy
         stack = torch.from_numpy(take_slice(volume, axis, index)).float()
         src, tgt, _ = self._order
+        if self.margin:         # grow the body mask on the voxel grid, before resizing
+            stack[2] = dilate(stack[None, None, 2], self.margin)[0, 0]
         if self.context:        # + the 2K+1 source slices i-K..i+K (edges replicated) as channels 3..
             stack = torch.cat([stack, torch.from_numpy(context_stack(volume[..., src], axis, index,
                                                                      self.context)).float()])

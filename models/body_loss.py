@@ -1,12 +1,19 @@
 """The body-restricted pixel loss (``--loss_region body``): L1 averaged over the body mask only, the region every
-SynthRAD metric scores (their MAE, PSNR and SSIM are all computed inside the mask), optionally grown by
-``--body_dilation`` pixels so the loss also sees the skin boundary."""
+SynthRAD metric scores (their MAE, PSNR and SSIM are all computed inside the mask), optionally grown so the loss
+also sees the skin boundary: by ``--body_margin_voxels`` voxels of the source grid (the dataset grows the slice's
+mask before resizing it: data/triplanar_aligned_dataset.py) and by ``--body_dilation`` pixels of the training slice.
+
+Why a margin in voxels: putting a predicted slice back on the voxel grid (util.volume.from_square) averages the
+pixels within one voxel of each voxel centre, so the MAE of a voxel at the mask's edge depends on predicted pixels
+up to one voxel outside the mask; a one-voxel margin trains exactly those, whatever the pixels per voxel."""
 from __future__ import annotations
 
 import argparse
 
 import torch
 import torch.nn.functional as F
+
+from util.volume import dilate
 
 LOSS_REGIONS = ('slice', 'body')
 
@@ -20,15 +27,13 @@ def add_loss_region_options(parser: argparse.ArgumentParser) -> argparse.Argumen
                              'mask (what SynthRAD scores; needs --dataset_mode triplanar_aligned). GAN, MRNet '
                              'feature and mask losses stay on the whole slice')
     parser.add_argument('--body_dilation', type=int, default=0, metavar='PIXELS',
-                        help='with --loss_region body: grow the body mask by this many pixels (square neighbourhood)')
+                        help='with --loss_region body: grow the body mask by this many pixels of the training slice '
+                             '(square neighbourhood)')
+    parser.add_argument('--body_margin_voxels', type=int, default=0, metavar='VOXELS',
+                        help='with --loss_region body: grow the body mask by this many voxels of the source grid '
+                             'before the slice is resized (then --body_dilation pixels on top); 1 covers the voxels '
+                             'that reassembly blends into the edge of the scored mask, at any resolution')
     return parser
-
-
-def dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
-    """(N, 1, H, W) 0/1 mask grown by ``pixels`` in every direction (a (2p+1)^2 square max filter)."""
-    if pixels <= 0:
-        return mask
-    return F.max_pool2d(mask.float(), 2 * pixels + 1, stride=1, padding=pixels)
 
 
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

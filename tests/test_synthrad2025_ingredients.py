@@ -16,11 +16,11 @@ import test as test_script
 import train as train_script
 from data.splits import fold_split, write_splits
 from data.triplanar_aligned_dataset import TriplanarAlignedDataset, check_context, context_stack
-from models.body_loss import dilate, masked_l1
+from models.body_loss import masked_l1
 from models.prediction import load_ensemble, translate
 from models.sam_encoder import SamFeatureEncoder, sam_encoder_config
 from models.sam_perceptual import sam_perceptual_loss
-from util.volume import disagreement_map
+from util.volume import dilate, disagreement_map
 from models.test_time import ensemble_result_name, flip_average, flip_outputs, fuse, member_settings_conflict
 from options.ingredients import RECIPES, stored_training_options
 from options.train_options import TrainOptions
@@ -128,6 +128,37 @@ def test_body_loss_ignores_differences_outside_the_body_and_dilation_widens_it()
     assert masked_l1(pred, target, grown) == pytest.approx(2.0 / 16)
     pred[..., 2, 2] = 1.0                       # inside: |1 - 0| over 4 body pixels
     assert masked_l1(pred, target, body) == pytest.approx(1.0 / 4)
+
+
+def test_body_margin_grows_the_mask_by_whole_voxels_before_resizing(tmp_path):
+    """8^3 volume, crop 32 (4 pixels per voxel), body = the column x, y in 3..4: its z slices show pixels 12..19
+    (bilinear, > 0.5; the corner pixels get 0.625^2 < 0.5); grown by one voxel (2..5) they show 8..23. In-plane only: an x slice outside the column
+    stays empty. Without --loss_region body the margin changes nothing."""
+    volumes = phantom((8, 8, 8))
+    volumes['mask'] = np.zeros((8, 8, 8), np.uint8)
+    volumes['mask'][3:5, 3:5, :] = 1
+    write_subject(tmp_path / 'data', 's1', volumes)
+    write_splits(str(tmp_path / 'data'), {'train': ['s1']})
+
+    def masks(*args):
+        ds = TriplanarAlignedDataset(make_opt(tmp_path / 'data', '--min_foreground', '0', *args))
+        return {(ds[i]['plane'], ds[i]['slice_index']): ds[i]['mask'][0] for i in range(len(ds))}
+
+    def square(lo, hi):
+        m = torch.zeros(32, 32, dtype=torch.bool)
+        m[lo:hi + 1, lo:hi + 1] = True
+        m[[lo, lo, hi, hi], [lo, hi, lo, hi]] = False
+        return m
+
+    plain = masks('--loss_region', 'body')
+    grown = masks('--loss_region', 'body', '--body_margin_voxels', '1')
+    assert torch.equal(plain[('z', 4)], square(12, 19)) and torch.equal(grown[('z', 4)], square(8, 23))
+    assert not plain[('x', 2)].any() and not grown[('x', 2)].any()
+    assert grown[('x', 3)].sum() == 16 * 32                  # y 2..5 -> 16 rows of pixels, every z
+    ignored = masks('--body_margin_voxels', '1')              # --loss_region slice
+    assert all(torch.equal(ignored[k], plain[k]) for k in plain)
+    with pytest.raises(ValueError, match=r'--body_margin_voxels -1: must be 0 or more'):
+        masks('--body_margin_voxels', '-1')
 
 
 def test_sam_perceptual_loss_is_zero_for_identical_slices_and_trains_the_generator_not_sam():

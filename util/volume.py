@@ -317,6 +317,13 @@ def from_square(x: torch.Tensor, hw: tuple[int, int], spacing: tuple[float, floa
 
 # ----------------------------------------------------------------------------- reassembly
 
+def dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    """(N, 1, H, W) 0/1 mask grown by ``pixels`` in every direction (a (2p+1)^2 square max filter), float."""
+    if pixels <= 0:
+        return mask
+    return F.max_pool2d(mask.float(), 2 * pixels + 1, stride=1, padding=pixels)
+
+
 def disagreement_map(planes: list[np.ndarray], spreads: list[np.ndarray], scale: float) -> np.ndarray | None:
     """Voxel-wise standard deviation (target units) of a prediction: the spread of the per-plane volumes
     ``planes`` (target units, already clipped to the target's window) plus the mean over planes of the TTA /
