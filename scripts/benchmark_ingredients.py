@@ -26,7 +26,7 @@ CONFIGS = {
     'MRNet (paper)': (['--model', 'mrnet'], 1),
     'pix2pix': (['--model', 'pix2pix', '--dataset_mode', 'triplanar_aligned'], 1),
     '+ 2.5D (--context_slices 1)': (['--model', 'mrnet', '--context_slices', '1'], 1),
-    '+ body loss': (['--model', 'mrnet', '--loss_region', 'body', '--body_dilation', '5'], 1),
+    '+ body loss': (['--model', 'mrnet', '--loss_region', 'body', '--body_margin_voxels', '1'], 1),
     '+ SAM perceptual': (['--model', 'mrnet', '--lambda_sam_perceptual', '10'], 1),
     '+ flip TTA': (['--model', 'mrnet', '--tta', 'flip'], 1),
     '2-fold ensemble': (['--model', 'mrnet'], 2),

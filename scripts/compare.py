@@ -83,8 +83,8 @@ ABLATIONS = {
     # field runs a row with another model, a sixth trains that many folds and tests their ensemble
     'synthrad2025': [('mrnet', 'MRNet (paper)', []),
                      ('pix2pix', 'pix2pix', [], 'pix2pix'),
-                     ('body', 'MRNet + body loss (--loss_region body --body_dilation 5)',
-                      ['--loss_region', 'body', '--body_dilation', '5']),
+                     ('body', 'MRNet + body loss (--loss_region body --body_margin_voxels 1)',
+                      ['--loss_region', 'body', '--body_margin_voxels', '1']),
                      ('recipe', 'MRNet --recipe synthrad2025', ['--recipe', 'synthrad2025']),
                      ('tta', 'MRNet + flip TTA (--tta flip)', ['--tta', 'flip']),
                      ('context', 'MRNet + 2.5D (--context_slices 1)', ['--context_slices', '1']),

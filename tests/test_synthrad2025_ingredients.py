@@ -357,12 +357,11 @@ def test_ensemble_members_with_different_settings_are_refused_naming_both(traine
 def test_recipe_sets_its_ingredients_and_explicit_flags_win(tmp_path):
     base = ['--model', 'mrnet', '--gpu_ids', '-1', '--checkpoints_dir', str(tmp_path)]
     opt = TrainOptions().parse([*base, '--recipe', 'synthrad2025'], setup_device=False)
-    # the preset README "Beyond the paper" chose on the tuning set: body loss with a 5-pixel margin, flip TTA
-    assert (opt.loss_region, opt.body_dilation, opt.tta, opt.context_slices, opt.lambda_sam_perceptual) == \
-        ('body', 5, 'flip', 0, 0.0)
-    assert set(RECIPES['synthrad2025']) == {'loss_region', 'body_dilation', 'tta'}
-    opt = TrainOptions().parse([*base, '--recipe', 'synthrad2025', '--loss_region', 'slice', '--tta', 'none'],
-                               setup_device=False)
-    assert (opt.loss_region, opt.body_dilation, opt.tta) == ('slice', 5, 'none')
+    # the preset README "Beyond the paper" chose on the tuning set: the body loss with a one-voxel margin
+    assert (opt.loss_region, opt.body_margin_voxels, opt.body_dilation, opt.tta, opt.context_slices,
+            opt.lambda_sam_perceptual) == ('body', 1, 0, 'none', 0, 0.0)
+    assert set(RECIPES['synthrad2025']) == {'loss_region', 'body_margin_voxels'}
+    opt = TrainOptions().parse([*base, '--recipe', 'synthrad2025', '--body_margin_voxels', '0'], setup_device=False)
+    assert (opt.loss_region, opt.body_margin_voxels) == ('body', 0)
     opt = TrainOptions().parse(base, setup_device=False)
     assert (opt.context_slices, opt.loss_region, opt.lambda_sam_perceptual, opt.tta) == (0, 'slice', 0.0, 'none')
