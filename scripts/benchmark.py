@@ -34,6 +34,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from options.comparison_plan import PAPER_MODELS  # noqa: E402
+
 
 def _peak_memory_mb(device: str) -> float:
     import torch
@@ -220,7 +222,6 @@ TRAIN_ROWS = {
 # BraTS FLAIR -> T2 (Table III) on 371 training subjects' axial slices, 155 each (BraTS volumes are 240x240x155)
 PAPER_EPOCHS = 40
 PAPER_SLICES = {'II': 95_559, 'III': 371 * 155}
-PAPER_MODELS = ('mrnet', 'pix2pix', 'cycle_gan', 'tcgan', 'transunet', 'swin_unet', 'resvit', 'ppt')
 
 
 def _print_train_row(name: str, r: dict, ref: dict | None = None) -> None:

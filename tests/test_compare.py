@@ -16,6 +16,7 @@ from PIL import Image
 
 import data.demo_data as demo
 from conftest import ROOT, run_script
+from options import comparison_plan
 from scripts import compare
 from util.comparison import (Result, csv_row, markdown_tables, option_differences, rank_marks, read_json,
                              read_metrics_csv, table_sections)
@@ -192,7 +193,7 @@ def test_other_shared_options_are_refused(comparison: Path, monkeypatch):
     assert '--lr: earlier 0.0001, now 0.0002' in message and '--n_epochs: earlier 1, now 2' in message
     assert '--ngf' not in message and 'shared_options.json' in message
     # the same options spelt differently, or options that change nothing learnt, are not a difference
-    assert compare.plan(compare.build_parser().parse_known_args(args + ['--lr', '1e-4'])[0],
+    assert comparison_plan.plan(compare.build_parser().parse_known_args(args + ['--lr', '1e-4'])[0],
                         TINY + ['--lr', '1e-4', '--print_freq', '7'])[1]['shared'] == \
         read_json(str(comparison / 'results' / f'compare_{TAG}' / 'shared_options.json'))['shared']
 
@@ -225,7 +226,7 @@ def test_ablation_resumes_a_half_finished_run(base: Path, tmp_path: Path, monkey
     argv = ['--dataroot', str(data), '--name', 'abl', '--ablation', 'n_masks=1,2', '--quiet', '--time_slices', '1',
             *tiny]
     args, shared = compare.build_parser().parse_known_args(argv)
-    runs, _ = compare.plan(args, shared)
+    runs, _ = comparison_plan.plan(args, shared)
     assert [(r.label, r.name) for r in runs] == [('n_masks=1', 'compare_abl_n_masks1'),
                                                  ('n_masks=2', 'compare_abl_n_masks2')]
     assert runs[0].train_args[runs[0].train_args.index('--n_masks') + 1] == '1'
@@ -339,7 +340,7 @@ def test_synthrad2025_metrics_reach_test_and_the_tables(base: Path):
     """--metrics synthrad2025 is passed to test.py, and volume rows with ms_ssim make the MS-SSIM table."""
     argv = ['--dataroot', str(base / 'data'), '--name', 'm25', '--models', 'pix2pix', '--metrics', 'synthrad2025']
     args, shared = compare.build_parser().parse_known_args(argv)
-    runs, _ = compare.plan(args, shared)
+    runs, _ = comparison_plan.plan(args, shared)
     assert runs[0].test_args[runs[0].test_args.index('--metrics') + 1] == 'synthrad2025'
     rows = [{**_volume('fused', mae), 'ssim': math.nan, 'ms_ssim': score}
             for mae, score in ((60.0, 0.9), (80.0, 0.8))]
@@ -348,4 +349,4 @@ def test_synthrad2025_metrics_reach_test_and_the_tables(base: Path):
     assert volume_table.header[-3:] == ['MAE (HU) fused', 'PSNR fused', 'MS-SSIM fused']
     assert volume_table.rows[0][-1].text == '0.8500 ± 0.0500'
     with pytest.raises(ValueError, match='--split'):
-        compare.plan(*compare.build_parser().parse_known_args(argv + ['--split', 'all']))
+        comparison_plan.plan(*compare.build_parser().parse_known_args(argv + ['--split', 'all']))

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import run_script
 from generator_fixtures import SWIN_FLAGS, VIT_FLAGS
+from options import comparison_plan
 from scripts import compare
 from test_compare import COMPARE, TINY, make_data, read_table
 
@@ -23,15 +24,15 @@ def option_table(path: Path) -> dict[str, str]:
 
 
 def test_paper_names_the_eight_rows_and_runs_baselines_in_the_cgan(tmp_path: Path):
-    assert compare.parse_models('paper', False) == PAPER
-    runs = {r.key: r for r in compare.make_runs(compare.build_parser().parse_args(
+    assert comparison_plan.parse_models('paper', False) == PAPER
+    runs = {r.key: r for r in comparison_plan.make_runs(compare.build_parser().parse_args(
         ['--name', 't', '--models', 'paper', '--model_args', 'resvit=--pretrained_G g.pth']), [])}
     assert list(runs) == PAPER
     assert (runs['mrnet'].model, runs['mrnet'].args) == ('mrnet', [])
     assert (runs['transunet'].model, runs['transunet'].args) == ('pix2pix', ['--netG', 'transunet'])
     assert (runs['resvit'].model, runs['resvit'].args) == ('pix2pix', ['--netG', 'resvit', '--pretrained_G', 'g.pth'])
     with pytest.raises(ValueError, match=r'--models: unknown model\(s\) vit; available: .*transunet.* or "paper"'):
-        compare.parse_models('mrnet,vit', False)
+        comparison_plan.parse_models('mrnet,vit', False)
 
 
 def test_compare_paper_writes_eight_rows(tmp_path: Path):
@@ -58,9 +59,9 @@ def test_every_paper_row_trains_with_the_shared_lsgan_patchgan(tmp_path: Path):
     for shared, gan_mode in (([], 'lsgan'), (['--gan_mode', 'vanilla'], 'vanilla')):
         args = compare.build_parser().parse_args(['--name', 't', '--models', 'paper', '--dataroot',
                                                   str(tmp_path / 'data'), '--checkpoints_dir', str(tmp_path / 'ck')])
-        runs, record = compare.plan(args, shared)
+        runs, record = comparison_plan.plan(args, shared)
         assert [r.key for r in runs] == PAPER
         for run in runs:
-            opt = compare.train_parser(run.train_args).parse_args(run.train_args)
+            opt = comparison_plan.train_parser(run.train_args).parse_args(run.train_args)
             assert (opt.netD, opt.n_layers_D, opt.gan_mode) == ('basic', 3, gan_mode), run.key
         assert record['shared']['gan_mode'] == gan_mode
