@@ -34,7 +34,7 @@ TINY_SAM = ['--sam_input_size', '64', '--sam_embed_dim', '32', '--sam_depth', '2
 MODEL = ['--model', 'pix2pix', '--netG', 'resnet_6blocks', '--ngf', '4', '--ndf', '4', '--crop_size', '32',
          '--load_size', '32', '--output_nc', '1', '--dataset_mode', 'triplanar_aligned', '--gpu_ids', '-1',
          '--num_threads', '0', '--no_dropout']
-INGREDIENTS = ['--context_slices', '1', '--loss_region', 'body', '--body_dilation', '1',
+INGREDIENTS = ['--context_slices', '1', '--loss_region', 'body', '--body_margin_voxels', '1', '--body_dilation', '1',
                '--lambda_sam_perceptual', '0.5', '--tta', 'flip', *TINY_SAM]
 
 
@@ -272,8 +272,8 @@ def trained(tmp_path_factory) -> dict:
 
 def test_every_flag_survives_save_and_load_and_reaches_test_and_predict(trained):
     stored = stored_training_options(str(trained['checkpoints']), 'ing', 'latest')
-    assert (stored['context_slices'], stored['input_nc'], stored['loss_region'], stored['body_dilation'],
-            stored['lambda_sam_perceptual'], stored['tta']) == (1, 3, 'body', 1, 0.5, 'flip')
+    assert (stored['context_slices'], stored['input_nc'], stored['loss_region'], stored['body_margin_voxels'],
+            stored['body_dilation'], stored['lambda_sam_perceptual'], stored['tta']) == (1, 3, 'body', 1, 1, 0.5, 'flip')
     opt = make_opt(trained['data'], '--name', 'ing', *MODEL, train=False, checkpoints=trained['checkpoints'])
     assert (opt.context_slices, opt.input_nc, opt.tta) == (1, 3, 'flip')          # not repeated, inherited
     opt = make_opt(trained['data'], '--name', 'ing', '--tta', 'none', *MODEL, train=False,
