@@ -33,8 +33,7 @@ from util.disk import check_writable
 from util.image_io import (IMAGE_EXTENSIONS, WRITABLE_EXTENSIONS, choose_series, dicom_series, image_extension,
                            image_stem, read_image, write_image)
 from util.volume import (CT_WINDOW, MR_PERCENTILES, Geometry, IntensityMap, VolumeAssembler, body_mask,
-                         disagreement_map, intensity_map, modality_kind, plane_axis, slice_spacing, take_slice,
-                         to_square)
+                         intensity_map, modality_kind, plane_axis, slice_spacing, take_slice, to_square)
 from util.util import file_sha256
 
 from .clinical_output import DICOM_FORMAT, HandOff, write_qa, write_series
@@ -452,12 +451,11 @@ def predict_volume(generator: TrainedGenerator, data: np.ndarray, reference, mas
         values = np.clip(target.denormalise(canonical), target.low, target.high)
         return geometry.from_canonical(values)
 
-    per_plane = {p: target.denormalise(assembler.volumes[p]) for p in assembler.planes}
-    disagreement = disagreement_map([np.clip(v, target.low, target.high) for v in per_plane.values()],
-                                    list(spreads.volumes.values()), (target.high - target.low) / 2)
+    disagreement = assembler.disagreement(target, spreads)
     if disagreement is not None:
         disagreement = geometry.from_canonical(disagreement)
-    return Prediction(to_target(assembler.fused(fusion)), {p: to_target(assembler.volumes[p]) for p in per_plane},
+    return Prediction(to_target(assembler.fused(fusion)),
+                      {p: to_target(assembler.volumes[p]) for p in assembler.planes},
                       disagreement, assembler.n_slices, geometry.from_canonical(mask))
 
 

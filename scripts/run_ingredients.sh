@@ -2,8 +2,9 @@
 # The README "Beyond the paper" measurement: every ingredient alone and the preset against plain MRNet and pix2pix,
 # one compare.py call per (dataset, budget). Usage: scripts/run_ingredients.sh DATASET_TAG DATAROOT SLICES [FLAGS]
 # (short budget 40 training slices, long 200 = 5x); FLAGS go to compare.py last and win (the tuning sweeps:
-# --models mrnet --model_args mrnet="--loss_region body" --ablation body_dilation=0,2,5). CPU-sized, smaller than the quick start: ngf/ndf 8, SAM input
-# 256 with a small random SAM ViT (embed 96, depth 4), batch 1, one epoch, slices with >= 5 % body.
+# --models mrnet --model_args mrnet="--loss_region body" --ablation body_dilation=0,2,5). CPU-sized, smaller than
+# the quick start: ngf/ndf 8, SAM input 256 with a small random SAM ViT (embed 96, depth 4), batch 1, one epoch,
+# slices with >= 5 % body.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tag=$1 root=$2 slices=$3

@@ -7,8 +7,8 @@
   for CT), written as float32 NIfTI under ``volumes/`` (with ``<name>_<pred>_disagreement``, the voxel-wise
   standard deviation of the planes, --tta flips and ensemble members in target units, when there are two planes
   or a spread) and scored with the ``--metrics`` set (SynthRAD2023: MAE, PSNR, SSIM; SynthRAD2025: MAE, PSNR,
-  MS-SSIM; in the body mask); the page gets a summary per plane and fused, and per subject the three orthogonal mid-slices of input, synthesized, ground truth and absolute error
-  (as in the paper's Figs. 3-4).
+  MS-SSIM; in the body mask); the page gets a summary per plane and fused, and per subject the three orthogonal
+  mid-slices of input, synthesized, ground truth and absolute error (as in the paper's Figs. 3-4).
 
 Both follow ``add(data: collated batch, visuals: name -> Tensor (N, C, H, W), spread=None) -> None`` and
 ``finish(webpage) -> dict``.
@@ -29,8 +29,7 @@ from util.checkpoint import atomic_write
 from util.image_io import read_image
 from util.metrics import METRIC_SETS, metric_window, slice_metrics, volume_metrics_or_nan, volume_problems
 from util.util import output_name, save_image
-from util.volume import (PLANES, PLANE_NAMES, VolumeAssembler, disagreement_map, modality_kind, save_nifti,
-                         slice_spacing, take_slice)
+from util.volume import PLANES, PLANE_NAMES, VolumeAssembler, modality_kind, save_nifti, slice_spacing, take_slice
 
 CSV_FIELDS = ['level', 'subject', 'plane', 'slice', 'name', 'mae', 'psnr', 'ssim']
 FIGURE_HEIGHT = 160      # pixels of each mid-slice montage in the result page
@@ -227,10 +226,7 @@ class VolumeEvaluator:
         if not self.write:
             self.rows += rows
             return
-        disagreement = disagreement_map([np.clip(target_map.denormalise(assembler.volumes[p]), target_map.low,
-                                                 target_map.high) for p in assembler.planes],
-                                        list(spreads.volumes.values()) if spreads else [],
-                                        (target_map.high - target_map.low) / 2)
+        disagreement = assembler.disagreement(target_map, spreads)
         if disagreement is not None:
             save_nifti(subject.geometry.from_canonical(disagreement), reference,
                        os.path.join(self.volume_dir, f'{name}_{self.pred}_disagreement.nii.gz'))

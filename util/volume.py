@@ -383,3 +383,11 @@ class VolumeAssembler:
         if method == 'median':
             return np.median(stack, axis=0).astype(np.float32)
         raise ValueError(f'unknown fusion "{method}"; use mean or median')
+
+    def disagreement(self, target: 'IntensityMap', spread: 'VolumeAssembler | None' = None) -> np.ndarray | None:
+        """:func:`disagreement_map` of these plane volumes ([-1, 1], mapped to target units by ``target`` and
+        clipped to its window) and of the TTA / ensemble ``spread`` assembled beside them (canonical order)."""
+        return disagreement_map([np.clip(target.denormalise(self.volumes[p]), target.low, target.high)
+                                 for p in self.planes],
+                                list(spread.volumes.values()) if spread is not None else [],
+                                (target.high - target.low) / 2)
