@@ -6,7 +6,7 @@ import torch
 
 from .generators.sam_unet import add_sam_options
 from .pix2pix_model import Pix2PixModel
-from .sam_cache import add_sam_cache_options, prepare
+from .sam_cache import add_sam_cache_options, batch_features, prepare
 
 
 def feature_discard_loss(steps: list[torch.Tensor], masks: list[torch.Tensor]) -> torch.Tensor:
@@ -86,12 +86,8 @@ class MrnetModel(Pix2PixModel):
         super().set_input(input)      # also the body mask and the target's SAM feature
         self.sam_feature = None
         if 'sam_feature' in input:
-            feature = self.to_device(input['sam_feature']).float()
-            missing = ~input['sam_cached']        # on the CPU, as the loader gives it: no wait for the GPU here
-            if missing.any():
-                missing = missing.to(self.device)
-                feature[missing] = self.unwrap('G').sam(self.real_A[missing]).to(feature)
-            self.sam_feature = feature
+            self.sam_feature = batch_features(input['sam_feature'], input['sam_cached'], self.real_A,
+                                              self.unwrap('G').sam, self.to_device)
 
     def forward(self) -> None:
         """fake_B = y_n; also keeps [y_0..y_n] and [M_1..M_n], and the masks in [-1, 1] for display."""

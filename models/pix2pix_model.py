@@ -6,6 +6,7 @@ import torch
 from . import networks
 from .base_model import BaseModel
 from .body_loss import add_loss_region_options, pixel_loss
+from .sam_cache import batch_features, prepare
 from .sam_perceptual import add_sam_perceptual_options, perceptual_encoder, sam_perceptual_loss
 
 
@@ -37,7 +38,6 @@ class Pix2PixModel(BaseModel):
             self.netD = networks.define_D(opt.input_nc + opt.output_nc, opt.ndf, opt.netD, opt.n_layers_D,
                                           opt.norm, opt.init_type, opt.init_gain)
             self.criterionGAN = networks.GANLoss(opt.gan_mode).to(self.device)
-            self.criterionL1 = torch.nn.L1Loss()
             self.optimizer_G = self.adam([p for p in self.netG.parameters() if p.requires_grad])
             self.optimizer_D = self.adam(self.netD.parameters())
             self.optimizers = [self.optimizer_G, self.optimizer_D]
@@ -53,21 +53,13 @@ class Pix2PixModel(BaseModel):
         self.body = input['mask'].to(self.device) if 'mask' in input else None
         self.target_feature = None
         if getattr(self, 'perceptual_sam', None) is not None:
-            if 'sam_target_feature' in input:
-                feature = input['sam_target_feature'].to(self.device, torch.float32)
-                missing = ~input['sam_target_cached'].to(self.device)
-            else:
-                feature, missing = None, None
-            if feature is None or missing.all():
-                feature = self.perceptual_sam(self.real_B)
-            elif missing.any():
-                feature[missing] = self.perceptual_sam(self.real_B[missing])
-            self.target_feature = feature
+            self.target_feature = batch_features(input['sam_target_feature'], input['sam_target_cached'],
+                                                 self.real_B, self.perceptual_sam, self.to_device) \
+                if 'sam_target_feature' in input else self.perceptual_sam(self.real_B)
 
     def prepare_data(self, dataset, opt=None) -> None:
         """With --lambda_sam_perceptual: build (what is missing of) the target slices' SAM feature cache."""
         if getattr(self, 'perceptual_sam', None) is not None:
-            from .sam_cache import prepare
             prepare(self.perceptual_sam, dataset, opt or self.opt, field='B')
 
     def forward(self) -> None:

@@ -61,6 +61,20 @@ OPEN_CHUNKS = 64                    # chunk files each process keeps memory-mapp
 SliceKey = tuple[str, str, int]     # (subject, plane, slice index)
 
 
+def batch_features(feature: torch.Tensor, cached: torch.Tensor, images: torch.Tensor, encoder, to_device
+                   ) -> torch.Tensor:
+    """A batch's SAM features as the loader gives them (``feature`` (N, 256, S/16, S/16) from
+    :meth:`CachedFeatures.read`, ``cached`` (N,) bool, both on the CPU) on the model's device (``to_device``), the
+    slices the cache lacks filled in from ``encoder`` on ``images`` (N, C, H, W, on the device). ``cached`` is
+    checked on the CPU, so a fully cached batch never waits for the GPU."""
+    feature = to_device(feature).float()
+    missing = ~cached
+    if missing.any():
+        missing = missing.to(feature.device)
+        feature[missing] = encoder(images[missing]).to(feature)
+    return feature
+
+
 def add_sam_cache_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """--sam_cache, --sam_cache_dtype, --sam_batch_size (adding twice is a no-op)."""
     if '--sam_cache' in parser._option_string_actions:
