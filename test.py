@@ -15,7 +15,7 @@ import os
 
 from data import create_dataset
 from models import create_model
-from models.test_time import EnsembleModel, ensemble_result_name
+from models.test_time import EnsembleModel, ensemble_result_name, write_members
 from options.ingredients import ensemble_names
 from options.test_options import TestOptions
 from util.cli import run_cli
@@ -51,7 +51,7 @@ def main(args: list[str] | None = None) -> str:
     webpage = HTML(web_dir, f'Experiment = {opt.name}, Phase = {opt.phase}, Epoch = {opt.epoch}')
     evaluator = dataset.dataset.make_evaluator(opt, web_dir)
     if len(names) > 1:
-        write_members(web_dir, model.checkpoints(), opt.ensemble_fuse)
+        write_members(os.path.join(web_dir, 'ensemble.json'), model.checkpoints(), opt.ensemble_fuse)
     if opt.eval:
         model.eval()
     if total < len(dataset):
@@ -82,18 +82,6 @@ def main(args: list[str] | None = None) -> str:
         raise RuntimeError(f'{len(failed)} subject(s) failed: ' + '; '.join(f'{n}: {why}' for n, why in failed.items())
                            + f' (the results of the others are in {page})')
     return page
-
-
-def write_members(web_dir: str, checkpoints: list[str], fuse: str) -> None:
-    """``<web_dir>/ensemble.json``: the members' checkpoint files (with sha256) and the fusion."""
-    import json
-    from util.checkpoint import atomic_write
-    from util.util import file_sha256
-    record = {'fuse': fuse, 'members': [{'checkpoint': os.path.abspath(p), 'sha256': file_sha256(p)}
-                                        for p in checkpoints]}
-    os.makedirs(web_dir, exist_ok=True)
-    atomic_write(lambda f: f.write(json.dumps(record, indent=1)), os.path.join(web_dir, 'ensemble.json'),
-                 binary=False)
 
 
 if __name__ == '__main__':

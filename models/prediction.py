@@ -38,6 +38,7 @@ from util.util import file_sha256
 
 from .clinical_output import DICOM_FORMAT, HandOff, write_qa, write_series
 from .networks import define_G, load_network_state
+from .test_time import flip_outputs, fuse, member_settings_conflict, write_members
 
 # options a checkpoint without stored options (the classic toolkit's) must be given on the command line
 REQUIRED_OPTIONS = ('netG', 'ngf', 'norm', 'input_nc', 'output_nc', 'modality_A', 'modality_B', 'crop_size')
@@ -178,7 +179,6 @@ def load_ensemble(checkpoints_dir: str, names: list[str], epoch: str = 'latest',
                   sam_checkpoint: str | None = None, given: dict | None = None, fuse: str = 'mean') -> TrainedGenerator:
     """:func:`load_generator` for each experiment of ``names``; several make an ensemble (its first member with
     ``members`` set), refused when members differ in what their slices are (models/test_time.py)."""
-    from .test_time import member_settings_conflict
     members = [load_generator(checkpoints_dir, n, epoch, device, sam_checkpoint, given) for n in names]
     if len(members) == 1:
         return members[0]
@@ -463,7 +463,6 @@ def translate(generator: TrainedGenerator, batch: torch.Tensor) -> tuple[torch.T
     """(N, C, S, S) output on the CPU and its spread (N, 1, S, S) in [-1, 1] units (None for one generator
     without TTA): every member, each on the slice and (--tta flip) its in-plane flips, fused as test.py does
     (models/test_time.py)."""
-    from .test_time import flip_outputs, fuse
     members = generator.members or [generator]
     tta = generator.settings.tta == 'flip'
     if len(members) == 1 and not tta:
@@ -499,7 +498,8 @@ def predict_file(generator: TrainedGenerator, item: VolumeInput, plan: OutputPla
     if plan.disagreement and result.disagreement is not None:
         write_image(result.disagreement, reference, plan.disagreement)
     if len(generator.paths) > 1:
-        write_members(plan.fused, generator)
+        write_members(members_path(plan.fused), generator.paths, generator.fuse, output=os.path.basename(plan.fused),
+                      tta=generator.settings.tta)
     if plan.qa:                           # last: the page and its summary row only for outputs that are complete
         notes += write_qa(handoff, plan.qa, item.name, data, reference, result.fused, result.disagreement,
                           result.mask)
@@ -513,15 +513,6 @@ def members_path(fused: str) -> str:
     """The ensemble record beside a fused output: ``<stem>_members.json``."""
     ext = image_extension(fused) or ''
     return f'{fused[:len(fused) - len(ext)]}_members.json'
-
-
-def write_members(fused: str, generator: TrainedGenerator) -> None:
-    """``<stem>_members.json`` (atomically): the ensemble's fusion and each member's checkpoint file and sha256."""
-    import json
-    from util.checkpoint import atomic_write
-    record = {'output': os.path.basename(fused), 'fuse': generator.fuse, 'tta': generator.settings.tta,
-              'members': [{'checkpoint': os.path.abspath(p), 'sha256': file_sha256(p)} for p in generator.paths]}
-    atomic_write(lambda f: f.write(json.dumps(record, indent=1)), members_path(fused), binary=False)
 
 
 def mask_for(item: VolumeInput, mask: str | None, n_inputs: int) -> str | None:

@@ -158,6 +158,15 @@ class EnsembleModel:
         return self.image_paths
 
 
+def write_members(path: str, checkpoints: list[str], fuse: str, **extra) -> None:
+    """The ensemble's record at ``path`` (JSON, atomically): ``extra`` fields, the fusion and each member's
+    checkpoint file (absolute) with its sha256 (test.py's ``ensemble.json``, predict's ``<stem>_members.json``)."""
+    from util.comparison import write_json
+    from util.util import file_sha256
+    write_json(path, {**extra, 'fuse': fuse, 'members': [{'checkpoint': os.path.abspath(p), 'sha256': file_sha256(p)}
+                                                         for p in checkpoints]})
+
+
 def ensemble_result_name(names: list[str]) -> str:
     """The results folder name of an ensemble: the members joined by '+' (a single experiment: its name)."""
     return '+'.join(os.path.basename(n) for n in names)
