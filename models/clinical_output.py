@@ -2,7 +2,7 @@
 even slices), the synthetic CT as a DICOM CT Image Storage series in the MR's study and frame of reference
 (util.dicom), and a QA page per patient with its row of ``predict_summary.csv`` (util.qa_page).
 
-    handoffs = prepare_handoffs(inputs, plans, checkpoint=..., ...)     # every check before the first slice
+    handoffs = prepare_handoffs(inputs, plans, checkpoints=[...], ...)     # every check before the first slice
     notes = write_series(handoff, series_folder, name, reference, sct)          # the DICOM CT series
     notes += write_qa(handoff, qa_folder, name, data, reference, sct, disagreement, mask)
 """
@@ -63,21 +63,26 @@ class HandOff:
         return read_image(path, series)
 
 
-def _description(checkpoint: str) -> str:
-    label = f'{os.path.basename(os.path.dirname(checkpoint))}/{os.path.basename(checkpoint).removesuffix(".pth")}'
+def _description(checkpoints: list[str]) -> str:
+    first = checkpoints[0]
+    label = f'{os.path.basename(os.path.dirname(first))}/{os.path.basename(first).removesuffix(".pth")}' + \
+        (f' +{len(checkpoints) - 1}' if len(checkpoints) > 1 else '')
     head = 'SYNTHETIC CT (not acquired) '
     room = SERIES_DESCRIPTION_LENGTH - len(head)
     return head + (label if len(label) <= room else '...' + label[-(room - 3):])
 
 
-def prepare_handoffs(inputs: list, plans: list, checkpoint: str, sam_file: str | None, source_modality: str,
+def prepare_handoffs(inputs: list, plans: list, checkpoints: list[str], sam_file: str | None, source_modality: str,
                      window: tuple[float, float], patient_id: str | None = None, patient_name: str | None = None,
                      resample: bool = False, overwrite: bool = False) -> list[HandOff | None]:
     """The hand-off of each (input, plan) of models.prediction, made before any prediction so that every bad input
     stops the run before its first slice: DICOM inputs are checked (modality, multi-frame, orientation, spacing;
     uneven slices only with ``resample``), patient fields checked against their value representations. None for
-    an input without DICOM source, DICOM output or QA page."""
-    checkpoint_sha = file_sha256(checkpoint)
+    an input without DICOM source, DICOM output or QA page. ``checkpoints``: the generator file, or every member's
+    of an ensemble (all named in the provenance)."""
+    named = [f'{os.path.abspath(c)} (sha256 {file_sha256(c)})' for c in checkpoints]
+    model_text = (f'checkpoint {named[0]}' if len(named) == 1 else
+                  f'the voxel-wise fused ensemble of {len(named)} checkpoints {", ".join(named)}')
     sam_text = f'{os.path.abspath(sam_file)} (sha256 {file_sha256(sam_file)})' if sam_file else 'none (no frozen SAM file needed)'
     handoffs = []
     for item, plan in zip(inputs, plans):
@@ -98,16 +103,17 @@ def prepare_handoffs(inputs: list, plans: list, checkpoint: str, sam_file: str |
                         else SeriesIdentity.new(patient_id, patient_name))
             origin = (f'MR series {source.uid} ({len(source.files)} images)' if source is not None
                       else f'{item.path} (no DICOM identity)')
-            derivation = (f'Synthetic CT computed from {origin} by {TOOLKIT_NAME} {__version__} with checkpoint '
-                          f'{checkpoint} (sha256 {checkpoint_sha}), SAM {sam_text}. Not an acquired image.'
+            derivation = (f'Synthetic CT computed from {origin} by {TOOLKIT_NAME} {__version__} with '
+                          f'{model_text}, SAM {sam_text}. Not an acquired image.'
                           + (' The MR slices were unevenly spaced and were resampled onto even steps.'
                              if source is not None and not source.even else ''))
-            provenance = Provenance(_description(checkpoint), derivation[:DERIVATION_LENGTH])
+            provenance = Provenance(_description(checkpoints), derivation[:DERIVATION_LENGTH])
         sha = series_sha256(item.path, files)
         facts = [('input', os.path.abspath(item.path) + (f' (DICOM series {source.uid})' if source else '')),
                  ('input sha256' + (' (of the slice files\' sha256 in slice order)' if files else ''), sha),
                  ('output', os.path.abspath(plan.fused)),
-                 ('checkpoint', f'{os.path.abspath(checkpoint)} (sha256 {checkpoint_sha})'),
+                 *((f'checkpoint{f" {i + 1} of {len(named)}" if len(named) > 1 else ""}', text)
+                   for i, text in enumerate(named)),
                  ('SAM file', sam_text)]
         if source is not None and not source.even:
             facts.append(('resampled', 'the input slices were unevenly spaced and were resampled onto even steps '
@@ -116,7 +122,7 @@ def prepare_handoffs(inputs: list, plans: list, checkpoint: str, sam_file: str |
             facts.append(('DICOM identity', _identity_text(identity)))
         handoffs.append(HandOff(source, identity, provenance, facts, tuple(window), dicom_modality(source_modality),
                                 overwrite, {'input': item.path, 'input_sha256': sha, 'output': plan.fused,
-                                            'checkpoint': checkpoint, 'sam_file': sam_file or ''}))
+                                            'checkpoint': ';'.join(checkpoints), 'sam_file': sam_file or ''}))
     return handoffs
 
 

@@ -84,7 +84,6 @@ def main(argv: list[str] | None = None) -> None:
                     model.optimize_parameters()
 
                 def predict_slice():
-                    model.opt.tta = opt.tta
                     model.set_input({k: v for k, v in batch.items() if not k.startswith('sam_')})
                     for _ in range(members):            # an ensemble runs every member on the slice
                         model.test()

@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     check_outputs_free(plans, args.overwrite)
     check_outputs_writable(plans)       # before the first slice: a prediction is never computed to be lost
     masks = [mask_for(item, args.mask, len(inputs)) for item in inputs]
-    handoffs = prepare_handoffs(inputs, plans, generator.path, generator.options.get('sam_checkpoint'), s.source,
+    handoffs = prepare_handoffs(inputs, plans, generator.paths, generator.options.get('sam_checkpoint'), s.source,
                                 s.ct_window, args.patient_id, args.patient_name, args.resample_slices, args.overwrite)
     lines = []
     for item, plan, mask, handoff in zip(inputs, plans, masks, handoffs):

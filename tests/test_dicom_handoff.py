@@ -16,6 +16,7 @@ import SimpleITK as sitk
 from image_fixtures import PATIENT_STUDY_TAGS, STUDY_UID, itk_volume, lr_phantom, write_dicom_series
 import train as train_script
 from test_predict import TINY, run_predict, write_case
+from scripts import predict
 from util.dicom import (CT_IMAGE_STORAGE, Provenance, SeriesIdentity, read_source_series, resample_slices,
                         write_ct_series)
 from util.image_io import dicom_series, read_image, reference_image, write_image
@@ -110,6 +111,26 @@ def test_dicom_mr_gives_a_ct_series_in_its_study_with_the_mr_grid(trained, tmp_p
         rows = list(csv.DictReader(f))
     assert [r['name'] for r in rows] == ['patient'] and rows[0]['registered'] == 'yes'
     assert rows[0]['output'] == str(series) and len(rows[0]['input_sha256']) == 64
+
+
+def test_an_ensemble_names_every_member_in_the_series_and_the_qa_page(trained, tmp_path):
+    """predict --name a,b: the derivation, the series description, the QA page and the summary row name every
+    member's checkpoint, not only the first."""
+    import shutil
+    shutil.copytree(trained['checkpoints'] / 'p2p', tmp_path / 'ck' / 'p2p')
+    shutil.copytree(trained['checkpoints'] / 'p2p', tmp_path / 'ck' / 'p2p_b')
+    source, _ = mr_series(tmp_path)
+    predict.main(['--name', 'p2p,p2p_b', '--checkpoints_dir', str(tmp_path / 'ck'), '--gpu_ids', '-1',
+                  '--no_progress', '--input', str(source), '--output', str(tmp_path / 'out'), '--planes', 'z'])
+    ct = headers(tmp_path / 'out' / 'patient_sct')
+    members = [str(tmp_path / 'ck' / n / 'latest_net_G.pth') for n in ('p2p', 'p2p_b')]
+    assert 'ensemble of 2 checkpoints' in ct[0].DerivationDescription
+    assert all(m in ct[0].DerivationDescription for m in members)
+    assert ct[0].SeriesDescription.endswith('p2p/latest_net_G +1')
+    page = (tmp_path / 'out' / 'patient_sct_qa' / 'index.html').read_text(encoding='utf-8')
+    assert 'checkpoint 1 of 2' in page and 'checkpoint 2 of 2' in page and all(m in page for m in members)
+    with open(tmp_path / 'out' / 'predict_summary.csv', newline='') as f:
+        assert next(csv.DictReader(f))['checkpoint'] == ';'.join(members)
 
 
 def test_written_hu_read_back_exactly_by_simpleitk_at_the_same_world_points(tmp_path):

@@ -61,8 +61,8 @@ def mount_point(path: str) -> str:
 
 def human_bytes(n: float) -> str:
     """``n`` bytes as B, KiB, MiB, GiB or TiB."""
-    for unit in ('B', 'KiB', 'MiB', 'GiB', 'TiB'):
-        if abs(n) < 1024 or unit == 'TiB':
+    for unit in ('B', 'KiB', 'MiB', 'GiB'):
+        if abs(n) < 1024:
             return f'{n:.0f} {unit}' if unit == 'B' else f'{n:.1f} {unit}'
         n /= 1024
     return f'{n:.1f} TiB'

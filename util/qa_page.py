@@ -27,7 +27,7 @@ from scipy import ndimage
 from util.checkpoint import atomic_write
 from util.evaluation import mid_slice_image
 from util.html import HTML, image_url
-from util.volume import PLANE_NAMES, Geometry
+from util.volume import MR_PERCENTILES, PLANE_NAMES, Geometry
 
 AIR_HU = -400.0                         # below this inside the body: air (bowel gas, sinuses, a wrong prediction)
 SOFT_TISSUE = (-160.0, 240.0)           # window W400 L40
@@ -132,7 +132,7 @@ def _percent(value: float) -> str:
 
 def write_qa_page(folder: str, name: str, mr: np.ndarray, sct: np.ndarray, disagreement: np.ndarray | None,
                   mask: np.ndarray, reference, window: tuple[float, float], provenance: list[tuple[str, str]],
-                  mr_percentiles: tuple[float, float] = (0.5, 99.5), source: str = 'MR') -> tuple[str, QAChecks]:
+                  mr_percentiles: tuple[float, float] = MR_PERCENTILES, source: str = 'MR') -> tuple[str, QAChecks]:
     """Write ``<folder>/index.html`` and its images for patient ``name``: ``mr`` (source units), ``sct`` (HU),
     ``disagreement`` (HU or None) and the body ``mask``, all in the file voxel order of ``reference``;
     ``provenance``: (what, value) rows (input, sha256, output, checkpoint ...). Returns (page path, checks)."""
