@@ -25,13 +25,14 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
 from util.checkpoint import atomic_write
+from util.dicom import WINDOWS
 from util.evaluation import mid_slice_image
 from util.html import HTML, image_url
 from util.volume import MR_PERCENTILES, PLANE_NAMES, Geometry
 
 AIR_HU = -400.0                         # below this inside the body: air (bowel gas, sinuses, a wrong prediction)
-SOFT_TISSUE = (-160.0, 240.0)           # window W400 L40
-BONE = (-500.0, 1300.0)                 # window W1800 L400
+# the display windows of the CT series (util/dicom.py WINDOWS: W400 L40, W1800 L400) as (low, high) HU
+SOFT_TISSUE, BONE = ((center - width / 2, center + width / 2) for center, width, _ in WINDOWS)
 DISAGREEMENT_MAX = 200.0                # HU at the top of the disagreement colour scale
 IMAGE_HEIGHT = 200                      # pixels of each mid-plane image
 # check -> level above which it is flagged (share of voxels, or HU)
