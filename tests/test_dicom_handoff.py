@@ -19,6 +19,7 @@ from test_predict import TINY, run_predict, write_case
 from scripts import predict
 from util.dicom import (CT_IMAGE_STORAGE, Provenance, SeriesIdentity, read_source_series, resample_slices,
                         write_ct_series)
+from util.disk import WriteError
 from util.image_io import dicom_series, read_image, reference_image, write_image
 from util.qa_page import qa_checks
 from util.version import __version__
@@ -289,7 +290,7 @@ def test_the_series_folder_appears_whole_or_not_at_all_and_is_replaced_only_when
             raise OSError(28, 'No space left on device')
         return real_save(self, *args, **kwargs)
     monkeypatch.setattr(pydicom.Dataset, 'save_as', failing_save)
-    with pytest.raises(OSError, match='No space left'):
+    with pytest.raises(WriteError, match=r'no space left on .* while writing .*ct/CT_0003\.dcm'):
         write_ct_series(data, reference.affine, str(folder), SeriesIdentity.new(), Provenance('two', 'two'),
                         overwrite=True)
     assert sorted(os.listdir(tmp_path)) == ['ct'] and [d.SeriesDescription for d in headers(folder)] == ['one'] * 4

@@ -37,6 +37,7 @@ from pydicom.multival import MultiValue
 from pydicom.valuerep import validate_value
 
 from util.checkpoint import file_mode
+from util.disk import writing
 from util.image_io import LPS_FLIP, affine_to_itk
 from util.version import TOOLKIT_NAME, __version__
 
@@ -330,8 +331,12 @@ def write_ct_series(hu: np.ndarray, affine: np.ndarray, folder: str, identity: S
     series_uid = generate_uid(prefix=None)
     now = datetime.datetime.now()
     shared = _series_dataset(identity, provenance, series_uid, now, (pixels.shape[1], pixels.shape[0]))
+    shared.ImageOrientationPatient = [_ds(v) for v in iop]          # the same on every slice
+    shared.PixelSpacing = [_ds(v) for v in pixel_spacing]
+    shared.SliceThickness = _ds(identity.slice_thickness or step)
     normal = np.cross(iop[:3], iop[3:])
-    tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(folder)}.', dir=parent)
+    with writing(folder):                 # a full disk or read-only mount: one clear line naming the folder
+        tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(folder)}.', dir=parent)
     names = []
     try:
         for k in range(pixels.shape[2]):
@@ -340,9 +345,6 @@ def write_ct_series(hu: np.ndarray, affine: np.ndarray, folder: str, identity: S
             ds.SOPInstanceUID = generate_uid(prefix=None)
             ds.InstanceNumber = k + 1
             ds.ImagePositionPatient = [_ds(v) for v in positions[k]]
-            ds.ImageOrientationPatient = [_ds(v) for v in iop]
-            ds.PixelSpacing = [_ds(v) for v in pixel_spacing]
-            ds.SliceThickness = _ds(identity.slice_thickness or step)
             ds.SliceLocation = _ds(float(positions[k] @ normal))
             ds.PixelData = np.ascontiguousarray(pixels[:, :, k].T).tobytes()
             meta = FileMetaDataset()
@@ -350,7 +352,7 @@ def write_ct_series(hu: np.ndarray, affine: np.ndarray, folder: str, identity: S
             meta.TransferSyntaxUID = ExplicitVRLittleEndian
             ds.file_meta = meta
             name = f'CT_{k + 1:04d}.dcm'
-            with open(os.path.join(tmp, name), 'wb') as f:
+            with writing(os.path.join(folder, name)), open(os.path.join(tmp, name), 'wb') as f:
                 ds.save_as(f, enforce_file_format=True)
                 f.flush()
                 os.fsync(f.fileno())
