@@ -15,15 +15,15 @@ import os
 
 from data import create_dataset
 from models import create_model
-from models.test_time import EnsembleModel, ensemble_result_name, write_members
+from inference.test_time import EnsembleModel, run_test, ensemble_result_name, write_members
 from options.ingredients import ensemble_names
 from options.test_options import TestOptions
 from util.cli import run_cli
-from util.evaluation import summary_sections
+from evaluation.scoring import make_evaluator, summary_sections
 from util.html import HTML
 from util.seed import seed_everything
 from util.util import check_unique_names
-from models.validation import BEST_LABEL, best_note
+from evaluation.validation import BEST_LABEL, best_note
 from util.visualizer import save_images
 
 
@@ -49,7 +49,7 @@ def main(args: list[str] | None = None) -> str:
     label = f'{split}_{opt.epoch}' + (f'_iter{opt.load_iter}' if opt.load_iter > 0 else '')
     web_dir = os.path.join(opt.results_dir, ensemble_result_name(names), label)
     webpage = HTML(web_dir, f'Experiment = {opt.name}, Phase = {opt.phase}, Epoch = {opt.epoch}')
-    evaluator = dataset.dataset.make_evaluator(opt, web_dir)
+    evaluator = make_evaluator(opt, web_dir, dataset.dataset)
     if len(names) > 1:
         write_members(os.path.join(web_dir, 'ensemble.json'), model.checkpoints(), opt.ensemble_fuse)
     if opt.eval:
@@ -61,7 +61,7 @@ def main(args: list[str] | None = None) -> str:
         if done >= total:
             break
         model.set_input(data)
-        model.test()
+        run_test(model)
         visuals = model.get_current_visuals()
         names = data.get('name', data['A_paths'])
         for j in range(min(len(names), total - done)):

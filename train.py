@@ -19,7 +19,7 @@ from options.train_options import TrainOptions
 from util import distributed
 from util.cli import run_cli
 from util.seed import seed_everything
-from models.validation import Validator
+from evaluation.validation import Validator
 
 
 def main(args: list[str] | None = None) -> None:

@@ -18,6 +18,8 @@ class BaseDataset(torch.utils.data.Dataset, ABC):
     """Subclasses implement ``__len__`` and ``__getitem__`` returning at least
     ``{'A': FloatTensor (C, H, W) in [-1, 1], 'A_paths': str}`` (paired sets also 'B', 'B_paths')."""
 
+    volumetric = False    # True: items are slices of volumes that evaluation/ puts back together and scores per volume
+
     def __init__(self, opt: argparse.Namespace):
         self.opt = opt
         self.root = opt.dataroot
@@ -38,11 +40,6 @@ class BaseDataset(torch.utils.data.Dataset, ABC):
         known without reading the items; test.py checks them for clashing names before it starts."""
         return None
 
-    def make_evaluator(self, opt: argparse.Namespace, result_dir: str, **options):
-        """What test.py (and validation) uses to score results: per-image PSNR/SSIM for 2D data; ``options``
-        go to the evaluator (``write=False``: score only)."""
-        from util.evaluation import SliceEvaluator
-        return SliceEvaluator(opt, result_dir, write=options.get('write', True))
 
 
 def require_dir(opt: argparse.Namespace, *subdirs: str) -> list[str]:

@@ -41,9 +41,10 @@ from data.splits import ALL_SPLIT, fold_split, list_subjects, load_split
 from util.disk import WriteError, cannot_write, writing
 from util.image_io import read_image
 from util.mapped import MappedFiles, TruncatedFileError, check_whole
-from util.metrics import METRIC_SETS
-from util.volume import (CT_WINDOW, MR_PERCENTILES, PLANES, RESIZE_MODES, Geometry, IntensityMap, body_mask,
-                         dilate, intensity_map, modality_kind, slice_spacing, take_slice, to_square)
+from util.intensity import CT_WINDOW, MR_PERCENTILES, IntensityMap, intensity_map, modality_kind
+from util.slicing import PLANES, RESIZE_MODES, slice_spacing, take_slice, to_square
+from util.geometry import Geometry
+from util.body_mask import body_mask, dilate
 
 DEMO_ROOTS = {'synthrad': os.path.join('datasets', 'demo_synthrad'), 'brats': os.path.join('datasets', 'demo_brats')}
 STORE_VERSION = 4                   # 4: body masks join tissue parts closer than 4 voxels (thin volumes)
@@ -193,7 +194,9 @@ class TriplanarAlignedDataset(BaseDataset):
     """Paired slices of co-registered volumes. Items: ``A``, ``B`` (FloatTensor (C, size, size) in [-1, 1], A the
     model input after ``--direction``), ``A_paths``/``B_paths`` (source NIfTI files), ``name``
     (``<subject>_<plane><index>``), ``subject``, ``plane`` ('x', 'y' or 'z'), ``slice_index`` and ``mask``
-    ((1, size, size) bool body mask), which is what :class:`util.evaluation.VolumeEvaluator` needs."""
+    ((1, size, size) bool body mask), which is what :class:`evaluation.scoring.VolumeEvaluator` needs."""
+
+    volumetric = True
 
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
@@ -214,9 +217,6 @@ class TriplanarAlignedDataset(BaseDataset):
                             help='how test.py fuses the per-plane volumes')
         parser.add_argument('--split', default='', help=f'subjects to use: the split <dataroot>/splits/<name>.txt '
                             f'(default: --phase), or "{ALL_SPLIT}" for every subject folder of --dataroot')
-        parser.add_argument('--metrics', default='synthrad2023', choices=sorted(METRIC_SETS),
-                            help='volume metrics of test.py: synthrad2023 (MAE, PSNR, SSIM) or synthrad2025 (MAE, '
-                                 'PSNR, masked MS-SSIM), each as its challenge computes them')
         parser.add_argument('--split_seed', type=int, default=2024,
                             help='seed of the 8:1:1 subject split made when <dataroot>/splits/ has none')
         parser.add_argument('--skip_bad_subjects', action='store_true',
@@ -275,7 +275,7 @@ class TriplanarAlignedDataset(BaseDataset):
             names = fold_split(pool, opt.n_folds, opt.fold, opt.split_seed)[self.split]
         self.subjects, self.skipped = self._load_subjects(names, settings)
         self.context = int(getattr(opt, 'context_slices', 0) or 0)
-        # --loss_region body --body_margin_voxels V: the items' body mask grown by V voxels (models/body_loss.py)
+        # --loss_region body --body_margin_voxels V: the items' body mask grown by V voxels (models/losses/body_loss.py)
         self.margin = int(getattr(opt, 'body_margin_voxels', 0) or 0)
         if self.margin < 0:
             raise ValueError(f'--body_margin_voxels {self.margin}: must be 0 or more')
@@ -291,7 +291,7 @@ class TriplanarAlignedDataset(BaseDataset):
         channels = [opt.modality_A, opt.modality_B]
         self._order = [channels.index(self.source), channels.index(self.target), 2]   # source, target, mask
         self._maps = MappedFiles(opt.open_volumes)     # each worker keeps its own (util/mapped.py)
-        self.sam_features = None    # models.sam_cache.CachedFeatures, attached by the MRNet model when it applies
+        self.sam_features = None    # data.sam_cache.CachedFeatures, attached by the MRNet model when it applies
         self.sam_target_features = None   # the same for the target slices (--lambda_sam_perceptual)
 
     def _load_subjects(self, names: list[str], settings: StoreSettings) -> tuple[dict[str, Subject], dict[str, str]]:
@@ -352,7 +352,7 @@ class TriplanarAlignedDataset(BaseDataset):
 
     def sam_cache_spec(self, field: str = 'A') -> dict:
         """What an item's ``field`` slice (``A``, the input; ``B``, the target, for the SAM perceptual loss)
-        depends on, for the SAM feature cache (models/sam_cache.py): the folder it goes next to, the slice store's
+        depends on, for the SAM feature cache (data/sam_cache.py): the folder it goes next to, the slice store's
         key, the modality, size and resizing, and for a 2.5D input (--context_slices K > 0) K; one fingerprint per
         subject (source files, geometry, intensity map)."""
         def fingerprint(subject: Subject) -> str:
@@ -397,12 +397,6 @@ class TriplanarAlignedDataset(BaseDataset):
                 'A_paths': subject.paths[self.source], 'B_paths': subject.paths[self.target],
                 'name': f'{name}_{plane}{index:03d}', 'subject': name, 'plane': plane, 'slice_index': index,
                 'mask': x[2:3] > 0.5}
-
-    def make_evaluator(self, opt: argparse.Namespace, result_dir: str, **options):
-        """Reassembles predictions into NIfTI volumes and scores them (see util.evaluation.VolumeEvaluator, which
-        ``options`` go to)."""
-        from util.evaluation import VolumeEvaluator
-        return VolumeEvaluator(opt, result_dir, self, **options)
 
 
 def context_indices(index: int, k: int, n: int) -> np.ndarray:

@@ -13,7 +13,7 @@ and why:
 - MRNet's SoftClamp (eq. 3): its slope alpha = 0.001 outside [0, 1] is below bf16's resolution at 1 (2^-7), so it
   runs in float32; the mask module's sigmoids and products y_k = y_{k-1} * M_k (eqs. 4-5) are float32, because
   they feed the mask losses (eqs. 9-10) directly;
-- the SAM branch runs in its own ``--sam_precision`` (models/sam_encoder.py) whatever ``--amp`` says.
+- the SAM branch runs in its own ``--sam_precision`` (models/encoders/sam_encoder.py) whatever ``--amp`` says.
 
 fp16 needs loss scaling (its exponent range is small): a GradScaler multiplies each loss before backward, skips an
 optimiser step whose gradients hold inf/NaN and lowers the scale; its state is saved with the training state and

@@ -143,14 +143,10 @@ class BaseModel(ABC):
             getattr(self, 'net' + name).eval()
 
     def test(self) -> None:
-        """Forward pass without gradients (under --amp in training's validation; with --tta flip averaged over the
-        in-plane flips, models/test_time.py), then :meth:`compute_visuals`."""
+        """Forward pass without gradients (under --amp in training's validation), then :meth:`compute_visuals`.
+        Test-time flips (--tta flip) wrap this in inference/test_time.py's :func:`run_test`."""
         with torch.no_grad(), self.autocast():
-            if getattr(self.opt, 'tta', 'none') == 'flip':
-                from .test_time import flip_average
-                flip_average(self)
-            else:
-                self.forward()
+            self.forward()
             self.compute_visuals()
 
     def compute_visuals(self) -> None:

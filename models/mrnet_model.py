@@ -6,7 +6,7 @@ import torch
 
 from .generators.sam_unet import add_sam_options
 from .pix2pix_model import Pix2PixModel
-from .sam_cache import add_sam_cache_options, batch_features, prepare
+from data.sam_cache import add_sam_cache_options, batch_features, prepare
 
 
 def feature_discard_loss(steps: list[torch.Tensor], masks: list[torch.Tensor]) -> torch.Tensor:

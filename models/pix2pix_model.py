@@ -5,9 +5,9 @@ import torch
 
 from . import networks
 from .base_model import BaseModel
-from .body_loss import add_loss_region_options, pixel_loss
-from .sam_cache import batch_features, prepare
-from .sam_perceptual import add_sam_perceptual_options, perceptual_encoder, sam_perceptual_loss
+from models.losses.body_loss import add_loss_region_options, pixel_loss
+from data.sam_cache import batch_features, prepare
+from models.losses.sam_perceptual import add_sam_perceptual_options, perceptual_encoder, sam_perceptual_loss
 
 
 class Pix2PixModel(BaseModel):
@@ -41,7 +41,7 @@ class Pix2PixModel(BaseModel):
             self.optimizer_G = self.adam([p for p in self.netG.parameters() if p.requires_grad])
             self.optimizer_D = self.adam(self.netD.parameters())
             self.optimizers = [self.optimizer_G, self.optimizer_D]
-            self.perceptual_sam = None      # the frozen SAM of --lambda_sam_perceptual (models/sam_perceptual.py)
+            self.perceptual_sam = None      # the frozen SAM of --lambda_sam_perceptual (models/losses/sam_perceptual.py)
             if getattr(opt, 'lambda_sam_perceptual', 0) > 0:
                 self.perceptual_sam = perceptual_encoder(opt, self.unwrap('G')).to(self.device)
                 self.loss_names.insert(2, 'G_sam_perceptual')

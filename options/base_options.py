@@ -10,6 +10,7 @@ from typing import Sequence
 
 import data
 import models
+from evaluation.scoring import add_volume_metric_options
 from options import ingredients
 from util import distributed
 from util.checkpoint import atomic_write
@@ -75,6 +76,8 @@ class BaseOptions:
         opt, _ = parser.parse_known_args(args)
         parser = data.get_option_setter(opt.dataset_mode)(parser, self.is_train)
         opt, _ = parser.parse_known_args(args)
+        if data.find_dataset_using_name(opt.dataset_mode).volumetric:
+            parser = add_volume_metric_options(parser)
         from models.generators import add_generator_options
         parser = ingredients.apply_recipe(add_generator_options(parser, opt.netG), args)
         parser.add_argument('-h', '--help', action='help', default=argparse.SUPPRESS,

@@ -2,14 +2,15 @@
 test-time augmentation (``--tta``), the input width of a 2.5D input, and what test.py takes from the checkpoint.
 
 The ingredients themselves live with what they change: ``--context_slices`` and ``--n_folds/--fold`` in
-data/triplanar_aligned_dataset.py, ``--loss_region/--body_dilation`` in models/body_loss.py,
-``--lambda_sam_perceptual`` in models/sam_perceptual.py, flip TTA and ensembles in models/test_time.py.
+data/triplanar_aligned_dataset.py, ``--loss_region/--body_dilation`` in models/losses/body_loss.py,
+``--lambda_sam_perceptual`` in models/losses/sam_perceptual.py, flip TTA and ensembles in inference/test_time.py.
 """
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Sequence
+
+from inference.loading import stored_training_options
 
 # --recipe NAME: defaults it sets (flags given on the command line still win). synthrad2025 was chosen on a third
 # synthetic set kept for tuning (README "Beyond the paper"), keeping what helped there at both budgets: the body
@@ -74,17 +75,6 @@ def ensemble_names(name: str) -> list[str]:
     if len(set(names)) != len(names):
         raise ValueError(f'--name {name}: an ensemble lists an experiment twice')
     return names
-
-
-def stored_training_options(checkpoints_dir: str, name: str, epoch: str) -> dict:
-    """The options stored in ``<checkpoints_dir>/<name>/<epoch>_net_G.pth`` (or ``_G_A`` of a CycleGAN); {} when
-    there is no such file (test.py then reports the missing checkpoint itself)."""
-    from util.checkpoint import read_network_file
-    for net in ('G', 'G_A'):
-        path = os.path.join(checkpoints_dir, name, f'{epoch}_net_{net}.pth')
-        if os.path.isfile(path):
-            return read_network_file(path)[2] or {}
-    return {}
 
 
 def inherit(opt: argparse.Namespace, parser: argparse.ArgumentParser, args: Sequence[str]) -> argparse.Namespace:

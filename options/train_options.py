@@ -2,7 +2,7 @@
 import argparse
 
 from models.amp import add_amp_options
-from models.validation import add_validation_options
+from evaluation.validation import add_validation_options
 from .base_options import BaseOptions
 
 

@@ -34,7 +34,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from options.comparison_plan import PAPER_MODELS  # noqa: E402
+from evaluation.comparison.plan import PAPER_MODELS  # noqa: E402
 
 
 def _peak_memory_mb(device: str) -> float:
@@ -151,7 +151,7 @@ def run_data_config(cfg: dict) -> dict:
 
 def run_predict_config(cfg: dict) -> dict:
     """Seconds to synthesise one ``cfg['side']``^3 MR phantom (3 planes, every body slice) with scripts/predict.py's
-    code path (models.prediction), after saving and reloading an untrained generator of ``cfg['extra']`` options;
+    code path (inference.predictor), after saving and reloading an untrained generator of ``cfg['extra']`` options;
     model loading and the first batch (warm-up) are excluded by timing a second run."""
     import contextlib
     import io
@@ -160,7 +160,8 @@ def run_predict_config(cfg: dict) -> dict:
     from models import create_model
     from options.train_options import TrainOptions
     from util.image_io import reference_image
-    from models.prediction import load_generator, predict_volume
+    from inference.loading import load_generator
+    from inference.predictor import predict_volume
     gpu = '0' if cfg['device'].startswith('cuda') else '-1'
     args = ['--model', 'mrnet', '--gpu_ids', gpu, '--display_id', '0', '--checkpoints_dir', cfg['tmp'],
             '--name', 'bench_predict', '--crop_size', '256'] + cfg['extra']
@@ -519,8 +520,8 @@ def run_sam_config(cfg: dict) -> dict:
     on them): segment_anything's own ImageEncoderViT, or ours (SDPA attention), in fp32 or with bf16/fp16
     weights, optionally torch.compile'd."""
     import torch
-    from models.sam_attention import use_sdpa_attention
-    from models.sam_encoder import SAM_ENCODERS, SAM_PRECISIONS, build_image_encoder
+    from models.encoders.sam_attention import use_sdpa_attention
+    from models.encoders.sam_encoder import SAM_ENCODERS, SAM_PRECISIONS, build_image_encoder
     device = torch.device(cfg['device'])
     dtype = SAM_PRECISIONS[cfg['precision']]
     encoder = build_image_encoder(SAM_ENCODERS[cfg['model_type']], cfg['size'])

@@ -37,6 +37,7 @@ CONFIGS = {
 def build(flags: list[str], shared: list[str], tmp: str):
     """A training model for ``flags`` and a random batch for it (mask and cached SAM features included)."""
     import torch
+
     from models import create_model
     from options.train_options import TrainOptions
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -72,6 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument('--steps', type=int, default=3, help='timed steps (and predicted slices) per round')
     args, shared = p.parse_known_args(argv)
     import torch
+
+    from inference.test_time import run_test
     with tempfile.TemporaryDirectory() as tmp:
         built = {label: build(flags, shared, tmp) for label, (flags, _) in CONFIGS.items()}
         best = {label: [float('inf'), float('inf')] for label in CONFIGS}
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
                 def predict_slice():
                     model.set_input({k: v for k, v in batch.items() if not k.startswith('sam_')})
                     for _ in range(members):            # an ensemble runs every member on the slice
-                        model.test()
+                        run_test(model)
                 best[label][0] = min(best[label][0], seconds(train_step, args.steps))
                 with torch.no_grad():
                     best[label][1] = min(best[label][1], seconds(predict_slice, args.steps))

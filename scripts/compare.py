@@ -48,10 +48,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from options.comparison_plan import TRAINING_NEUTRAL, Run, plan, train_parser  # noqa: E402
+from evaluation.comparison.plan import TRAINING_NEUTRAL, Run  # noqa: E402
+from options.comparison_options import plan, train_parser  # noqa: E402
 from util.cli import run_cli  # noqa: E402
-from util.comparison import (option_differences, options_path, read_json, run_record_path, tag_dir,  # noqa: E402
-                             write_json)
+from evaluation.comparison.results import option_differences, options_path, run_record_path, tag_dir  # noqa: E402
+from util.json_file import read_json, write_json  # noqa: E402
 
 TRAIN = os.path.join(ROOT, 'train.py')
 TEST = os.path.join(ROOT, 'test.py')
@@ -162,7 +163,7 @@ def measure_generator(test_args: list[str], n_slices: int) -> dict:
     SAM run on the slice as for a new patient, flip TTA and every ensemble member included) on the test device."""
     import torch
     from models import create_model
-    from models.test_time import EnsembleModel
+    from inference.test_time import EnsembleModel, run_test
     from options.ingredients import ensemble_names
     from options.test_options import TestOptions
     with contextlib.redirect_stdout(io.StringIO()):
@@ -190,7 +191,7 @@ def measure_generator(test_args: list[str], n_slices: int) -> dict:
 
     def one() -> None:
         model.set_input(batch)
-        model.test()
+        run_test(model)
     for _ in range(2):
         one()
     sync()
@@ -238,7 +239,7 @@ def execute(run: Run, folder: str, args: argparse.Namespace, trained_runs: dict 
     record. ``trained_runs`` (training flags -> experiment) lets a row that differs in test flags only reuse an
     earlier row's training."""
     trained_runs = {} if trained_runs is None else trained_runs
-    from models.test_time import ensemble_result_name
+    from inference.test_time import ensemble_result_name
     result_dir = os.path.join(args.results_dir, ensemble_result_name(run.members))
     record_path = run_record_path(folder, run.key)
     if args.force:
@@ -298,7 +299,7 @@ def main(argv: list[str] | None = None) -> str:
         record['device'] = measured.get('device', record.get('device', ''))
         write_json(options_path(folder), record)
     from data.layouts import subject_files
-    from util.comparison_report import write_report
+    from evaluation.comparison.report import write_report
     page = write_report(folder, subject_files)
     print(f'[compare] table: {os.path.join(folder, "table.md")}\n[compare] page: {page}')
     return page

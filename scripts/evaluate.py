@@ -38,12 +38,14 @@ if ROOT not in sys.path:
 from data.layouts import MASK_NAME, find_modality, find_subject_file  # noqa: E402
 from data.splits import ALL_SPLIT, list_subjects, load_split  # noqa: E402
 from util.cli import run_cli  # noqa: E402
-from util.comparison import (VOLUME_PLANES, Stat, external_paths, options_path, read_json,  # noqa: E402
-                             safe_label, tag_dir, write_json)
-from util.evaluation import write_csv  # noqa: E402
+from evaluation.comparison.results import VOLUME_PLANES, Stat, external_paths, options_path, safe_label, tag_dir  # noqa: E402
+from util.json_file import read_json, write_json  # noqa: E402
+from evaluation.scoring import write_csv  # noqa: E402
 from util.image_io import read_image  # noqa: E402
-from util.metrics import METRIC_SETS, metric_window, volume_metrics_or_nan  # noqa: E402
-from util.volume import Geometry, body_mask, intensity_map, modality_kind  # noqa: E402
+from evaluation.metrics import METRIC_SETS, metric_window, volume_metrics_or_nan  # noqa: E402
+from util.geometry import Geometry  # noqa: E402
+from util.body_mask import body_mask  # noqa: E402
+from util.intensity import intensity_map, modality_kind  # noqa: E402
 
 SUBJECT = '{subject}'
 
@@ -77,7 +79,7 @@ def score_subject(pred_path: str, gt_path: str, mask_path: str | None, modality:
                   affine_tol: float = 1e-3, metrics: str = 'synthrad2023') -> tuple[dict[str, float], dict[str, str]]:
     """(the ``metrics`` set, {metric: why it is NaN}) of one predicted volume (source units, HU for CT) against its
     ground truth inside the mask: CT clipped to the challenge's HU window, MR to the ground truth's normalisation
-    window (util.evaluation)."""
+    window (evaluation.scoring)."""
     truth, truth_img = read_image(gt_path)
     pred, pred_img = read_image(pred_path)
     check_same_grid(pred_path, pred_img, gt_path, truth_img, affine_tol)
@@ -167,7 +169,7 @@ def append_to_comparison(results_dir: str, tag: str, label: str, rows: list[dict
     options['external'] = [k for k in options.get('external', []) if k != key] + [key]
     write_json(options_path(folder), options)
     from data.layouts import subject_files
-    from util.comparison_report import write_report
+    from evaluation.comparison.report import write_report
     return write_report(folder, subject_files)
 
 

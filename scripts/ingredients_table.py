@@ -21,7 +21,8 @@ if ROOT not in sys.path:
 import numpy as np  # noqa: E402
 
 from util.cli import run_cli  # noqa: E402
-from util.comparison import options_path, read_json, run_record_path  # noqa: E402
+from evaluation.comparison.results import options_path, run_record_path  # noqa: E402
+from util.json_file import read_json  # noqa: E402
 
 REFERENCE = 'mrnet'
 
@@ -30,7 +31,7 @@ def fused_scores(folder: str, run: dict, dataroot: str) -> dict[str, float] | No
     """Mean over test subjects of the fused volume's MAE, PSNR, SSIM (metrics.csv) and MS-SSIM (computed)."""
     from data.layouts import MASK_NAME, find_modality
     from util.image_io import read_image
-    from util.metrics import CT_METRIC_WINDOWS, masked_ms_ssim
+    from evaluation.metrics import CT_METRIC_WINDOWS, masked_ms_ssim
     test_dir = os.path.join(folder, run['test_dir'])
     path = os.path.join(test_dir, 'metrics.csv')
     if not os.path.isfile(path):

@@ -35,11 +35,13 @@ import torch  # noqa: E402
 from data.triplanar_aligned_dataset import parse_planes  # noqa: E402
 from util.cli import run_cli  # noqa: E402
 from util.image_io import WRITABLE_EXTENSIONS  # noqa: E402
-from models.clinical_output import DICOM_FORMAT, prepare_handoffs  # noqa: E402
-from models.prediction import (REQUIRED_OPTIONS, check_outputs_free, check_outputs_writable, find_inputs,  # noqa: E402
-                               load_ensemble, mask_for, plan_outputs, predict_file)
+from inference.export.handoff import DICOM_FORMAT, prepare_handoffs  # noqa: E402
+from inference.inputs import find_inputs, mask_for  # noqa: E402
+from inference.loading import REQUIRED_OPTIONS, load_ensemble  # noqa: E402
+from inference.outputs import check_outputs_free, check_outputs_writable, plan_outputs  # noqa: E402
+from inference.predictor import predict_file  # noqa: E402
 from options.ingredients import ensemble_names  # noqa: E402
-from util.volume import modality_kind  # noqa: E402
+from util.intensity import modality_kind  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

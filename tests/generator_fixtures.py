@@ -9,7 +9,7 @@ import torch
 from timm.models.swin_transformer import SwinTransformer
 
 from models.generators import find_generator
-from models.r50_vit import HybridConfig, build_hybrid_vit
+from models.encoders.r50_vit import HybridConfig, build_hybrid_vit
 
 TINY_VIT = HybridConfig(embed_dim=32, depth=2, num_heads=2, r50_layers=(1, 1, 1), r50_width=32)
 VIT_FLAGS = ['--vit_dim', '32', '--vit_depth', '2', '--vit_heads', '2', '--r50_layers', '1,1,1', '--r50_width', '32']

@@ -6,7 +6,7 @@ import argparse
 import torch
 
 from models.generators.sam_unet import sam_options
-from models.sam_encoder import SAM_PRETRAIN_SIZE, SamEncoderConfig, build_image_encoder
+from models.encoders.sam_encoder import SAM_PRETRAIN_SIZE, SamEncoderConfig, build_image_encoder
 
 # a ViT with SAM's layout (patch 16, window 14, rel-pos, neck to 256 channels) that runs in milliseconds
 TINY_SAM = SamEncoderConfig('custom', embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,))

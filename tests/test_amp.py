@@ -1,4 +1,4 @@
-"""Training at the GPU's speed, checked on the CPU (models/amp.py, data/__init__.py, models/validation.py): --amp
+"""Training at the GPU's speed, checked on the CPU (models/amp.py, data/__init__.py, evaluation/validation.py): --amp
 bf16 trains every model close to fp32, fp16's GradScaler skips an inf step and recovers, resume under amp is
 bit-identical, amp checkpoints are float32 and load in fp32 runs and in predict, persistent workers give the batches
 of fresh ones, and validation reads SAM features from the cache."""
@@ -17,8 +17,8 @@ from data import create_dataset
 from generator_fixtures import TINY as TINY_GENERATORS
 from models import create_model
 from models.amp import resolve_amp
-from models.prediction import load_generator
-from models.validation import Validator
+from inference.loading import load_generator
+from evaluation.validation import Validator
 from options.test_options import TestOptions
 from options.train_options import TrainOptions
 from util.checkpoint import read_network_file
@@ -43,7 +43,7 @@ REL_TOL, ABS_TOL = 0.05, 0.02
 
 @pytest.fixture(autouse=True)
 def quiet_random_sam(monkeypatch):
-    from models import sam_encoder
+    from models.encoders import sam_encoder
     monkeypatch.setattr(sam_encoder, '_random_sam_warned', True)
 
 
@@ -258,7 +258,7 @@ def test_validation_reads_sam_features_from_the_cache(tmp_path, monkeypatch):
     model = make(tmp_path, flags, '--dataroot', str(tmp_path / 'data'), '--planes', 'z', '--num_threads', '0',
                  '--val_freq', '1', '--sam_batch_size', '4')
     validator = Validator(model.opt)
-    from models.sam_encoder import SamFeatureEncoder
+    from models.encoders.sam_encoder import SamFeatureEncoder
     calls = []
     forward = SamFeatureEncoder.forward
     monkeypatch.setattr(SamFeatureEncoder, 'forward', lambda self, x: calls.append(len(x)) or forward(self, x))

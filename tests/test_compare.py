@@ -16,12 +16,12 @@ from PIL import Image
 
 import data.demo_data as demo
 from conftest import ROOT, run_script
-from options import comparison_plan
+from options import comparison_options
 from scripts import compare
-from util.comparison import (Result, csv_row, markdown_tables, option_differences, rank_marks, read_json,
-                             read_metrics_csv, table_sections)
-from util.comparison_figures import choose_slices, parse_loss_log, roi_box
-from util.metrics import psnr
+from evaluation.comparison.results import Result, csv_row, markdown_tables, option_differences, rank_marks, read_metrics_csv, table_sections
+from util.json_file import read_json
+from evaluation.comparison.figures import choose_slices, parse_loss_log, roi_box
+from evaluation.metrics import psnr
 
 COMPARE = str(ROOT / 'scripts' / 'compare.py')
 EVALUATE = str(ROOT / 'scripts' / 'evaluate.py')
@@ -135,7 +135,8 @@ def test_comparison_writes_every_file(comparison: Path):
 def test_strip_captions_are_the_psnr_of_the_shown_slices(comparison: Path):
     """The strip of the worst slice names each model's PSNR; recompute one from the written volumes."""
     import nibabel as nib
-    from util.volume import Geometry, take_slice
+    from util.geometry import Geometry
+    from util.slicing import take_slice
     html = (comparison / 'results' / f'compare_{TAG}' / 'index.html').read_text()
     m = re.search(r'(demo002_([xyz])(\d{3})) \(worst PSNR of mrnet[^;]*\); PSNR of this slice: mrnet ([\d.]+) dB', html)
     assert m, 'no caption for the worst slice'
@@ -193,7 +194,7 @@ def test_other_shared_options_are_refused(comparison: Path, monkeypatch):
     assert '--lr: earlier 0.0001, now 0.0002' in message and '--n_epochs: earlier 1, now 2' in message
     assert '--ngf' not in message and 'shared_options.json' in message
     # the same options spelt differently, or options that change nothing learnt, are not a difference
-    assert comparison_plan.plan(compare.build_parser().parse_known_args(args + ['--lr', '1e-4'])[0],
+    assert comparison_options.plan(compare.build_parser().parse_known_args(args + ['--lr', '1e-4'])[0],
                         TINY + ['--lr', '1e-4', '--print_freq', '7'])[1]['shared'] == \
         read_json(str(comparison / 'results' / f'compare_{TAG}' / 'shared_options.json'))['shared']
 
@@ -226,7 +227,7 @@ def test_ablation_resumes_a_half_finished_run(base: Path, tmp_path: Path, monkey
     argv = ['--dataroot', str(data), '--name', 'abl', '--ablation', 'n_masks=1,2', '--quiet', '--time_slices', '1',
             *tiny]
     args, shared = compare.build_parser().parse_known_args(argv)
-    runs, _ = comparison_plan.plan(args, shared)
+    runs, _ = comparison_options.plan(args, shared)
     assert [(r.label, r.name) for r in runs] == [('n_masks=1', 'compare_abl_n_masks1'),
                                                  ('n_masks=2', 'compare_abl_n_masks2')]
     assert runs[0].train_args[runs[0].train_args.index('--n_masks') + 1] == '1'
@@ -340,7 +341,7 @@ def test_synthrad2025_metrics_reach_test_and_the_tables(base: Path):
     """--metrics synthrad2025 is passed to test.py, and volume rows with ms_ssim make the MS-SSIM table."""
     argv = ['--dataroot', str(base / 'data'), '--name', 'm25', '--models', 'pix2pix', '--metrics', 'synthrad2025']
     args, shared = compare.build_parser().parse_known_args(argv)
-    runs, _ = comparison_plan.plan(args, shared)
+    runs, _ = comparison_options.plan(args, shared)
     assert runs[0].test_args[runs[0].test_args.index('--metrics') + 1] == 'synthrad2025'
     rows = [{**_volume('fused', mae), 'ssim': math.nan, 'ms_ssim': score}
             for mae, score in ((60.0, 0.9), (80.0, 0.8))]
@@ -349,4 +350,4 @@ def test_synthrad2025_metrics_reach_test_and_the_tables(base: Path):
     assert volume_table.header[-3:] == ['MAE (HU) fused', 'PSNR fused', 'MS-SSIM fused']
     assert volume_table.rows[0][-1].text == '0.8500 ± 0.0500'
     with pytest.raises(ValueError, match='--split'):
-        comparison_plan.plan(*compare.build_parser().parse_known_args(argv + ['--split', 'all']))
+        comparison_options.plan(*compare.build_parser().parse_known_args(argv + ['--split', 'all']))

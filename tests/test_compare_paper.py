@@ -8,7 +8,8 @@ import pytest
 
 from conftest import run_script
 from generator_fixtures import SWIN_FLAGS, VIT_FLAGS
-from options import comparison_plan
+from evaluation.comparison import plan as comparison_plan
+from options import comparison_options
 from scripts import compare
 from test_compare import COMPARE, TINY, make_data, read_table
 
@@ -25,7 +26,7 @@ def option_table(path: Path) -> dict[str, str]:
 
 def test_paper_names_the_eight_rows_and_runs_baselines_in_the_cgan(tmp_path: Path):
     assert comparison_plan.parse_models('paper', False) == PAPER
-    runs = {r.key: r for r in comparison_plan.make_runs(compare.build_parser().parse_args(
+    runs = {r.key: r for r in comparison_options.make_runs(compare.build_parser().parse_args(
         ['--name', 't', '--models', 'paper', '--model_args', 'resvit=--pretrained_G g.pth']), [])}
     assert list(runs) == PAPER
     assert (runs['mrnet'].model, runs['mrnet'].args) == ('mrnet', [])
@@ -59,9 +60,9 @@ def test_every_paper_row_trains_with_the_shared_lsgan_patchgan(tmp_path: Path):
     for shared, gan_mode in (([], 'lsgan'), (['--gan_mode', 'vanilla'], 'vanilla')):
         args = compare.build_parser().parse_args(['--name', 't', '--models', 'paper', '--dataroot',
                                                   str(tmp_path / 'data'), '--checkpoints_dir', str(tmp_path / 'ck')])
-        runs, record = comparison_plan.plan(args, shared)
+        runs, record = comparison_options.plan(args, shared)
         assert [r.key for r in runs] == PAPER
         for run in runs:
-            opt = comparison_plan.train_parser(run.train_args).parse_args(run.train_args)
+            opt = comparison_options.train_parser(run.train_args).parse_args(run.train_args)
             assert (opt.netD, opt.n_layers_D, opt.gan_mode) == ('basic', 3, gan_mode), run.key
         assert record['shared']['gan_mode'] == gan_mode

@@ -8,7 +8,7 @@ import pytest
 from data.triplanar_aligned_dataset import TriplanarAlignedDataset
 from data import demo_data
 from scripts import make_demo_data
-from util.volume import Geometry
+from util.geometry import Geometry
 from volume_fixtures import make_opt
 
 

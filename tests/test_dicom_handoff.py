@@ -1,4 +1,4 @@
-"""The synthetic CT handed to a planning system (util/dicom.py, models/clinical_output.py, util/qa_page.py): a DICOM
+"""The synthetic CT handed to a planning system (inference/export/dicom_series.py, inference/export/handoff.py, inference/export/qa_page.py): a DICOM
 MR series in, a CT Image Storage series out in the MR's study and frame of reference, read back tag by tag with
 pydicom and voxel by voxel with SimpleITK; the patient's left stays left; NIfTI in, DICOM out in a new study; the QA
 page and predict_summary.csv; every bad input refused with one line before anything is written."""
@@ -17,11 +17,11 @@ from image_fixtures import PATIENT_STUDY_TAGS, STUDY_UID, itk_volume, lr_phantom
 import train as train_script
 from test_predict import TINY, run_predict, write_case
 from scripts import predict
-from util.dicom import (CT_IMAGE_STORAGE, Provenance, SeriesIdentity, read_source_series, resample_slices,
+from inference.export.dicom_series import (CT_IMAGE_STORAGE, Provenance, SeriesIdentity, read_source_series, resample_slices,
                         write_ct_series)
 from util.disk import WriteError
 from util.image_io import dicom_series, read_image, reference_image, write_image
-from util.qa_page import qa_checks
+from inference.export.qa_page import qa_checks
 from util.version import __version__
 
 MR_ORIGIN, MR_SPACING = (-5.0, 12.5, 40.0), (1.0, 1.2, 2.0)

@@ -140,8 +140,8 @@ def test_full_disk_when_taking_the_run_lock_is_one_line_and_leaves_nothing(tmp_p
 
 
 def test_volumes_and_sam_chunks_on_a_full_disk_name_the_file_and_leave_nothing(tmp_path, monkeypatch):
-    from models import sam_cache
-    from models.sam_cache import ChunkPlan
+    from data import sam_cache
+    from data.sam_cache import ChunkPlan
     from util import image_io
     from util.image_io import reference_image, write_image
     data = np.zeros((4, 5, 6), np.float32)
@@ -230,7 +230,7 @@ def test_read_only_dataroot_keeps_the_split_aside_and_names_the_slice_store(tmp_
 
 def small_cache(root: Path, shape: tuple[int, int, int] = (2, 2, 2)):
     """A SAM feature cache with one 3-row chunk of ``shape`` float16 features for subject 's', plane z."""
-    from models.sam_cache import CachedFeatures, ChunkPlan, SamFeatureCache
+    from data.sam_cache import CachedFeatures, ChunkPlan, SamFeatureCache
     cache = SamFeatureCache(str(root), {'test': 1}, shape)
     cache.open()
     features = np.random.default_rng(0).normal(size=(3, *shape)).astype(np.float16)
@@ -239,7 +239,7 @@ def small_cache(root: Path, shape: tuple[int, int, int] = (2, 2, 2)):
 
 
 def test_damaged_chunk_of_a_read_only_cache_is_computed_without_rewriting(tmp_path, monkeypatch, capsys):
-    from models import sam_cache
+    from data import sam_cache
     cache, stem, features, reader = small_cache(tmp_path)
     raw = bytearray(Path(stem + '.npy').read_bytes())
     raw[-1] ^= 0x7f                                                         # last row damaged
@@ -274,7 +274,7 @@ def tiny_checkpoint(tmp_path) -> Path:
 
 
 def test_predict_checks_its_output_folder_before_the_first_slice(tmp_path, tiny_checkpoint, monkeypatch, capsys):
-    from models import prediction
+    from inference import predictor as prediction
     from scripts import predict
     from util.image_io import reference_image, write_image
     from volume_fixtures import phantom
@@ -304,13 +304,13 @@ def test_predict_checks_its_output_folder_before_the_first_slice(tmp_path, tiny_
 # ----------------------------------------------------------------------------- 5. odd volumes
 
 def identity_generator():
-    from models.prediction import PredictSettings, TrainedGenerator
+    from inference.loading import PredictSettings, TrainedGenerator
     settings = PredictSettings('mr', 'ct', 16, 'resize', 'xyz', 'mean', 1, (-1024.0, 3000.0), (0.5, 99.5), 1e-3)
     return TrainedGenerator(torch.nn.Identity(), settings, torch.device('cpu'), 'identity')
 
 
 def test_one_slice_volume_predicts_every_plane():
-    from models.prediction import predict_volume
+    from inference.predictor import predict_volume
     from util.image_io import reference_image
     data = np.random.default_rng(0).uniform(100, 900, (48, 56, 1)).astype(np.float32)
     flipped = np.diag([-1.0, 1.0, -1.0, 1.0])                 # the one-slice axis is flipped to reach RAS
@@ -328,7 +328,7 @@ def thin_volume(gap: int) -> np.ndarray:
 
 
 def test_body_mask_of_a_thin_volume_keeps_the_whole_body():
-    from util.volume import body_mask
+    from util.body_mask import body_mask
     data = thin_volume(1)
     with warnings.catch_warnings():
         warnings.simplefilter('error')

@@ -12,8 +12,8 @@ import pytest
 
 from conftest import ROOT, run_script
 from scripts import evaluate
-from util.comparison import write_json
-from util.metrics import volume_metrics
+from util.json_file import write_json
+from evaluation.metrics import volume_metrics
 
 EVALUATE = str(ROOT / 'scripts' / 'evaluate.py')
 SHAPE = (12, 13, 14)
@@ -37,7 +37,7 @@ def head() -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_scores_flat_folders_by_hand(tmp_path: Path):
-    """pred = truth + 100 HU inside the mask: MAE 100 HU, PSNR 20 log10(4024 / 100); the SSIM is util.metrics'."""
+    """pred = truth + 100 HU inside the mask: MAE 100 HU, PSNR 20 log10(4024 / 100); the SSIM is evaluation.metrics'."""
     ct, mask = head()
     pred = np.where(mask, ct + 100.0, ct)
     for s in ('a', 'b'):

@@ -1,4 +1,4 @@
-"""Tests for util/evaluation.py: per-slice scoring, and reassembly of slices into NIfTI volumes at the source
+"""Tests for evaluation/scoring.py: per-slice scoring, and reassembly of slices into NIfTI volumes at the source
 geometry and scale, with metrics.csv and the result page."""
 import csv
 import math
@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from data.triplanar_aligned_dataset import TriplanarAlignedDataset
-from util.evaluation import SliceEvaluator, VolumeEvaluator
+from evaluation.scoring import SliceEvaluator, VolumeEvaluator, make_evaluator
 from util.html import HTML
-from util.metrics import psnr, ssim
-from util.volume import PLANES, from_square, put_slice, slice_spacing
+from evaluation.metrics import psnr, ssim
+from util.slicing import PLANES, from_square, put_slice, slice_spacing
 from volume_fixtures import make_opt, synthrad_root
 
 
@@ -23,7 +23,7 @@ def run(root, tmp_path, *args, prediction=lambda b: b, batches=None, visual='fak
     the TTA / ensemble spread a model would give)."""
     ds = TriplanarAlignedDataset(make_opt(root, '--cache_dtype', 'float32', '--output_nc', '1', *args, train=False))
     web = HTML(str(tmp_path / 'web'), 'test')
-    evaluator = ds.make_evaluator(ds.opt, str(tmp_path / 'web'))
+    evaluator = make_evaluator(ds.opt, str(tmp_path / 'web'), ds)
     assert isinstance(evaluator, VolumeEvaluator)
     for n, data in enumerate(torch.utils.data.DataLoader(ds, batch_size=8)):
         if batches is not None and n >= batches:
@@ -191,7 +191,7 @@ def test_page_slices_picks_evenly_spaced_body_slices_per_plane(root, n, expected
     """--page_slices N: the slices test.py puts on the page for each subject and plane, by hand for the phantom's
     body (its mask: x 1..10, y 2..11, z 1..8 of 12 x 14 x 10, canonical): N evenly spaced inside the body."""
     ds = TriplanarAlignedDataset(make_opt(root, '--output_nc', '1', '--page_slices', str(n), train=False))
-    evaluator = ds.make_evaluator(ds.opt, str(root.parent / 'web'), write=False)
+    evaluator = make_evaluator(ds.opt, str(root.parent / 'web'), ds, write=False)
     shown = {p: set() for p in 'xyz'}
     for data in torch.utils.data.DataLoader(ds, batch_size=7):
         for k in range(len(data['subject'])):

@@ -14,7 +14,7 @@ from generator_fixtures import (TINY, TINY_VIT, reference_hybrid, reference_swin
 from models import create_model, networks
 from models.layers import count_parameters
 from models.generators import available_generators, base, find_generator, generator_file
-from models.r50_vit import HybridConfig
+from models.encoders.r50_vit import HybridConfig
 from options.test_options import TestOptions
 from options.train_options import TrainOptions
 

@@ -1,4 +1,4 @@
-"""Tests for util/metrics.py against hand values and scikit-image on the same arrays."""
+"""Tests for evaluation/metrics.py against hand values and scikit-image on the same arrays."""
 import math
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from scipy.ndimage import gaussian_filter
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from util.metrics import (masked_mae, masked_psnr, masked_ssim, psnr, slice_metrics, ssim, ssim_map,
+from evaluation.metrics import (masked_mae, masked_psnr, masked_ssim, psnr, slice_metrics, ssim, ssim_map,
                           volume_metrics)
 
 
@@ -95,7 +95,7 @@ def test_metric_errors():
 def test_downsample2_is_a_zero_bordered_2x2x2_box_then_every_other_voxel():
     """Hand values along one axis, and the same as scipy's fftconvolve with a 2x2x2 box in 'same' mode."""
     from scipy.signal import fftconvolve
-    from util.metrics import downsample2
+    from evaluation.metrics import downsample2
     x = np.array([2.0, 4.0, 6.0, 8.0, 10.0])
     np.testing.assert_allclose(downsample2(x), [1.0, 5.0, 9.0])      # (0+2)/2, (4+6)/2, (8+10)/2
     v = np.random.default_rng(0).normal(size=(9, 8, 7))
@@ -104,7 +104,7 @@ def test_downsample2_is_a_zero_bordered_2x2x2_box_then_every_other_voxel():
 
 
 def test_ms_ssim_of_identical_volumes_is_one_whatever_lies_outside_the_mask():
-    from util.metrics import masked_ms_ssim
+    from evaluation.metrics import masked_ms_ssim
     rng = np.random.default_rng(1)
     truth = rng.normal(0, 400, (30, 24, 20))
     mask = np.zeros(truth.shape, bool)
@@ -119,7 +119,7 @@ def test_ms_ssim_single_level_of_constant_volumes_is_the_luminance_term_to_the_w
     """Constant a and b in a window [0, 100]: contrast and structure are 1, luminance (2ab + C1)/(a^2 + b^2 + C1)
     with C1 = (0.01 * 100)^2 = 1, raised to the level weight (the organisers' exponent): a=50, b=40 gives
     4001/4101, and its square root with weight 0.5."""
-    from util.metrics import masked_ms_ssim
+    from evaluation.metrics import masked_ms_ssim
     a, b = np.full((20, 20, 20), 50.0), np.full((20, 20, 20), 40.0)
     mask = np.ones(a.shape, bool)
     assert masked_ms_ssim(a, b, mask, (0.0, 100.0), weights=(1.0,)) == pytest.approx(4001 / 4101, abs=1e-12)
@@ -131,7 +131,7 @@ def test_ms_ssim_first_level_is_scikit_image_ssim_and_levels_multiply():
     """With one level of weight 1 and no voxel clipped by the l, c, s >= 0 rule, MS-SSIM is scikit-image's 3D SSIM
     (7-voxel uniform window, sample covariance, 3-voxel border left out) of the volumes shifted by -low; the
     5-level value lies below it and is the product of per-level means in (0, 1]."""
-    from util.metrics import masked_ms_ssim
+    from evaluation.metrics import masked_ms_ssim
     a, b = smooth_pair((97, 97, 97), seed=2, noise=0.05)
     truth, pred = a * 1000, b * 1000                                   # HU in [-1000, 1000]
     mask = np.ones(truth.shape, bool)
@@ -163,7 +163,7 @@ def test_five_level_ms_ssim_equals_the_organisers_code():
     run with numpy 2, scipy 1.17.1 and scikit-image 0.26.0: 0.9630895814702523. Its unmasked first value,
     0.9937481354254847, shows the mask matters here. Reversed weights give 0.9503 and the mask left out 0.0192,
     so either breakage (or luminance at the last level only) is caught."""
-    from util.metrics import masked_ms_ssim
+    from evaluation.metrics import masked_ms_ssim
     pred, gt, mask = synthrad2025_case()
     assert masked_ms_ssim(pred, gt, mask) == pytest.approx(0.9630895814702523, abs=1e-9)
 
@@ -174,7 +174,7 @@ def test_ms_ssim_weights_are_per_level_and_luminance_counts_at_every_level():
     b = 40 in a window [0, 100] on a full mask: C1 = 1, so l = 4001/4101 wherever the zero border of the 2x2x2
     pyramid does not reach (level 1 everywhere), c = s = 1. Level 1 alone with weight w gives l^w; the pinned
     organisers' value above checks the five levels together."""
-    from util.metrics import MS_SSIM_WEIGHTS, masked_ms_ssim
+    from evaluation.metrics import MS_SSIM_WEIGHTS, masked_ms_ssim
     a, b = np.full((97, 97, 97), 50.0), np.full((97, 97, 97), 40.0)
     mask = np.ones(a.shape, bool)
     lum = 4001 / 4101
@@ -189,7 +189,7 @@ def test_ms_ssim_weights_are_per_level_and_luminance_counts_at_every_level():
 def test_ms_ssim_ignores_what_lies_outside_the_mask_at_every_level():
     """The same pair with the outside replaced by other garbage gives the same value (to 1e-12), and the value
     over the full volume is far lower."""
-    from util.metrics import masked_ms_ssim
+    from evaluation.metrics import masked_ms_ssim
     pred, gt, mask = synthrad2025_case()
     other = np.where(mask, pred, -pred[::-1])
     assert masked_ms_ssim(other, gt, mask) == pytest.approx(masked_ms_ssim(pred, gt, mask), abs=1e-12)
@@ -197,7 +197,7 @@ def test_ms_ssim_ignores_what_lies_outside_the_mask_at_every_level():
 
 
 def test_volume_metrics_sets():
-    from util.metrics import metric_window
+    from evaluation.metrics import metric_window
     t = np.zeros((10, 10, 10))
     t[2:8, 2:8, 2:8] = 100.0
     mask = t > 0

@@ -42,7 +42,7 @@ def make_model(tmp_path, *extra: str) -> MrnetModel:
 
 @pytest.fixture(autouse=True)
 def quiet_random_sam(monkeypatch):
-    from models import sam_encoder
+    from models.encoders import sam_encoder
     monkeypatch.setattr(sam_encoder, '_random_sam_warned', True)
 
 

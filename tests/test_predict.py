@@ -1,4 +1,4 @@
-"""scripts/predict.py (models/prediction.py): synthesis for new patients from an MR alone in every format, on the
+"""scripts/predict.py (inference/predictor.py): synthesis for new patients from an MR alone in every format, on the
 input's own grid; the SynthRAD2025 and BraTS 2023+ layouts through train.py and test.py (--split all,
 --metrics synthrad2025); each bad input a clear error with nothing written."""
 from __future__ import annotations
@@ -18,7 +18,7 @@ from image_fixtures import itk_volume, write_dicom_series, write_itk
 from scripts import predict
 from data.demo_data import orient_as
 from util.image_io import read_image, reference_image, write_image
-from models.prediction import find_inputs
+from inference.inputs import find_inputs
 from volume_fixtures import phantom
 
 # a tiny pix2pix on 32x32 slices (the SAM path is tested separately below)
@@ -309,14 +309,14 @@ class KnownNet(torch.nn.Module):
 
 def with_net(monkeypatch, net: torch.nn.Module) -> None:
     """Every generator predict loads (each member of an ensemble too) runs ``net`` instead of its trained network."""
-    from models import prediction
-    real = prediction.load_generator
+    from inference import loading
+    real = loading.load_generator
 
     def load(*args, **kwargs):
         generator = real(*args, **kwargs)
         generator.net = net
         return generator
-    monkeypatch.setattr(prediction, 'load_generator', load)
+    monkeypatch.setattr(loading, 'load_generator', load)
 
 
 SHAPE = (32, 32, 10)     # axial slices of exactly the 32x32 training size: no resampling, an exact round trip

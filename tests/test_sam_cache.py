@@ -20,10 +20,12 @@ from segment_anything.modeling.image_encoder import Attention
 
 from data import create_dataset
 from data.splits import write_splits
-from models import create_model, sam_cache, sam_encoder
-from models.sam_attention import SdpaAttention, use_sdpa_attention
+from models import create_model
+from models.encoders import sam_encoder
+from data import sam_cache
+from models.encoders.sam_attention import SdpaAttention, use_sdpa_attention
 from models.generators.sam_unet import define_sam_unet
-from models.sam_encoder import SamEncoderConfig, build_image_encoder
+from models.encoders.sam_encoder import SamEncoderConfig, build_image_encoder
 from options.test_options import TestOptions
 from options.train_options import TrainOptions
 from tests.sam_fixtures import (TINY_SAM, official_encoder_state, random_position_tables, save_official_checkpoint,
@@ -341,7 +343,7 @@ def test_test_phase_reads_its_own_cached_slices(tmp_path, dataroot):
 def test_sam_precision_auto_follows_the_device(monkeypatch):
     """auto: fp32 on the CPU, bf16 on a GPU that supports it, fp16 on one that does not (the device query mocked,
     not the arithmetic); an explicit precision is kept on every device."""
-    from models.sam_encoder import resolve_precision
+    from models.encoders.sam_encoder import resolve_precision
     cuda, cpu = torch.device('cuda', 0), torch.device('cpu')
     monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: True)
     assert (resolve_precision('auto', cuda), resolve_precision('auto', cpu)) == ('bf16', 'fp32')

@@ -1,4 +1,4 @@
-"""Tests for models/generators/sam_unet.py and models/sam_encoder.py: the MRNet generator, its parts, SAM loading
+"""Tests for models/generators/sam_unet.py and models/encoders/sam_encoder.py: the MRNet generator, its parts, SAM loading
 and checkpoint hooks."""
 import hashlib
 import warnings
@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT
 
-from models import sam_encoder
+from models.encoders import sam_encoder
 from models.generators import sam_unet
 from models.generators.sam_unet import SamAdapter, SamUNet, SoftClamp, define_sam_unet
 from models.layers import resize_bilinear
-from models.sam_encoder import SAM_ENCODERS, SamFeatureEncoder, sam_encoder_config
+from models.encoders.sam_encoder import SAM_ENCODERS, SamFeatureEncoder, sam_encoder_config
 from sam_fixtures import (TINY_SAM, official_encoder_state, random_position_tables, save_official_checkpoint,
                           tiny_sam_options)
 

@@ -16,13 +16,16 @@ import test as test_script
 import train as train_script
 from data.splits import fold_split, write_splits
 from data.triplanar_aligned_dataset import TriplanarAlignedDataset, check_context, context_stack
-from models.body_loss import masked_l1
-from models.prediction import load_ensemble, translate
-from models.sam_encoder import SamFeatureEncoder, sam_encoder_config
-from models.sam_perceptual import sam_perceptual_loss
-from util.volume import dilate, disagreement_map
-from models.test_time import ensemble_result_name, flip_average, flip_outputs, fuse, member_settings_conflict
-from options.ingredients import RECIPES, stored_training_options
+from models.losses.body_loss import masked_l1
+from inference.loading import load_ensemble
+from inference.predictor import translate
+from models.encoders.sam_encoder import SamFeatureEncoder, sam_encoder_config
+from models.losses.sam_perceptual import sam_perceptual_loss
+from util.body_mask import dilate
+from inference.reassembly import disagreement_map
+from inference.test_time import ensemble_result_name, flip_average, flip_outputs, fuse, member_settings_conflict
+from options.ingredients import RECIPES
+from inference.loading import stored_training_options
 from options.train_options import TrainOptions
 from scripts import predict
 from sam_fixtures import tiny_sam_options

@@ -10,7 +10,7 @@ import torch
 from data.splits import load_split, read_splits, split_subjects, write_splits
 from data.triplanar_aligned_dataset import TriplanarAlignedDataset, augment
 from scripts import make_splits
-from util.volume import take_slice
+from util.slicing import take_slice
 from volume_fixtures import SHAPE, make_opt, phantom, synthrad_root, write_nifti, write_subject
 
 

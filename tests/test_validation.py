@@ -14,7 +14,7 @@ import data.demo_data as demo
 from conftest import ROOT, run_script
 from options.train_options import TrainOptions
 from util.checkpoint import read_network_file, safe_load
-from models.validation import Validator
+from evaluation.validation import Validator
 
 TRAIN, TEST = str(ROOT / 'train.py'), str(ROOT / 'test.py')
 SMALL = ['--model', 'pix2pix', '--netG', 'unet_128', '--ngf', '8', '--ndf', '8', '--load_size', '128',
@@ -129,7 +129,7 @@ def test_best_checkpoint_is_kept_when_a_later_epoch_scores_worse(val_root: Path,
     """Scores of the val split scripted as 20, 25, 22 dB (the scoring itself is tested above): best_net_G.pth is
     epoch 2's network, not the latest (epoch 3, whose weights differ: lr > 0), and validation.json says epoch 2."""
     import train as train_script
-    from models import validation
+    from evaluation import validation
     scripted = iter([20.0, 25.0, 22.0])
     monkeypatch.setattr(validation.Validator, 'score',
                         lambda self, model: ({'n': 2, 'slice': {'psnr': next(scripted), 'ssim': 0.5}}, 0.1))

@@ -9,8 +9,12 @@ import torch
 from PIL import Image
 
 from data.demo_data import orient_as
-from util.volume import (Geometry, VolumeAssembler, body_mask, fitted_size, from_square, intensity_map,
-                         load_nifti, modality_kind, put_slice, save_nifti, slice_spacing, take_slice, to_square)
+from util.geometry import Geometry
+from inference.reassembly import VolumeAssembler
+from util.body_mask import body_mask
+from util.slicing import fitted_size, from_square, put_slice, slice_spacing, take_slice, to_square
+from util.intensity import intensity_map, modality_kind
+from util.nifti import load_nifti, save_nifti
 from volume_fixtures import phantom, write_nifti
 
 

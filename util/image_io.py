@@ -22,7 +22,7 @@ import nibabel as nib
 import numpy as np
 
 from util.disk import writing
-from util.volume import load_nifti, save_nifti
+from util.nifti import load_nifti, save_nifti
 
 NIFTI_EXTENSIONS = ('.nii.gz', '.nii')
 ITK_EXTENSIONS = ('.mha', '.mhd', '.nrrd', '.nhdr')

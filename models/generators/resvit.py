@@ -30,7 +30,7 @@ from timm.models.vision_transformer import Block
 from util.checkpoint import read_network_file
 
 from ..layers import check_image_channels
-from ..r50_vit import (DOWNLOAD_URL, FLAG, OFFICIAL_FILE, HybridConfig, add_hybrid_options, hybrid_config,
+from models.encoders.r50_vit import (DOWNLOAD_URL, FLAG, OFFICIAL_FILE, HybridConfig, add_hybrid_options, hybrid_config,
                        load_official_npz)
 from .base import Generator, add_flag, check_built_size, check_size, warn_random_init
 from .resnet import ResnetBlock

@@ -1,7 +1,7 @@
 """The MRNet generator, ``--netG sam_unet`` (paper section III, eqs. 1-5), and its own parts.
 
     x (N, C, H, W) in [-1, 1], H and W multiples of 256
-      -> SamFeatureEncoder (models/sam_encoder.py): frozen SAM ViT image encoder F (N, 256, S/16, S/16)
+      -> SamFeatureEncoder (models/encoders/sam_encoder.py): frozen SAM ViT image encoder F (N, 256, S/16, S/16)
       -> 8 FusedStages E_1..E_8 (eq. 1-2): E_i = T_i(e_i (+) A_i(F)), side H/2^i
       -> SoftClamp at the bottleneck (eq. 3)
       -> LightDecoder: [upsampled features (+) E_i] -> ConvT -> norm -> ReLU, ..., tanh -> y_0
@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..layers import NormLayer, check_image_channels, conv_bias_needed, get_norm_layer, init_weights, resize_bilinear
-from ..sam_encoder import (SAM_OUT_CHANS, SAM_PATCH_SIZE, SamFeatureEncoder, add_sam_encoder_options,
+from models.encoders.sam_encoder import (SAM_OUT_CHANS, SAM_PATCH_SIZE, SamFeatureEncoder, add_sam_encoder_options,
                            sam_encoder_config)
 from .base import Generator, check_size
 
@@ -268,7 +268,7 @@ class SamUNet(Generator):
 
     def encode(self, x: torch.Tensor, sam_feature: torch.Tensor | None = None) -> list[torch.Tensor]:
         """[E_1, ..., E_8]; E_8 is the soft-clamped bottleneck. ``sam_feature`` (N, 256, S/16, S/16), when
-        given, is used instead of running SAM on ``x`` (a cached frozen feature, models/sam_cache.py)."""
+        given, is used instead of running SAM on ``x`` (a cached frozen feature, data/sam_cache.py)."""
         feature = None
         if self.sam is not None:
             feature = self.sam(x) if sam_feature is None else self._check_feature(sam_feature, x)

@@ -15,6 +15,7 @@ Both follow ``add(data: collated batch, visuals: name -> Tensor (N, C, H, W), sp
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import math
 import os
@@ -22,18 +23,37 @@ import sys
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from matplotlib import colormaps
 
 from util.checkpoint import atomic_write
+from util.drawing import colorize, mid_slice_image
 from util.image_io import read_image
-from util.metrics import METRIC_SETS, metric_window, slice_metrics, volume_metrics_or_nan, volume_problems
+from evaluation.metrics import METRIC_SETS, metric_window, slice_metrics, volume_metrics_or_nan, volume_problems
 from util.util import output_name, save_image
-from util.volume import PLANES, PLANE_NAMES, VolumeAssembler, modality_kind, save_nifti, slice_spacing, take_slice
+from util.slicing import PLANES, PLANE_NAMES
+from inference.reassembly import VolumeAssembler
+from util.intensity import modality_kind
+from util.nifti import save_nifti
 
 CSV_FIELDS = ['level', 'subject', 'plane', 'slice', 'name', 'mae', 'psnr', 'ssim']
 FIGURE_HEIGHT = 160      # pixels of each mid-slice montage in the result page
 FIGURE_WIDTH = 320       # shown width of each montage: input, synthesized, truth and error fit one 1400-pixel screen
+
+
+def add_volume_metric_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--metrics``, the per-volume metric set, for datasets of volumes (``dataset.volumetric``)."""
+    parser.add_argument('--metrics', default='synthrad2023', choices=sorted(METRIC_SETS),
+                        help='volume metrics of test.py: synthrad2023 (MAE, PSNR, SSIM) or synthrad2025 (MAE, '
+                             'PSNR, masked MS-SSIM), each as its challenge computes them')
+    return parser
+
+
+def make_evaluator(opt: argparse.Namespace, result_dir: str, dataset, **options):
+    """What test.py and validation score results with: a :class:`VolumeEvaluator` (predictions put back into
+    NIfTI volumes and scored per volume) for a dataset of volumes, per-image PSNR/SSIM (:class:`SliceEvaluator`)
+    otherwise; ``options`` go to the evaluator (``write=False``: score only)."""
+    if dataset.volumetric:
+        return VolumeEvaluator(opt, result_dir, dataset, **options)
+    return SliceEvaluator(opt, result_dir, write=options.get('write', True))
 
 
 def mean_std(values: list[float]) -> str:
@@ -123,7 +143,7 @@ class VolumeEvaluator:
         """write: False scores only (no NIfTI, CSV or figures; validation during training); truths: a dict that
         keeps each subject's canonical target volume (source units) once read, shared between evaluators."""
         self.dataset, self.preds, self.pred, self.fuse = dataset, preds, preds[0], opt.fuse
-        self.metrics = getattr(opt, 'metrics', 'synthrad2023')
+        self.metrics = opt.metrics
         self.metric_names = METRIC_SETS[self.metrics]
         self.result_dir, self.write = result_dir, write
         self.truths = {} if truths is None else truths
@@ -164,7 +184,7 @@ class VolumeEvaluator:
 
     def add(self, data: dict, visuals: dict[str, torch.Tensor], spread: torch.Tensor | None = None) -> None:
         """One batch of predicted slices; ``spread`` (N, 1, H, W) the TTA flips' / ensemble members' standard
-        deviation in [-1, 1] units (models/test_time.py), which joins the subject's disagreement volume."""
+        deviation in [-1, 1] units (inference/test_time.py), which joins the subject's disagreement volume."""
         if self.pred not in visuals:
             self.pred = next((p for p in self.preds if p in visuals), None)
             if self.pred is None:
@@ -246,7 +266,7 @@ class VolumeEvaluator:
         zooms = subject.geometry.zooms
         gray = [_montage(v, zooms) for v in volumes[:3]]
         error = _montage(volumes[3] / error_max * 2 - 1, zooms)
-        error_rgb = (colormaps['inferno']((error.astype(np.float32) / 255))[..., :3] * 255).astype(np.uint8)
+        error_rgb = colorize(error)
         captions = [f'{name}: input {self.dataset.source}',
                     f'synthesized {self.dataset.target} ({self.fuse} of {"".join(planes)}): MAE {scores["mae"]:.2f} '
                     f'{unit}, PSNR {scores["psnr"]:.2f} dB, {self.metric_names[2].upper().replace("_", "-")} '
@@ -319,24 +339,10 @@ def _finite_mean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
-def mid_slice_image(volume: np.ndarray, zooms: tuple[float, float, float], axis: int,
-                    height: int = FIGURE_HEIGHT, to_unit=None) -> np.ndarray:
-    """uint8 (height, W) image of the mid-slice along canonical ``axis`` of a volume in [-1, 1] (or mapped there
-    by ``to_unit(slice)``), shown as util.volume.take_slice does, at its physical aspect ratio."""
-    image = take_slice(volume, axis, volume.shape[axis] // 2).astype(np.float32)
-    if to_unit is not None:
-        image = to_unit(image)
-    row_mm, col_mm = slice_spacing(zooms, axis)
-    width = max(1, round(height * image.shape[1] * col_mm / (image.shape[0] * row_mm)))
-    t = F.interpolate(torch.from_numpy(image)[None, None], size=(height, width), mode='bilinear',
-                      align_corners=False)[0, 0]
-    return ((t.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-
-
 def _montage(volume: np.ndarray, zooms: tuple[float, float, float]) -> np.ndarray:
     """uint8 image of the sagittal, coronal and axial mid-slices of a canonical volume in [-1, 1], each at its
     physical aspect ratio and FIGURE_HEIGHT pixels high, side by side with a 4-pixel gap."""
     parts = []
     for axis in range(3):
-        parts += [mid_slice_image(volume, zooms, axis), np.zeros((FIGURE_HEIGHT, 4), np.uint8)]
+        parts += [mid_slice_image(volume, zooms, axis, FIGURE_HEIGHT), np.zeros((FIGURE_HEIGHT, 4), np.uint8)]
     return np.concatenate(parts[:-1], axis=1)

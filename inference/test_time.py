@@ -19,10 +19,11 @@ import os
 
 import torch
 
+from inference.loading import member_settings_conflict, stored_training_options
+from util.json_file import write_json
+from util.util import file_sha256
+
 FLIPS = ((-1,), (-2,), (-2, -1), ())        # the identity last: visuals such as MRNet's masks are its own
-# settings ensemble members must share (what their slices and units are)
-ENSEMBLE_SHARED = ('modality_A', 'modality_B', 'direction', 'context_slices', 'crop_size', 'preprocess',
-                   'ct_window', 'mr_percentiles', 'input_nc', 'output_nc')
 
 
 def check_tta_input(model, x) -> None:
@@ -31,6 +32,17 @@ def check_tta_input(model, x) -> None:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f'--tta flip flips image slices (N, C, H, W), but --model {model.opt.model}\'s input is '
                          f'{shape}; use --tta none')
+
+
+def run_test(model) -> None:
+    """``model.test()``, averaged over the in-plane flips when its options ask for --tta flip (test.py, validation,
+    ensemble members, compare.py's timing); an :class:`EnsembleModel` runs each member so."""
+    if isinstance(model, EnsembleModel) or model.opt.tta != 'flip':
+        model.test()
+        return
+    with torch.no_grad(), model.autocast():
+        flip_average(model)
+        model.compute_visuals()
 
 
 def flip_average(model) -> None:
@@ -75,25 +87,12 @@ def flip_outputs(net, x: torch.Tensor) -> torch.Tensor:
     return torch.stack([net(x.flip(d)).flip(d) if d else net(x) for d in FLIPS])
 
 
-def member_settings_conflict(names: list[str], options: list[dict]) -> str | None:
-    """The first ENSEMBLE_SHARED setting two members differ in, as a sentence naming both; None when they agree."""
-    first, ref = names[0], options[0]
-    for name, opts in zip(names[1:], options[1:]):
-        for key in ENSEMBLE_SHARED:
-            a, b = ref.get(key, 0 if key == 'context_slices' else None), opts.get(key, 0 if key == 'context_slices'
-                                                                                   else None)
-            if a != b:
-                return (f'ensemble members {first} and {name} were trained with different --{key} ({a} and {b}); '
-                        f'an ensemble fuses slices of one kind')
-    return None
-
 
 class EnsembleModel:
     """Several trained models of one data setting used as one by test.py: ``set_input``, ``test``,
     ``get_current_visuals`` (``fake_B`` fused, ``spread``), ``prepare_data``, ``eval``."""
 
     def __init__(self, opt: argparse.Namespace, names: list[str], create_model):
-        from options.ingredients import stored_training_options
         epoch = f'iter_{opt.load_iter}' if opt.load_iter > 0 else opt.epoch
         stored = [stored_training_options(opt.checkpoints_dir, n, epoch) for n in names]
         why = member_settings_conflict(names, stored)
@@ -143,7 +142,7 @@ class EnsembleModel:
     def test(self) -> None:
         outputs, spreads = [], []
         for m in self.members:
-            m.test()
+            run_test(m)
             outputs.append(m.fake_B)
             spreads.append(getattr(m, 'spread', None))
         self.fake_B, self.spread = fuse(torch.stack(outputs), self.fuse, [s for s in spreads if s is not None])
@@ -161,8 +160,6 @@ class EnsembleModel:
 def write_members(path: str, checkpoints: list[str], fuse: str, **extra) -> None:
     """The ensemble's record at ``path`` (JSON, atomically): ``extra`` fields, the fusion and each member's
     checkpoint file (absolute) with its sha256 (test.py's ``ensemble.json``, predict's ``<stem>_members.json``)."""
-    from util.comparison import write_json
-    from util.util import file_sha256
     write_json(path, {**extra, 'fuse': fuse, 'members': [{'checkpoint': os.path.abspath(p), 'sha256': file_sha256(p)}
                                                          for p in checkpoints]})
 

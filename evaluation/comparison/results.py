@@ -5,18 +5,16 @@ A comparison TAG lives in ``<results_dir>/compare_TAG/``:
     shared_options.json   mode, shared options, data, runs, report choices (written by scripts/compare.py)
     runs/<label>.json     per trained run: parameter counts, training time, inference time per slice
     external/<label>.json + external/<label>.csv   volumes scored by scripts/evaluate.py --append
-    table.md, table.csv, index.html, images/        the report (util/comparison_report.py)
+    table.md, table.csv, index.html, images/        the report (evaluation/comparison/report.py)
 
 Each trained run is a normal experiment ``compare_TAG_<label>`` whose test results (``metrics.csv``,
 ``volumes/``) come from test.py. Metrics are summarised as mean and standard deviation: the paper's per-slice
 PSNR/SSIM (images in [-1, 1], data range 2), overall and per plane, and the volume set test.py scored (``--metrics``
 synthrad2023: MAE in HU, PSNR, SSIM; synthrad2025: MAE, PSNR, MS-SSIM; inside the body mask) per plane and fused,
-over subjects.
-"""
+over subjects."""
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from util.checkpoint import atomic_write
+from util.json_file import read_json
 
 PLANES = ('x', 'y', 'z')
 VOLUME_PLANES = ('x', 'y', 'z', 'fused')
@@ -36,8 +35,6 @@ METRIC_TITLES = {'psnr': 'PSNR', 'ssim': 'SSIM', 'ms_ssim': 'MS-SSIM', 'mae': 'M
 DECIMALS = {'psnr': 2, 'ssim': 4, 'ms_ssim': 4, 'mae': 2}
 PREFIX = 'compare_'
 
-
-# ----------------------------------------------------------------------------- layout and records
 
 def tag_dir(results_dir: str, tag: str) -> str:
     """``<results_dir>/compare_<tag>``."""
@@ -70,23 +67,6 @@ def external_paths(folder: str, key: str) -> tuple[str, str]:
     return stem + '.json', stem + '.csv'
 
 
-def write_json(path: str, obj: dict) -> None:
-    """``obj`` as indented JSON, written atomically (temporary file + rename)."""
-    def write(f) -> None:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write('\n')
-    atomic_write(write, path, binary=False)
-
-
-def read_json(path: str) -> dict:
-    """A JSON object; ValueError naming the file when it does not parse."""
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f'{path}: not valid JSON ({e})') from None
-
-
 def option_differences(earlier: dict, now: dict) -> list[str]:
     """Lines ``--flag: earlier X, now Y`` for every key whose value differs (a missing key reads 'unset')."""
     lines = []
@@ -96,8 +76,6 @@ def option_differences(earlier: dict, now: dict) -> list[str]:
             lines.append(f'--{key}: earlier {a!r}, now {b!r}')
     return lines
 
-
-# ----------------------------------------------------------------------------- metrics
 
 @dataclass(frozen=True)
 class Stat:
@@ -117,7 +95,7 @@ def _number(text: str) -> float:
 
 
 def read_metrics_csv(path: str) -> list[dict]:
-    """Rows of a ``metrics.csv`` (util.evaluation.CSV_FIELDS) with mae/psnr/ssim as floats (NaN when empty) and
+    """Rows of a ``metrics.csv`` (evaluation.scoring.CSV_FIELDS) with mae/psnr/ssim as floats (NaN when empty) and
     slice as int (-1 when empty)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f'{path}: metrics file not found')
@@ -189,8 +167,6 @@ def load_results(folder: str) -> list[Result]:
                               {(s, meta['plane']): p for s, p in meta['files'].items()}, name=meta['pred']))
     return results
 
-
-# ----------------------------------------------------------------------------- tables
 
 def rank_marks(values: list[float], higher_is_better: bool) -> list[str]:
     """'best' for the best value(s), 'second' for the next distinct value, '' otherwise; NaN never ranks."""

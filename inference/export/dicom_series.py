@@ -31,9 +31,9 @@ import pydicom
 from pydicom import config as dicom_config
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
-from pydicom.multival import MultiValue
 from pydicom.valuerep import validate_value
 
 from util.checkpoint import file_mode

@@ -2,7 +2,7 @@
 encoder's feature map (256, S/16, S/16), as the third SynthRAD2025 Task 1 entry used. Any generator gets it:
 pix2pix builds a frozen encoder from the --sam_* flags, MRNet reuses its generator's frozen SAM (a separate frozen
 copy when SAM is fine-tuned or absent). Gradients flow through the encoder into the generator; SAM's weights get
-none. The target's F comes from the SAM feature cache like the input's (models/sam_cache.py), else it is computed
+none. The target's F comes from the SAM feature cache like the input's (data/sam_cache.py), else it is computed
 without gradients."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import argparse
 import torch
 import torch.nn as nn
 
-from .sam_cache import add_sam_cache_options
-from .sam_encoder import SamFeatureEncoder, add_sam_encoder_options, sam_encoder_config
+from data.sam_cache import add_sam_cache_options
+from models.encoders.sam_encoder import SamFeatureEncoder, add_sam_encoder_options, sam_encoder_config
 
 
 def add_sam_perceptual_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -11,12 +11,13 @@ import shlex
 from dominate import tags
 
 from util.checkpoint import atomic_write
-from util.comparison import (Result, Section, load_results, markdown_tables, options_path, read_json, table_sections,
-                             write_table_csv)
-from util.comparison_figures import (DataInfo, SubjectFiles, choose_slices, draw_strip, load_subject, plot_loss_curves,
+from evaluation.comparison.results import Result, Section, load_results, markdown_tables, options_path, table_sections, write_table_csv
+from util.json_file import read_json
+from evaluation.comparison.figures import (DataInfo, SubjectFiles, choose_slices, draw_strip, load_subject, plot_loss_curves,
                                      plot_metric_boxes, strip_panels)
 from util.html import HTML
-from util.volume import modality_kind, plane_axis, slice_spacing
+from util.intensity import modality_kind
+from util.slicing import plane_axis, slice_spacing
 
 PLOTS = {'loss_curves.png': 'Training losses per model (as logged every --print_freq images)',
          'psnr_by_plane.png': 'Per-slice PSNR per plane',

@@ -1,8 +1,7 @@
 """How one ``scripts/compare.py`` call becomes runs: its rows (models, generators run in pix2pix's cGAN, named
 ablations or FLAG=V1,V2 sweeps, folds), the shared options every row gets (the paper's section IV-B unless given),
 each row's train.py and test.py arguments (a flag goes where its parser knows it), and the comparison's record of
-shared options and data for ``shared_options.json``. Running the rows is compare.py's.
-"""
+shared options and data for ``shared_options.json``. Running the rows is compare.py's."""
 from __future__ import annotations
 
 import argparse
@@ -11,27 +10,37 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from util.comparison import run_name, safe_label
-
 # the shared options every run gets unless the command line says otherwise (the paper's section IV-B)
 PAPER_SHARED = {'--dataset_mode': ['triplanar_aligned'], '--crop_size': ['256'], '--load_size': ['256'],
                 '--input_nc': ['3'], '--output_nc': ['3'], '--batch_size': ['4'], '--lr': ['0.0001'],
                 '--beta1': ['0.5'], '--n_epochs': ['40'], '--n_epochs_decay': ['0'], '--seed': ['2024'],
                 '--netD': ['basic'], '--n_layers_D': ['3'], '--gan_mode': ['lsgan'], '--display_id': ['0'],
                 '--val_freq': ['1']}
+
+
 # set by compare.py itself for every run
 RESERVED = ('--name', '--model', '--dataroot', '--checkpoints_dir', '--results_dir', '--continue_train', '--epoch',
             '--epoch_count', '--phase', '--split', '--suffix', '--load_iter')
+
+
 # passed to train.py only: test.py scores the whole test split, one slice at a time
 TRAIN_ONLY = ('--max_dataset_size', '--batch_size')
+
+
 # options that do not change what a run learns or scores; left out of the check of a TAG's shared options
 NOT_COMPARED = ('gpu_ids', 'num_threads', 'display_id', 'display_freq', 'display_ncols', 'display_server',
                 'display_env', 'display_port', 'update_html_freq', 'print_freq', 'no_html', 'save_latest_freq',
                 'save_epoch_freq', 'save_by_iter', 'verbose', 'open_volumes', 'cache_dir', 'display_winsize')
+
+
 # the rows of the paper's Tables II and III, MRNet (the reference) first
 PAPER_MODELS = ('mrnet', 'pix2pix', 'cycle_gan', 'tcgan', 'transunet', 'swin_unet', 'resvit', 'ppt')
+
+
 # the cGAN that runs a generator of models/generators/ named in --models
 GENERATOR_HOST = 'pix2pix'
+
+
 # named ablations: (key, label, flags)
 ABLATIONS = {
     'losses': [('gan_l1', 'GAN + L1', ['--lambda_feature', '0', '--lambda_mask', '0']),
@@ -50,10 +59,16 @@ ABLATIONS = {
                       ['--lambda_sam_perceptual', '10']),
                      ('ensemble', 'MRNet, 2-fold ensemble (--folds 2)', [], None, 2)],
 }
+
+
 # flags of test.py only: a row differing from an earlier one by these alone reuses its training
 TEST_ONLY = ('--tta', '--ensemble_fuse')
+
+
 # options that do not change what training computes (compared when a row may reuse another's training)
 TRAINING_NEUTRAL = ('name', 'tta', 'recipe')
+
+
 TRUE_WORDS, FALSE_WORDS = ('1', 'true', 'yes', 'on'), ('0', 'false', 'no', 'off')
 
 
@@ -84,13 +99,12 @@ class Run:
 
     def entry(self, folder: str, results_dir: str, checkpoints_dir: str) -> dict:
         """Its record in shared_options.json (paths relative to the comparison folder)."""
-        from models.test_time import ensemble_result_name
+        from inference.test_time import ensemble_result_name
         return {'key': self.key, 'label': self.label, 'model': self.model, 'args': self.args, 'name': self.name,
                 'test_dir': os.path.relpath(os.path.join(results_dir, ensemble_result_name(self.members),
                                                          f'test_{self.test_epoch}'), folder),
                 'loss_log': os.path.relpath(os.path.join(checkpoints_dir, self.members[0], 'loss_log.txt'), folder)}
 
-# ----------------------------------------------------------------------------- flags and rows
 
 def group_flags(tokens: list[str]) -> dict[str, list[str]]:
     """Shared tokens -> {'--flag': [values]} in order (``--flag=value`` accepted; a repeated flag: last wins)."""
@@ -148,136 +162,6 @@ def parse_model_args(items: list[str], models: list[str]) -> dict[str, list[str]
             raise ValueError(f'--model_args "{item}": expected MODEL="FLAGS" with MODEL one of {", ".join(models)}')
         out[model] = out.get(model, []) + shlex.split(flags)
     return out
-
-
-def train_parser(tokens: list[str]) -> argparse.ArgumentParser:
-    from options.train_options import TrainOptions
-    return TrainOptions().build_parser(tokens)
-
-
-def test_parser(tokens: list[str]) -> argparse.ArgumentParser:
-    from options.test_options import TestOptions
-    return TestOptions().build_parser(tokens)
-
-
-def ablation_runs(spec: str, model: str, own: list[str], base: list[str]) -> list[Run]:
-    """The runs of --ablation ``spec`` for ``model``."""
-    if spec in ABLATIONS:
-        runs = []
-        for key, label, flags, *extra in ABLATIONS[spec]:
-            other = extra[0] if extra and extra[0] and extra[0] != model else None
-            runs.append(Run(key, label, other or model, flags if other else own + flags,
-                            folds=extra[1] if len(extra) > 1 else 0))
-        return runs
-    flag, eq, values = spec.partition('=')
-    choices = [v.strip() for v in values.split(',') if v.strip()]
-    if not eq or not flag or not choices:
-        raise ValueError(f'--ablation "{spec}": use one of {", ".join(ABLATIONS)} or FLAG=V1,V2,...')
-    parser = train_parser(['--model', model, *base, *own])
-    action = parser._option_string_actions.get('--' + flag)
-    if action is None:
-        raise ValueError(f'--ablation "{spec}": --{flag} is not an option of --model {model}')
-    runs = []
-    for value in choices:
-        if action.nargs == 0:  # a switch
-            if value.lower() not in TRUE_WORDS + FALSE_WORDS:
-                raise ValueError(f'--ablation "{spec}": --{flag} is a switch; use true/false values')
-            flags = ['--' + flag] if value.lower() in TRUE_WORDS else []
-        else:
-            flags = ['--' + flag, value]
-        runs.append(Run(safe_label(f'{flag}{value}'), f'{flag}={value}', model, own + flags))
-    return runs
-
-
-def make_runs(args: argparse.Namespace, base: list[str]) -> list[Run]:
-    models = parse_models(args.models, bool(args.ablation))
-    own = parse_model_args(args.model_args, models)
-    if args.ablation:
-        model, flags = model_and_flags(models[0])
-        runs = ablation_runs(args.ablation, model, flags + own.get(models[0], []), base)
-    else:
-        runs = [Run(m, m, model_and_flags(m)[0], model_and_flags(m)[1] + own.get(m, [])) for m in models]
-    if args.folds:
-        if args.folds < 2:
-            raise ValueError(f'--folds {args.folds}: use 2 or more')
-        for run in runs:
-            run.folds = run.folds or args.folds
-    keys = [r.key for r in runs]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f'two runs would share a name: {", ".join(keys)}')
-    for run in runs:
-        run.name = run_name(args.name, run.key)
-    return runs
-
-
-def route(groups: dict[str, list[str]], parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> list[str]:
-    """The flags of ``groups`` that ``parser`` knows (minus ``skip``), as tokens."""
-    known = parser._option_string_actions
-    return flatten({f: v for f, v in groups.items() if f in known and f not in skip})
-
-
-def typed_values(groups: dict[str, list[str]], parsers: list[argparse.ArgumentParser]) -> dict:
-    """{dest: value} of each flag as the first parser that knows it reads it (so 1e-4 equals 0.0001)."""
-    out = {}
-    for flag, values in groups.items():
-        parser = next(p for p in parsers if flag in p._option_string_actions)
-        action = parser._option_string_actions[flag]
-        value = getattr(parser.parse_known_args([flag, *values])[0], action.dest)
-        out[action.dest] = list(value) if isinstance(value, (list, tuple)) else value
-    return out
-
-
-# ----------------------------------------------------------------------------- planning
-
-def plan(args: argparse.Namespace, shared_tokens: list[str]) -> tuple[list[Run], dict]:
-    """Runs with their train.py/test.py arguments, and the comparison's record for shared_options.json.
-
-    Raises ValueError for an unknown model or option, an option compare.py sets itself, or a dataset mode
-    other than triplanar_aligned.
-    """
-    user = group_flags(shared_tokens)
-    reserved = [f for f in user if f in RESERVED]
-    if reserved:
-        raise ValueError(f'{", ".join(reserved)}: set by compare.py for every run; use its own --name, '
-                         f'--dataroot, --checkpoints_dir and --results_dir')
-    groups = {**{f: v for f, v in PAPER_SHARED.items() if f not in user}, **user}
-    dataroot = os.path.abspath(args.dataroot) if args.dataroot else None
-    runs = make_runs(args, flatten(groups))
-    parsers = []
-    for run in runs:
-        common = ['--model', run.model, '--name', run.name, '--checkpoints_dir', args.checkpoints_dir]
-        if dataroot:
-            common += ['--dataroot', dataroot]
-        tp = train_parser(common + flatten(groups) + run.args)
-        sp = test_parser(common + flatten(groups) + run.args)
-        unknown = [f for f in group_flags(run.args) if f not in tp._option_string_actions
-                   and f not in sp._option_string_actions]
-        if unknown:
-            raise ValueError(f'{run.label}: {", ".join(unknown)} is not an option of --model {run.model}')
-        own = group_flags(run.args)
-        run.train_args = common + route(groups, tp, TEST_ONLY) + route(own, tp, TEST_ONLY)
-        run.test_epoch = 'best' if tp.parse_args(run.train_args).val_freq > 0 else 'latest'
-        test_common = [t if t != run.name else ','.join(run.members) for t in common]
-        run.test_args = (test_common + ['--results_dir', args.results_dir, '--epoch', run.test_epoch, '--phase',
-                                        'test'] + route(groups, sp, TRAIN_ONLY) + route(own, sp, TRAIN_ONLY))
-        parsers += [tp, sp]
-    unknown = [f for f in groups if not any(f in p._option_string_actions for p in parsers)]
-    if unknown:
-        raise ValueError(f'{", ".join(unknown)}: not an option of train.py or test.py for '
-                         f'{", ".join(sorted({r.model for r in runs}))} (give full flag names)')
-    opt = train_parser(runs[0].train_args).parse_args(runs[0].train_args)
-    if opt.dataset_mode != 'triplanar_aligned':
-        raise ValueError(f'compare.py scores volumes: it needs --dataset_mode triplanar_aligned '
-                         f'(got {opt.dataset_mode})')
-    record = {'tag': args.name, 'mode': 'ablation' if args.ablation else 'models',
-              'shared': {k: v for k, v in typed_values(groups, parsers).items() if k not in NOT_COMPARED},
-              'data': data_record(opt, dataroot), 'external': [],
-              'report': {'reference': args.reference or runs[0].label,
-                         'slices': [s.strip() for s in args.slices.split(',') if s.strip()]}}
-    if args.reference and args.reference not in [r.label for r in runs]:
-        raise ValueError(f'--reference {args.reference}: not a run of this call ({", ".join(r.label for r in runs)})')
-    check_slice_names(record['report']['slices'], record['data'])
-    return runs, record
 
 
 def check_slice_names(names: list[str], data: dict) -> None:

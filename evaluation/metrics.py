@@ -14,8 +14,8 @@ import math
 import numpy as np
 from scipy.ndimage import uniform_filter
 
-# The SynthRAD2023 evaluation clips CT to this range (HU); its width 4024 is the PSNR/SSIM data range.
-SYNTHRAD_HU_RANGE = (-1024.0, 3000.0)
+from util.intensity import SYNTHRAD_HU_RANGE
+
 # SynthRAD2025 clips to a fixed dynamic_range of [-1024, 3000] HU for PSNR and MS-SSIM (data range 4024):
 # SynthRAD2025/metrics, functions/image_metrics.py line 14, `self.dynamic_range = [-1024., 3000.]` (file as of
 # commit f37981d, 2025-04-16, "Update image_metrics.py to SynthRAD2025 metrics"; used at lines 111-113 and 215-232)

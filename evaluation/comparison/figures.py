@@ -17,10 +17,12 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from util.comparison import PLANES, Result
-from util.metrics import SYNTHRAD_HU_RANGE, psnr
-from util.volume import (CT_WINDOW, MR_PERCENTILES, PLANE_NAMES, Geometry, body_mask, intensity_map,
-                         modality_kind, plane_axis, take_slice)
+from evaluation.comparison.results import PLANES, Result
+from evaluation.metrics import SYNTHRAD_HU_RANGE, psnr
+from util.intensity import CT_WINDOW, MR_PERCENTILES, intensity_map, modality_kind
+from util.slicing import PLANE_NAMES, plane_axis, take_slice
+from util.geometry import Geometry
+from util.body_mask import body_mask
 
 LOSS_LINE = re.compile(r'^\(epoch: (\d+), iters: (\d+)[^)]*\)\s*(.*)$')
 ROI_FRACTION = 4          # the zoomed region is 1/4 of the slice's height and width
@@ -233,7 +235,7 @@ class Panel:
 
 def target_window(info: DataInfo, data: SubjectData) -> tuple[float, float]:
     """Display and PSNR window of the target: SynthRAD2023's [-1024, 3000] HU for CT, the target's own
-    normalisation window for MR (as util.evaluation scores volumes)."""
+    normalisation window for MR (as evaluation.scoring scores volumes)."""
     if modality_kind(info.target) == 'ct':
         return SYNTHRAD_HU_RANGE
     m = intensity_map('mr', data.truth, data.mask, data.truth_path, info.ct_window, info.mr_percentiles)

@@ -3,7 +3,7 @@ split is scored, the best networks are kept as ``best_net_<name>.pth`` and ``--p
 longer improves.
 
 It sits in models/ because it drives a model over a dataset (util/ is below both). Scores are those of test.py
-(util/evaluation.py): per-slice PSNR/SSIM in [-1, 1] and, for volumes (triplanar_aligned), the SynthRAD2023 set of
+(evaluation/scoring.py): per-slice PSNR/SSIM in [-1, 1] and, for volumes (triplanar_aligned), the SynthRAD2023 set of
 the fused volume (MAE in HU for CT, PSNR, SSIM inside the body mask).
 ``--val_metric`` picks the one that decides (default: volume MAE for CT, volume PSNR for MR, slice PSNR for 2D data).
 
@@ -23,6 +23,8 @@ import time
 import torch
 
 from data import create_dataset
+from evaluation.scoring import make_evaluator, summary_sections
+from inference.test_time import run_test
 from util.checkpoint import atomic_write
 
 # name -> (summary section, key, higher is better)
@@ -118,7 +120,7 @@ class Validator:
               + f'; set up in {time.perf_counter() - start:.1f} s')
 
     def evaluator(self):
-        return self.loader.dataset.make_evaluator(self.val_opt, self.save_dir, write=False, **(
+        return make_evaluator(self.val_opt, self.save_dir, self.loader.dataset, write=False, **(
             {'truths': self.truths} if hasattr(self.loader.dataset, 'subjects') else {}))
 
     def due(self, epoch: int, last_epoch: int) -> bool:
@@ -127,7 +129,6 @@ class Validator:
     def score(self, model) -> tuple[dict, float]:
         """Run ``model`` on every val item (eval mode, no gradients; training mode restored after); returns the
         evaluator's summary and the seconds it took."""
-        from util.evaluation import summary_sections
         start = time.perf_counter()
         wrapped = {name: getattr(model, 'net' + name) for name in model.model_names}
         nets = [model.unwrap(name) for name in model.model_names]
@@ -140,7 +141,7 @@ class Validator:
             model.prepare_data(self.loader, self.val_opt)   # MRNet: SAM features from the cache, as in training
             for data in self.loader:
                 model.set_input(data)
-                model.test()
+                run_test(model)
                 evaluator.add(data, model.get_current_visuals())
         finally:
             for name, net, flags in zip(model.model_names, nets, modes):

@@ -13,7 +13,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from util.volume import dilate
+from util.body_mask import dilate
 
 LOSS_REGIONS = ('slice', 'body')
 

@@ -1,6 +1,6 @@
 """What predict hands to a clinic beside the volume: a DICOM input checked before any work (modality, single-frame,
 even slices), the synthetic CT as a DICOM CT Image Storage series in the MR's study and frame of reference
-(util.dicom), and a QA page per patient with its row of ``predict_summary.csv`` (util.qa_page).
+(inference.export.dicom_series), and a QA page per patient with its row of ``predict_summary.csv`` (inference.export.qa_page).
 
     handoffs = prepare_handoffs(inputs, plans, checkpoints=[...], ...)     # every check before the first slice
     notes = write_series(handoff, series_folder, name, reference, sct)          # the DICOM CT series
@@ -14,10 +14,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from util.dicom import (NOT_REGISTERED, Provenance, SeriesIdentity, SourceSeries, read_source_series,
-                        resample_slices, write_ct_series)
+from inference.export.dicom_series import (
+    NOT_REGISTERED,
+    Provenance,
+    SeriesIdentity,
+    SourceSeries,
+    read_source_series,
+    resample_slices,
+    write_ct_series,
+)
+from inference.export.qa_page import summary_row, update_summary, write_qa_page
 from util.image_io import affine_to_itk, choose_series, dicom_series, read_image, reference_image
-from util.qa_page import summary_row, update_summary, write_qa_page
 from util.util import file_sha256
 from util.version import TOOLKIT_NAME, __version__
 
@@ -56,7 +63,7 @@ class HandOff:
 
     def read(self, path: str, series: str | None) -> tuple[np.ndarray, object]:
         """The input volume: read_image, or for an unevenly spaced series accepted with --resample_slices the
-        series put on even steps (util.dicom.resample_slices)."""
+        series put on even steps (inference.export.dicom_series.resample_slices)."""
         if self.source is not None and not self.source.even:
             data, affine = resample_slices(self.source)
             return data, reference_image(data, affine)
@@ -75,7 +82,7 @@ def _description(checkpoints: list[str]) -> str:
 def prepare_handoffs(inputs: list, plans: list, checkpoints: list[str], sam_file: str | None, source_modality: str,
                      window: tuple[float, float], patient_id: str | None = None, patient_name: str | None = None,
                      resample: bool = False, overwrite: bool = False) -> list[HandOff | None]:
-    """The hand-off of each (input, plan) of models.prediction, made before any prediction so that every bad input
+    """The hand-off of each (input, plan) of inference.predictor, made before any prediction so that every bad input
     stops the run before its first slice: DICOM inputs are checked (modality, multi-frame, orientation, spacing;
     uneven slices only with ``resample``), patient fields checked against their value representations. None for
     an input without DICOM source, DICOM output or QA page. ``checkpoints``: the generator file, or every member's

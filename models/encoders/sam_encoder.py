@@ -5,7 +5,7 @@ precision it runs in.
     x (N, 1 or 3, H, W) in [-1, 1] -> SamFeatureEncoder -> F (N, 256, S/16, S/16), S = --sam_input_size
 
 segment_anything builds the ViT (``ImageEncoderViT``) and defines the checkpoint format; its attention runs
-through scaled_dot_product_attention (models/sam_attention.py).
+through scaled_dot_product_attention (models/encoders/sam_attention.py).
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from util.checkpoint import load_torch_file
 from util.distributed import is_main_process
 from util.util import file_sha256
 
-from .layers import resize_bilinear
-from .sam_attention import use_sdpa_attention
+from models.layers import resize_bilinear
+from models.encoders.sam_attention import use_sdpa_attention
 
 SAM_PATCH_SIZE = 16
 SAM_WINDOW_SIZE = 14
@@ -242,7 +242,7 @@ class SamFeatureEncoder(nn.Module):
     (x - pixel_mean) / pixel_std, then bilinear resizing to S x S (a non-square image is stretched;
     the adapters stretch the features back, so they stay aligned with the image).
 
-    Attention runs through fused scaled_dot_product_attention (models/sam_attention.py), equal to
+    Attention runs through fused scaled_dot_product_attention (models/encoders/sam_attention.py), equal to
     segment_anything's. Frozen (default): no gradients, always in eval mode, run under
     torch.inference_mode with its weights in ``precision`` (see :func:`resolve_precision`: bf16 or fp16
     on GPUs, fp32 on the CPU by default); F is returned as an ordinary float32 tensor, a constant for
@@ -302,7 +302,7 @@ class SamFeatureEncoder(nn.Module):
         return resolve_precision(self.precision, device or self.device)
 
     def cache_identity(self, device: torch.device | None = None) -> dict:
-        """Everything that decides F for a given image, for feature caches (models/sam_cache.py): the weights
+        """Everything that decides F for a given image, for feature caches (data/sam_cache.py): the weights
         (file sha256, or the seeded random init), the encoder's shape, the input size and the precision."""
         return {'sam_sha256': self.checkpoint_sha256 or f'random-init-seed-{SAM_RANDOM_INIT_SEED}',
                 'model_type': self.model_type, 'config': [self.config.embed_dim, self.config.depth,
@@ -324,7 +324,7 @@ class SamFeatureEncoder(nn.Module):
 
     def differentiable(self, x: torch.Tensor) -> torch.Tensor:
         """F(x) (N, 256, S/16, S/16) float32 with autograd through the encoder to ``x`` (the SAM perceptual loss,
-        models/sam_perceptual.py): the weights stay frozen (no gradient reaches them) unless fine-tuned. Runs in
+        models/losses/sam_perceptual.py): the weights stay frozen (no gradient reaches them) unless fine-tuned. Runs in
         autocast at the run's precision, the weights in float32."""
         dtype = SAM_PRECISIONS[self.precision_on(x.device)]
         if next(self.image_encoder.parameters()).dtype != torch.float32:

@@ -24,14 +24,16 @@ from dominate import tags
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
+from util.drawing import colorize, mid_slice_image
+from inference.export.dicom_series import WINDOWS
 from util.checkpoint import atomic_write
-from util.dicom import WINDOWS
-from util.evaluation import mid_slice_image
+from util.geometry import Geometry
 from util.html import HTML, image_url
-from util.volume import MR_PERCENTILES, PLANE_NAMES, Geometry
+from util.intensity import MR_PERCENTILES
+from util.slicing import PLANE_NAMES
 
 AIR_HU = -400.0                         # below this inside the body: air (bowel gas, sinuses, a wrong prediction)
-# the display windows of the CT series (util/dicom.py WINDOWS: W400 L40, W1800 L400) as (low, high) HU
+# the display windows of the CT series (inference/export/dicom_series.py WINDOWS: W400 L40, W1800 L400) as (low, high) HU
 SOFT_TISSUE, BONE = ((center - width / 2, center + width / 2) for center, width, _ in WINDOWS)
 DISAGREEMENT_MAX = 200.0                # HU at the top of the disagreement colour scale
 IMAGE_HEIGHT = 200                      # pixels of each mid-plane image
@@ -186,7 +188,6 @@ def write_qa_page(folder: str, name: str, mr: np.ndarray, sct: np.ndarray, disag
     if dis_c is not None:
         columns.append((f'disagreement (std of planes), black 0 to yellow {DISAGREEMENT_MAX:g} HU',
                         dis_c, _window(0.0, DISAGREEMENT_MAX)))
-    from matplotlib import colormaps
     page.add_header('Mid-planes at their physical aspect ratio; letters: the patient\'s Left/Right, '
                     'Anterior/Posterior, Superior/Inferior (axial and coronal: the patient\'s left on the image\'s '
                     'left, not the radiological convention)')
@@ -202,7 +203,7 @@ def write_qa_page(folder: str, name: str, mr: np.ndarray, sct: np.ndarray, disag
                 for c, (title, volume, window_map) in enumerate(columns):
                     image = mid_slice_image(volume, geometry.zooms, axis, IMAGE_HEIGHT, window_map)
                     if c == 3:
-                        image = (colormaps['inferno'](image / 255.0)[..., :3] * 255).astype(np.uint8)
+                        image = colorize(image)
                     if c == 0:
                         image = _outlined(image, mid_slice_image(mask_c.astype(np.float32) * 2 - 1, geometry.zooms,
                                                                  axis, IMAGE_HEIGHT) > 127)

@@ -1,0 +1,78 @@
+"""Predicted slices back into volumes: one volume per plane, fused voxel-wise, and the disagreement map.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from util.intensity import IntensityMap
+from util.slicing import PLANES, from_square, in_plane_axes, plane_axis, put_slice, slice_spacing
+
+
+def disagreement_map(planes: list[np.ndarray], spreads: list[np.ndarray], scale: float) -> np.ndarray | None:
+    """Voxel-wise standard deviation (target units) of a prediction: the spread of the per-plane volumes
+    ``planes`` (target units, already clipped to the target's window) plus the mean over planes of the TTA /
+    ensemble variance, ``spreads`` being per-plane volumes of that standard deviation in [-1, 1] units and
+    ``scale`` (high - low) / 2 of the target window: sqrt(var_planes + mean_planes((spread * scale)^2)).
+    None when there is nothing to disagree (one plane, no spread)."""
+    if len(planes) < 2 and not spreads:
+        return None
+    variance = np.stack(planes).var(axis=0)
+    if spreads:
+        variance = variance + np.mean([(v * scale) ** 2 for v in spreads], axis=0)
+    return np.sqrt(variance).astype(np.float32)
+
+
+class VolumeAssembler:
+    """Puts predicted slices (size x size, [-1, 1]) of one subject back into canonical volumes, one per plane.
+
+    Slices never added (e.g. skipped by --min_foreground) keep ``fill`` (-1: air, -1024 HU for CT).
+    """
+
+    def __init__(self, shape: tuple[int, int, int], zooms: tuple[float, float, float], mode: str,
+                 fill: float = -1.0):
+        self.shape, self.zooms, self.mode, self.fill = tuple(shape), tuple(zooms), mode, fill
+        self.volumes: dict[str, np.ndarray] = {}
+        self.filled: dict[str, set[int]] = {}
+
+    def add(self, plane: str, index: int, image: torch.Tensor | np.ndarray) -> None:
+        """``image``: (size, size) or (C, size, size); channels are averaged."""
+        axis = plane_axis(plane)
+        t = torch.as_tensor(np.asarray(image, np.float32))
+        t = t.reshape(-1, *t.shape[-2:]).mean(0, keepdim=True)
+        u, v = in_plane_axes(axis)
+        hw = (self.shape[v], self.shape[u])
+        out = from_square(t, hw, slice_spacing(self.zooms, axis), self.mode)[0].numpy()
+        if plane not in self.volumes:
+            self.volumes[plane] = np.full(self.shape, self.fill, np.float32)
+            self.filled[plane] = set()
+        put_slice(self.volumes[plane], axis, index, out)
+        self.filled[plane].add(int(index))
+
+    @property
+    def planes(self) -> list[str]:
+        return [p for p in PLANES if p in self.volumes]
+
+    @property
+    def n_slices(self) -> int:
+        """Distinct slices added so far (a slice added twice counts once)."""
+        return sum(len(s) for s in self.filled.values())
+
+    def fused(self, method: str = 'mean') -> np.ndarray:
+        """Voxel-wise mean or median of the plane volumes present."""
+        if not self.volumes:
+            raise ValueError('no slices were added, nothing to fuse')
+        stack = np.stack([self.volumes[p] for p in self.planes])
+        if method == 'mean':
+            return stack.mean(0)
+        if method == 'median':
+            return np.median(stack, axis=0).astype(np.float32)
+        raise ValueError(f'unknown fusion "{method}"; use mean or median')
+
+    def disagreement(self, target: 'IntensityMap', spread: 'VolumeAssembler | None' = None) -> np.ndarray | None:
+        """:func:`disagreement_map` of these plane volumes ([-1, 1], mapped to target units by ``target`` and
+        clipped to its window) and of the TTA / ensemble ``spread`` assembled beside them (canonical order)."""
+        return disagreement_map([np.clip(target.denormalise(self.volumes[p]), target.low, target.high)
+                                 for p in self.planes],
+                                list(spread.volumes.values()) if spread is not None else [],
+                                (target.high - target.low) / 2)

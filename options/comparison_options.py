@@ -1,0 +1,155 @@
+"""compare.py's runs as train.py and test.py command lines: every run's flags checked against, and routed by, the
+options parsers of its model (the planning itself, rows and ablations, is evaluation/comparison/plan.py).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+from evaluation.comparison.plan import (
+    FALSE_WORDS,
+    TRUE_WORDS,
+    ABLATIONS,
+    NOT_COMPARED,
+    PAPER_SHARED,
+    RESERVED,
+    TEST_ONLY,
+    TRAIN_ONLY,
+    Run,
+    check_slice_names,
+    data_record,
+    flatten,
+    group_flags,
+    model_and_flags,
+    parse_model_args,
+    parse_models,
+)
+from evaluation.comparison.results import run_name, safe_label
+
+
+def train_parser(tokens: list[str]) -> argparse.ArgumentParser:
+    from options.train_options import TrainOptions
+    return TrainOptions().build_parser(tokens)
+
+
+def test_parser(tokens: list[str]) -> argparse.ArgumentParser:
+    from options.test_options import TestOptions
+    return TestOptions().build_parser(tokens)
+
+
+def ablation_runs(spec: str, model: str, own: list[str], base: list[str]) -> list[Run]:
+    """The runs of --ablation ``spec`` for ``model``."""
+    if spec in ABLATIONS:
+        runs = []
+        for key, label, flags, *extra in ABLATIONS[spec]:
+            other = extra[0] if extra and extra[0] and extra[0] != model else None
+            runs.append(Run(key, label, other or model, flags if other else own + flags,
+                            folds=extra[1] if len(extra) > 1 else 0))
+        return runs
+    flag, eq, values = spec.partition('=')
+    choices = [v.strip() for v in values.split(',') if v.strip()]
+    if not eq or not flag or not choices:
+        raise ValueError(f'--ablation "{spec}": use one of {", ".join(ABLATIONS)} or FLAG=V1,V2,...')
+    parser = train_parser(['--model', model, *base, *own])
+    action = parser._option_string_actions.get('--' + flag)
+    if action is None:
+        raise ValueError(f'--ablation "{spec}": --{flag} is not an option of --model {model}')
+    runs = []
+    for value in choices:
+        if action.nargs == 0:  # a switch
+            if value.lower() not in TRUE_WORDS + FALSE_WORDS:
+                raise ValueError(f'--ablation "{spec}": --{flag} is a switch; use true/false values')
+            flags = ['--' + flag] if value.lower() in TRUE_WORDS else []
+        else:
+            flags = ['--' + flag, value]
+        runs.append(Run(safe_label(f'{flag}{value}'), f'{flag}={value}', model, own + flags))
+    return runs
+
+
+def make_runs(args: argparse.Namespace, base: list[str]) -> list[Run]:
+    models = parse_models(args.models, bool(args.ablation))
+    own = parse_model_args(args.model_args, models)
+    if args.ablation:
+        model, flags = model_and_flags(models[0])
+        runs = ablation_runs(args.ablation, model, flags + own.get(models[0], []), base)
+    else:
+        runs = [Run(m, m, model_and_flags(m)[0], model_and_flags(m)[1] + own.get(m, [])) for m in models]
+    if args.folds:
+        if args.folds < 2:
+            raise ValueError(f'--folds {args.folds}: use 2 or more')
+        for run in runs:
+            run.folds = run.folds or args.folds
+    keys = [r.key for r in runs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f'two runs would share a name: {", ".join(keys)}')
+    for run in runs:
+        run.name = run_name(args.name, run.key)
+    return runs
+
+
+def route(groups: dict[str, list[str]], parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> list[str]:
+    """The flags of ``groups`` that ``parser`` knows (minus ``skip``), as tokens."""
+    known = parser._option_string_actions
+    return flatten({f: v for f, v in groups.items() if f in known and f not in skip})
+
+
+def typed_values(groups: dict[str, list[str]], parsers: list[argparse.ArgumentParser]) -> dict:
+    """{dest: value} of each flag as the first parser that knows it reads it (so 1e-4 equals 0.0001)."""
+    out = {}
+    for flag, values in groups.items():
+        parser = next(p for p in parsers if flag in p._option_string_actions)
+        action = parser._option_string_actions[flag]
+        value = getattr(parser.parse_known_args([flag, *values])[0], action.dest)
+        out[action.dest] = list(value) if isinstance(value, (list, tuple)) else value
+    return out
+
+
+def plan(args: argparse.Namespace, shared_tokens: list[str]) -> tuple[list[Run], dict]:
+    """Runs with their train.py/test.py arguments, and the comparison's record for shared_options.json.
+
+    Raises ValueError for an unknown model or option, an option compare.py sets itself, or a dataset mode
+    other than triplanar_aligned.
+    """
+    user = group_flags(shared_tokens)
+    reserved = [f for f in user if f in RESERVED]
+    if reserved:
+        raise ValueError(f'{", ".join(reserved)}: set by compare.py for every run; use its own --name, '
+                         f'--dataroot, --checkpoints_dir and --results_dir')
+    groups = {**{f: v for f, v in PAPER_SHARED.items() if f not in user}, **user}
+    dataroot = os.path.abspath(args.dataroot) if args.dataroot else None
+    runs = make_runs(args, flatten(groups))
+    parsers = []
+    for run in runs:
+        common = ['--model', run.model, '--name', run.name, '--checkpoints_dir', args.checkpoints_dir]
+        if dataroot:
+            common += ['--dataroot', dataroot]
+        tp = train_parser(common + flatten(groups) + run.args)
+        sp = test_parser(common + flatten(groups) + run.args)
+        unknown = [f for f in group_flags(run.args) if f not in tp._option_string_actions
+                   and f not in sp._option_string_actions]
+        if unknown:
+            raise ValueError(f'{run.label}: {", ".join(unknown)} is not an option of --model {run.model}')
+        own = group_flags(run.args)
+        run.train_args = common + route(groups, tp, TEST_ONLY) + route(own, tp, TEST_ONLY)
+        run.test_epoch = 'best' if tp.parse_args(run.train_args).val_freq > 0 else 'latest'
+        test_common = [t if t != run.name else ','.join(run.members) for t in common]
+        run.test_args = (test_common + ['--results_dir', args.results_dir, '--epoch', run.test_epoch, '--phase',
+                                        'test'] + route(groups, sp, TRAIN_ONLY) + route(own, sp, TRAIN_ONLY))
+        parsers += [tp, sp]
+    unknown = [f for f in groups if not any(f in p._option_string_actions for p in parsers)]
+    if unknown:
+        raise ValueError(f'{", ".join(unknown)}: not an option of train.py or test.py for '
+                         f'{", ".join(sorted({r.model for r in runs}))} (give full flag names)')
+    opt = train_parser(runs[0].train_args).parse_args(runs[0].train_args)
+    if opt.dataset_mode != 'triplanar_aligned':
+        raise ValueError(f'compare.py scores volumes: it needs --dataset_mode triplanar_aligned '
+                         f'(got {opt.dataset_mode})')
+    record = {'tag': args.name, 'mode': 'ablation' if args.ablation else 'models',
+              'shared': {k: v for k, v in typed_values(groups, parsers).items() if k not in NOT_COMPARED},
+              'data': data_record(opt, dataroot), 'external': [],
+              'report': {'reference': args.reference or runs[0].label,
+                         'slices': [s.strip() for s in args.slices.split(',') if s.strip()]}}
+    if args.reference and args.reference not in [r.label for r in runs]:
+        raise ValueError(f'--reference {args.reference}: not a run of this call ({", ".join(r.label for r in runs)})')
+    check_slice_names(record['report']['slices'], record['data'])
+    return runs, record
