@@ -7,6 +7,7 @@ import torch
 
 from util.image_pool import ImagePool
 from . import networks
+from .losses.gan import GANLoss, cal_gradient_penalty
 from .base_model import BaseModel
 
 
@@ -48,7 +49,7 @@ class CycleGANModel(BaseModel):
             self.netD_B = networks.define_D(opt.input_nc, *d_args)
             self.fake_A_pool = ImagePool(opt.pool_size)
             self.fake_B_pool = ImagePool(opt.pool_size)
-            self.criterionGAN = networks.GANLoss(opt.gan_mode).to(self.device)
+            self.criterionGAN = GANLoss(opt.gan_mode).to(self.device)
             self.criterionCycle = torch.nn.L1Loss()
             self.criterionIdt = torch.nn.L1Loss()
             self.optimizer_G = self.adam(itertools.chain(self.netG_A.parameters(), self.netG_B.parameters()))
@@ -67,7 +68,7 @@ class CycleGANModel(BaseModel):
         with self.autocast():
             loss_D = (self.criterionGAN(netD(real), True) + self.criterionGAN(netD(fake.detach()), False)) * 0.5
         if self.opt.gan_mode == 'wgangp':
-            loss_D = loss_D + networks.cal_gradient_penalty(netD, real, fake.detach(), self.device)[0]
+            loss_D = loss_D + cal_gradient_penalty(netD, real, fake.detach(), self.device)[0]
         self.backward(loss_D)
         return loss_D
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from . import networks
+from .losses.gan import GANLoss, cal_gradient_penalty
 from .base_model import BaseModel
 from models.losses.body_loss import add_loss_region_options, pixel_loss
 from data.sam_cache import batch_features, prepare
@@ -37,7 +38,7 @@ class Pix2PixModel(BaseModel):
             # conditional GAN: D sees input and output stacked along channels
             self.netD = networks.define_D(opt.input_nc + opt.output_nc, opt.ndf, opt.netD, opt.n_layers_D,
                                           opt.norm, opt.init_type, opt.init_gain)
-            self.criterionGAN = networks.GANLoss(opt.gan_mode).to(self.device)
+            self.criterionGAN = GANLoss(opt.gan_mode).to(self.device)
             self.optimizer_G = self.adam([p for p in self.netG.parameters() if p.requires_grad])
             self.optimizer_D = self.adam(self.netD.parameters())
             self.optimizers = [self.optimizer_G, self.optimizer_D]
@@ -74,7 +75,7 @@ class Pix2PixModel(BaseModel):
             self.loss_D_real = self.criterionGAN(self.netD(real_AB), True)
         self.loss_D = (self.loss_D_fake + self.loss_D_real) * 0.5
         if self.opt.gan_mode == 'wgangp':
-            self.loss_D = self.loss_D + networks.cal_gradient_penalty(
+            self.loss_D = self.loss_D + cal_gradient_penalty(
                 self.netD, real_AB, fake_AB.detach(), self.device)[0]
         self.backward(self.loss_D)
 

@@ -116,7 +116,7 @@ def test_layers_that_stay_float32_under_bf16():
     products are float32, and the GAN loss of a bf16 map is float32 and exact."""
     from models.generators.sam_unet import MaskModule, SoftClamp
     from models.layers import get_norm_layer
-    from models.networks import GANLoss
+    from models.losses.gan import GANLoss
     with torch.autocast('cpu', dtype=torch.bfloat16):
         clamped = SoftClamp()(torch.tensor([-0.5, 0.25, 1.5], dtype=torch.bfloat16))
         steps, masks = MaskModule(2, 3, 4, get_norm_layer('instance'))(torch.rand(1, 3, 8, 8).bfloat16())

@@ -7,7 +7,8 @@ import torch
 
 from data import create_dataset
 from models import create_model
-from models.mrnet_model import MrnetModel, feature_discard_loss, mask_sparsity_loss
+from models.mrnet_model import MrnetModel
+from models.losses.mask_losses import feature_discard_loss, mask_sparsity_loss
 from options.test_options import TestOptions
 from options.train_options import TrainOptions
 from data.demo_data import make_synthrad

@@ -10,7 +10,8 @@ import torch.nn as nn
 from models import layers, networks
 from models.generators import available_generators
 from models.layers import conv_bias_needed, count_parameters, get_norm_layer, init_weights
-from models.networks import GANLoss, cal_gradient_penalty, define_D, define_G, get_scheduler
+from models.losses.gan import GANLoss, cal_gradient_penalty
+from models.networks import define_D, define_G, get_scheduler
 
 
 # ----------------------------------------------------------------------------- parameter counts
