@@ -1,4 +1,5 @@
-"""util.visualizer against a real visdom server, without one, and its files (loss log, HTML page, results).
+"""util.visualizer against a real visdom server, without one, and its files (loss logs, HTML page, results);
+util.training_log, the log for programs it writes beside loss_log.txt.
 
 The visdom server is started through ``visdom.server.run_server.main``: ``python -m visdom.server`` first
 downloads the web UI's JS/CSS and, offline, dies on the MathJax download (visdom 0.2.4 lets that error escape).
@@ -7,6 +8,7 @@ downloads the web UI's JS/CSS and, offline, dies on the MathJax download (visdom
 from __future__ import annotations
 
 import base64
+import errno
 import io
 import json
 import re
@@ -29,7 +31,9 @@ import visdom
 from PIL import Image
 
 from util import util
+from util.disk import WriteError
 from util.html import HTML
+from util.training_log import read_training_log
 from util.visualizer import Visualizer, save_images, visuals_grid
 
 SERVER_CMD = 'from visdom.server.run_server import main; main()'
@@ -196,6 +200,63 @@ def test_loss_log_lines(tmp_path, capsys):
     assert len(lines) == 4
     assert header.match(lines[0]) and lines[1] == line
     assert header.match(lines[2]) and lines[3] == '(epoch: 2, iters: 20, time: 1.000, data: 2.000) G_GAN: 1.000'
+    # the same in loss_log.jsonl, unrounded; the resumed run appends after a start record of its own
+    records = read_training_log(str(tmp_path / 'checkpoints' / 'exp' / 'loss_log.jsonl'))
+    assert [r['kind'] for r in records] == ['start', 'iteration', 'start', 'iteration']
+    assert re.fullmatch(r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d', records[0]['date'])
+    assert records[1] == {'kind': 'iteration', 'epoch': 1, 'iters': 10, 'time': 0.1234, 'data': 0.0101,
+                          'losses': {'G_GAN': 0.69314, 'G_L1': 12.5, 'D_real': 0.0004}}
+    assert records[3] == {'kind': 'iteration', 'epoch': 2, 'iters': 20, 'time': 1.0, 'data': 2.0,
+                          'losses': {'G_GAN': 1.0}}
+
+
+def test_validation_and_non_finite_values_in_the_jsonl_log(tmp_path, capsys):
+    vis = Visualizer(make_opt(tmp_path, no_html=True))
+    vis.print_current_losses(1, 4, OrderedDict(G_GAN=float('nan'), G_L1=float('inf')), 0.05, 0.0)
+    history = [{'epoch': 1, 'score': float('nan'), 'seconds': 12.3, 'scores': {'psnr': float('nan'), 'mae': 81.5}}]
+    vis.show_validation('(validation epoch: 1, time: 12.3 s) ...', 'psnr', history)
+    path = tmp_path / 'checkpoints' / 'exp' / 'loss_log.jsonl'
+    text = path.read_text()
+    assert 'NaN' not in text and 'Infinity' not in text          # strict JSON: null instead
+    assert [json.loads(line) for line in text.splitlines()][1:] == [
+        {'kind': 'iteration', 'epoch': 1, 'iters': 4, 'time': 0.05, 'data': 0.0,
+         'losses': {'G_GAN': None, 'G_L1': None}},
+        {'kind': 'validation', 'epoch': 1, 'seconds': 12.3, 'metric': 'psnr', 'score': None,
+         'scores': {'psnr': None, 'mae': 81.5}}]
+
+
+def test_jsonl_log_skips_a_killed_runs_last_line_and_names_a_corrupt_one(tmp_path):
+    vis = Visualizer(make_opt(tmp_path, no_html=True))
+    vis.print_current_losses(1, 2, OrderedDict(G_L1=3.0), 0.05, 0.0)
+    path = tmp_path / 'checkpoints' / 'exp' / 'loss_log.jsonl'
+    with open(path, 'a') as f:
+        f.write('{"kind": "iteration", "epoch": 1, "iters": 4, "ti')          # killed while writing
+    assert [r['kind'] for r in read_training_log(str(path))] == ['start', 'iteration']
+    Visualizer(make_opt(tmp_path, no_html=True)).print_current_losses(1, 4, OrderedDict(G_L1=2.0), 0.05, 0.0)
+    records = read_training_log(str(path))                                   # the resume cut the unfinished line
+    assert [(r['kind'], r.get('iters')) for r in records] == [('start', None), ('iteration', 2), ('start', None),
+                                                               ('iteration', 4)]
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(''.join(lines[:2] + ['{"kind": "iteration", "epoch": 1, "iters": 3, "ti\n'] + lines[2:]))
+    with pytest.raises(ValueError, match=re.escape(f'{path}, line 3: not JSON')):
+        read_training_log(str(path))
+    path.write_text(''.join(lines[:1] + ['[1, 2]\n'] + lines[1:]))
+    with pytest.raises(ValueError, match=re.escape(f'{path}, line 2: not a training log record')):
+        read_training_log(str(path))
+
+
+def test_jsonl_log_on_a_full_disk_names_the_file(tmp_path, monkeypatch):
+    vis = Visualizer(make_opt(tmp_path, no_html=True))
+    path = str(tmp_path / 'checkpoints' / 'exp' / 'loss_log.jsonl')
+    real_open = open
+
+    def full_disk(file, *args, **kwargs):
+        if str(file) == path:
+            raise OSError(errno.ENOSPC, 'No space left on device', file)
+        return real_open(file, *args, **kwargs)
+    monkeypatch.setattr('builtins.open', full_disk)
+    with pytest.raises(WriteError, match=f'no space left on .* while writing {re.escape(path)} '):
+        vis.print_current_losses(1, 2, OrderedDict(G_L1=3.0), 0.05, 0.0)
 
 
 class ImgHeaders(HTMLParser):
@@ -294,9 +355,20 @@ def test_training_shows_visuals_and_losses_in_a_real_server(aligned_root, tmp_pa
                       '--print_freq', '1', '--display_freq', '1', '--display_id', '5', '--display_port', str(port),
                       '--display_server', 'http://127.0.0.1', '--display_env', env, cwd=tmp_path)
     assert 'WARNING' not in proc.stderr
-    client = visdom.Visdom(server='http://127.0.0.1', port=port, env=env, raise_exceptions=True, use_incoming_socket=False)
+    client = visdom.Visdom(server='http://127.0.0.1', port=port, env=env, raise_exceptions=True,
+                           use_incoming_socket=False)
     plot = json.loads(client.get_window_data(win='6', env=env))
     names = sorted(trace['name'] for trace in plot['content']['data'])
     assert names == ['D_fake', 'D_real', 'G_GAN', 'G_L1']
     assert all(len(trace['x']) == 3 for trace in plot['content']['data'])  # one point per iteration
+    # loss_log.jsonl holds what loss_log.txt says: the same epochs, iterations, times and losses (unrounded)
+    ckpt = tmp_path / 'checkpoints' / 'live'
+    text = [line for line in (ckpt / 'loss_log.txt').read_text().splitlines() if line.startswith('(epoch')]
+    records = [r for r in read_training_log(str(ckpt / 'loss_log.jsonl')) if r['kind'] == 'iteration']
+    assert len(records) == len(text) == 3
+    for line, r in zip(text, records):
+        losses = ' '.join(f'{k}: {v:.3f}' for k, v in r['losses'].items())
+        assert line == f"(epoch: {r['epoch']}, iters: {r['iters']}, time: {r['time']:.3f}, data: {r['data']:.3f}) " \
+                       f"{losses}"
+    assert [r['epoch'] for r in records] == [1, 2, 3] and sorted(r['losses']) == names
     assert client.win_exists('5', env=env)

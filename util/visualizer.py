@@ -1,4 +1,4 @@
-"""Training display (visdom windows, HTML page, loss log) and result saving for test.py.
+"""Training display (visdom windows, HTML page, loss logs) and result saving for test.py.
 
 Visdom is optional at run time and imported only when a display is asked for (``--display_id`` > 0; without
 visdom installed that is one warning): with ``--display_id`` > 0 the Visualizer connects to the server named by
@@ -21,6 +21,7 @@ import torch
 from util import util
 from util.disk import writing
 from util.html import HTML
+from util.training_log import LOG_NAME, TrainingLog
 
 # (connect, read) timeouts in seconds for every request to the visdom server
 VISDOM_TIMEOUT_S = (3.0, 5.0)
@@ -76,9 +77,10 @@ class Visualizer:
     - display_current_results: current visuals in a visdom image grid (window ``display_id``) and, on save
       epochs, PNGs in ``<checkpoints_dir>/<name>/web/images`` listed by ``web/index.html`` newest epoch first;
     - plot_current_losses: the loss curves (window ``display_id + 1``), x in epochs;
-    - print_current_losses: the classic loss line on stdout and in ``<checkpoints_dir>/<name>/loss_log.txt``;
-    - show_validation: the validation line (stdout and loss_log.txt), its scores plotted (window
-      ``display_id + 2``) and tabled at the top of the HTML page.
+    - print_current_losses: the classic loss line on stdout and in ``<checkpoints_dir>/<name>/loss_log.txt``,
+      and its record in ``loss_log.jsonl`` (util.training_log: the same log for programs);
+    - show_validation: the validation line (stdout and loss_log.txt) and record (loss_log.jsonl), its scores
+      plotted (window ``display_id + 2``) and tabled at the top of the HTML page.
     """
 
     def __init__(self, opt) -> None:
@@ -100,9 +102,11 @@ class Visualizer:
         if self.use_html:
             util.mkdirs([self.web_dir, self.img_dir])
         self.log_name = os.path.join(expr_dir, 'loss_log.txt')
+        self.training_log = TrainingLog(os.path.join(expr_dir, LOG_NAME))
         if opt.isTrain:
             util.mkdir(expr_dir)
             self.log(f'================ Training Loss ({time.strftime("%c")}) ================')
+            self.training_log.start()
 
     def log(self, line: str) -> None:
         """Append ``line`` to loss_log.txt (a full or read-only disk: util.disk.WriteError naming it)."""
@@ -169,9 +173,12 @@ class Visualizer:
         self._display(lambda vis: vis.line(X=x, Y=y, win=str(self.display_id + 1), opts=opts))
 
     def show_validation(self, message: str, metric: str, history: list[dict]) -> None:
-        """Print and log ``message``, plot every score of ``history`` over the epochs and table it on the page."""
+        """Print and log ``message`` (and the last entry of ``history`` in loss_log.jsonl), plot every score of
+        ``history`` over the epochs and table it on the page."""
         print(message)
         self.log(message)
+        if history:
+            self.training_log.validation(metric, history[-1])
         self.validation, self.validation_metric = list(history), metric
         if self.use_html:
             epoch, labels = self.html_state or (0, [])
@@ -187,7 +194,8 @@ class Visualizer:
 
     def print_current_losses(self, epoch: int, iters: int, losses: OrderedDict[str, float], t_comp: float,
                              t_data: float) -> None:
-        """Print and log ``(epoch: E, iters: I, time: T, data: D) name: value ...``.
+        """Print and log ``(epoch: E, iters: I, time: T, data: D) name: value ...``; the same as a record in
+        loss_log.jsonl, unrounded.
 
         t_comp: seconds of computation per sample; t_data: seconds spent loading data.
         """
@@ -195,6 +203,7 @@ class Visualizer:
         message += ' '.join(f'{k}: {float(v):.3f}' for k, v in losses.items())
         print(message)
         self.log(message)
+        self.training_log.iteration(epoch, iters, losses, t_comp, t_data)
 
 
 def epoch_image_name(epoch: int, label: str) -> str:

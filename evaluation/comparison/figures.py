@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -23,8 +22,8 @@ from util.intensity import CT_WINDOW, MR_PERCENTILES, intensity_map, modality_ki
 from util.slicing import PLANE_NAMES, plane_axis, take_slice
 from util.geometry import Geometry
 from util.body_mask import body_mask
+from util.training_log import LOG_NAME, read_training_log
 
-LOSS_LINE = re.compile(r'^\(epoch: (\d+), iters: (\d+)[^)]*\)\s*(.*)$')
 ROI_FRACTION = 4          # the zoomed region is 1/4 of the slice's height and width
 ERROR_PERCENTILE = 99.5   # the shared error scale ends at the largest model's 99.5th percentile
 MIN_BODY_FRACTION = 0.05  # slices with less body than this are not picked as worst/median/best
@@ -33,22 +32,17 @@ TILE_INCHES = 2.0
 
 # ----------------------------------------------------------------------------- loss curves
 
-def parse_loss_log(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Loss curves from a ``loss_log.txt``: name -> (x in epochs, values).
+def loss_curves(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Loss curves from a ``loss_log.jsonl`` (util.training_log): name -> (x in epochs, values).
 
-    Lines are ``(epoch: E, iters: I, ...) name: value ...`` with I counted from the start of epoch E; x is
-    E - 1 + I / (largest I seen), so a full epoch spans 1. Lines repeated by a resumed run replace the earlier
-    ones (same E and I). A missing file gives {}.
+    Its iteration records hold epoch E and I images counted from the start of E; x is E - 1 + I / (largest I
+    seen), so a full epoch spans 1. Records repeated by a resumed run replace the earlier ones (same E and I); a
+    non-finite loss (null) is NaN, a gap in the curve.
     """
-    if not os.path.isfile(path):
-        return {}
     points: dict[tuple[int, int], dict[str, float]] = {}
-    with open(path) as f:
-        for line in f:
-            m = LOSS_LINE.match(line.strip())
-            if m:
-                values = dict(re.findall(r'(\S+): (\S+)', m.group(3)))
-                points[(int(m.group(1)), int(m.group(2)))] = {k: float(v) for k, v in values.items()}
+    for r in read_training_log(path):
+        if r['kind'] == 'iteration':
+            points[(r['epoch'], r['iters'])] = {k: math.nan if v is None else v for k, v in r['losses'].items()}
     if not points:
         return {}
     per_epoch = max(i for _, i in points) or 1
@@ -67,20 +61,32 @@ def _grid(n: int, ncols: int = 3) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
+def training_log_path(result: Result) -> str:
+    """The run's loss_log.jsonl: beside the loss_log.txt that its record names."""
+    return os.path.join(os.path.dirname(result.loss_log), LOG_NAME)
+
+
 def plot_loss_curves(results: list[Result], path: str) -> bool:
-    """One panel per trained run with its logged losses against epochs; False (nothing written) when no run
-    logged any loss (e.g. --print_freq larger than an epoch)."""
-    curves = [(r.label, parse_loss_log(r.loss_log)) for r in results if r.loss_log]
-    curves = [(label, c) for label, c in curves if c]
+    """One panel per trained run with its logged losses (its loss_log.jsonl) against epochs; a run trained before
+    that log existed gets a panel that says so. False (nothing written) when no run logged any loss (e.g.
+    --print_freq larger than an epoch) and none lacks the log."""
+    logs = [(r.label, training_log_path(r)) for r in results if r.loss_log]
+    curves = [(label, loss_curves(log) if os.path.isfile(log) else None) for label, log in logs]
+    curves = [(label, c) for label, c in curves if c is None or c]
     if not curves:
         return False
     rows, cols = _grid(len(curves))
     fig = Figure(figsize=(4.5 * cols, 3.2 * rows), layout='constrained')
     for k, (label, c) in enumerate(curves):
         ax = fig.add_subplot(rows, cols, k + 1)
+        ax.set_title(label)
+        if c is None:
+            ax.text(0.5, 0.5, f'no {LOG_NAME}:\ntrained before the training log\nfor programs existed',
+                    ha='center', va='center', transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
         for name, (x, y) in c.items():
             ax.plot(x, y, marker='.' if len(x) < 20 else None, label=name)
-        ax.set_title(label)
         ax.set_xlabel('epoch')
         ax.set_ylabel('loss (weighted)')
         positive = all((y > 0).all() for _, y in c.values())
