@@ -6,24 +6,24 @@
 Writes ``results/NAME/<phase>_<epoch>/index.html`` with ``images/<name>_<visual>.png`` (``--save_raw``: also
 float .npy/.tif), ``metrics.csv`` for paired data, and what the dataset's evaluator adds (volumes). ``<name>`` is
 the input's file name without its extension (other dots kept); two inputs to be written (the first ``--num_test``)
-with the same name are refused before anything runs. A subject that fails does not stop the others: the page and metrics.csv cover everything that
-worked, then the failures are reported (exit status 2).
+with the same name are refused before anything runs. A subject that fails does not stop the others: the page and
+metrics.csv cover everything that worked, then the failures are reported (exit status 2).
 """
 from __future__ import annotations
 
 import os
 
 from data import create_dataset
-from models import create_model
-from inference.test_time import EnsembleModel, run_test, ensemble_result_name, write_members
+from evaluation.result_page import ResultPage
+from evaluation.scoring import make_evaluator, summary_sections
+from evaluation.validation import BEST_LABEL, best_note
+from inference.test_time import create_test_model, ensemble_result_name, run_test, write_members
 from options.ingredients import ensemble_names
 from options.test_options import TestOptions
 from util.cli import run_cli
-from evaluation.scoring import make_evaluator, summary_sections
 from util.html import HTML
 from util.seed import seed_everything
 from util.util import check_unique_names
-from evaluation.validation import BEST_LABEL, best_note
 from util.visualizer import save_images
 
 
@@ -37,11 +37,7 @@ def main(args: list[str] | None = None) -> str:
     if sources:
         check_unique_names(sources[:total])     # only the items that will be written can clash (--num_test)
     names = ensemble_names(opt.name)
-    if len(names) > 1:          # --name a,b,c: an ensemble, fused voxel-wise (--ensemble_fuse)
-        model = EnsembleModel(opt, names, create_model)
-    else:
-        model = create_model(opt)
-        model.setup(opt)
+    model = create_test_model(opt, names)       # --name a,b,c: an ensemble, fused voxel-wise (--ensemble_fuse)
     model.prepare_data(dataset)
     if opt.epoch == BEST_LABEL:
         print(best_note(model.save_dir))
@@ -50,6 +46,7 @@ def main(args: list[str] | None = None) -> str:
     web_dir = os.path.join(opt.results_dir, ensemble_result_name(names), label)
     webpage = HTML(web_dir, f'Experiment = {opt.name}, Phase = {opt.phase}, Epoch = {opt.epoch}')
     evaluator = make_evaluator(opt, web_dir, dataset.dataset)
+    page = ResultPage(webpage, evaluator, opt)
     if len(names) > 1:
         write_members(os.path.join(web_dir, 'ensemble.json'), model.checkpoints(), opt.ensemble_fuse)
     if opt.eval:
@@ -65,19 +62,21 @@ def main(args: list[str] | None = None) -> str:
         visuals = model.get_current_visuals()
         names = data.get('name', data['A_paths'])
         for j in range(min(len(names), total - done)):
-            if evaluator.on_page(data, j):
+            if page.shows(data, j):
                 save_images(webpage, {k: v[j:j + 1] for k, v in visuals.items()}, [names[j]],
                             aspect_ratio=opt.aspect_ratio, width=opt.display_winsize, save_raw=opt.save_raw)
-        evaluator.add(data, visuals, spread=getattr(model, 'spread', None))     # --tta flip / ensemble spread
+        for scored in evaluator.add(data, visuals, spread=getattr(model, 'spread', None)):  # --tta / ensemble spread
+            page.add_subject(scored)
         done += len(names)
         if done % 50 < len(names):
             print(f'processing ({done:04d}/{total})-th item... {names[0]}')
-    summary = evaluator.finish(webpage)
+    summary = evaluator.finish()
+    page.finish()
     for label, scores in summary_sections(summary).items():
         print(f'{label}: ' + ', '.join(f'{k} {v:.4g}' for k, v in scores.items()))
     page = webpage.save()
     print(f'results: {page}')
-    failed = getattr(evaluator, 'failed', {})
+    failed = evaluator.failed
     if failed:
         raise RuntimeError(f'{len(failed)} subject(s) failed: ' + '; '.join(f'{n}: {why}' for n, why in failed.items())
                            + f' (the results of the others are in {page})')

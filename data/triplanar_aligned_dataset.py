@@ -14,181 +14,37 @@ dataset ``./datasets/demo_synthrad`` (``demo_brats`` for BraTS modalities) is us
 
 Each subject is read, checked, reoriented to RAS and normalised to [-1, 1] once, into a slice store
 ``<cache_dir>/triplanar_<key>/<subject>/`` (``volumes.npy``: canonical (X, Y, Z, 3) array of modality A, modality B
-and body mask, interleaved so that one strided read gives all three slices; ``meta.json``) that later runs reuse;
-items are memory-mapped slices resized with torch. Splits are per subject: ``<dataroot>/splits/<phase>.txt``, made
-8:1:1 with ``--split_seed`` when there are none (kept in the experiment folder when the dataroot is read-only);
-``--split all`` takes every subject.
+and body mask, interleaved so that one strided read gives all three slices; ``meta.json``; data/slice_store.py)
+that later runs reuse; items are memory-mapped slices resized with torch. Splits are per subject:
+``<dataroot>/splits/<phase>.txt``, made 8:1:1 with ``--split_seed`` when there are none (kept in the experiment
+folder when the dataroot is read-only); ``--split all`` takes every subject.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
-import math
 import os
-import shutil
 import sys
-import tempfile
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from data.augmentation import augment
 from data.base_dataset import BaseDataset
-from data.layouts import BRATS_MODALITIES, MASK_NAME, describe_candidates, find_modality
+from data.context import check_context, context_stack
+from data.layouts import BRATS_MODALITIES
+from data.slice_store import STORE_FILE, StoreSettings, Subject, load_subject
 from data.splits import ALL_SPLIT, fold_split, list_subjects, load_split
-from util.disk import WriteError, cannot_write, writing
-from util.image_io import read_image
-from util.mapped import MappedFiles, TruncatedFileError, check_whole
-from util.intensity import CT_WINDOW, MR_PERCENTILES, IntensityMap, intensity_map, modality_kind
+from util.body_mask import dilate
+from util.direction import source_target
+from util.disk import WriteError, cannot_write
+from util.intensity import CT_WINDOW, MR_PERCENTILES
+from util.mapped import MappedFiles, TruncatedFileError
 from util.slicing import PLANES, RESIZE_MODES, slice_spacing, take_slice, to_square
-from util.geometry import Geometry
-from util.body_mask import body_mask, dilate
 
 DEMO_ROOTS = {'synthrad': os.path.join('datasets', 'demo_synthrad'), 'brats': os.path.join('datasets', 'demo_brats')}
-STORE_VERSION = 4                   # 4: body masks join tissue parts closer than 4 voxels (thin volumes)
-STORE_FILE = 'volumes.npy'
 
-
-# ----------------------------------------------------------------------------- slice store
-
-@dataclass(frozen=True)
-class StoreSettings:
-    """Everything the stored arrays depend on; its hash names the store folder."""
-    modalities: tuple[str, str]                 # (modality_A, modality_B), as on the command line
-    ct_window: tuple[float, float]
-    mr_percentiles: tuple[float, float]
-    dtype: str
-    affine_tol: float
-
-    def key(self) -> str:
-        text = json.dumps({'version': STORE_VERSION, **self.__dict__}, sort_keys=True)
-        return hashlib.sha1(text.encode()).hexdigest()[:12]
-
-
-@dataclass
-class Subject:
-    """One stored subject: source files, geometry, intensity maps and body fraction per slice."""
-    name: str
-    paths: dict[str, str]                       # modality -> source file (or DICOM folder)
-    mask_path: str | None
-    geometry: Geometry                          # shared by all modalities
-    maps: dict[str, IntensityMap]               # modality -> map to [-1, 1]
-    foreground: dict[str, list[float]]          # plane -> body fraction of each slice
-    store: str                                  # folder of volumes.npy (canonical RAS) and meta.json
-
-    def to_json(self) -> dict:
-        """What meta.json keeps; source files by name and (size, mtime), so the store survives a different
-        spelling of --dataroot but not a changed file."""
-        return {'version': STORE_VERSION, 'name': self.name, 'sources': _sources(self.paths, self.mask_path),
-                'geometry': self.geometry.to_json(), 'maps': {m: [v.low, v.high] for m, v in self.maps.items()},
-                'foreground': self.foreground}
-
-    @classmethod
-    def from_json(cls, d: dict, paths: dict[str, str], mask_path: str | None, store: str) -> 'Subject':
-        return cls(d['name'], paths, mask_path, Geometry.from_json(d['geometry']),
-                   {m: IntensityMap(*v) for m, v in d['maps'].items()}, d['foreground'], store)
-
-
-def _sources(paths: dict[str, str], mask_path: str | None) -> list:
-    """[file name, size, mtime] of each source file (modalities, then the mask or None)."""
-    return [None if p is None else [os.path.basename(p), os.stat(p).st_size, os.stat(p).st_mtime_ns]
-            for p in (*paths.values(), mask_path)]
-
-
-def subject_sources(root: str, name: str, modalities: tuple[str, str]) -> tuple[dict[str, str], str | None]:
-    """The file (or DICOM folder) of each modality and of the optional mask; FileNotFoundError names a missing
-    modality."""
-    folder = os.path.join(root, name)
-    paths = {}
-    for m in modalities:
-        path = find_modality(folder, name, m)
-        if path is None:
-            raise FileNotFoundError(f'{folder}: modality "{m}" is missing (looked for '
-                                    f'{describe_candidates(folder, name, m)})')
-        paths[m] = path
-    return paths, find_modality(folder, name, MASK_NAME)
-
-
-def build_subject(root: str, name: str, settings: StoreSettings, store: str) -> Subject:
-    """Read, check, normalise and store one subject (written to a temporary folder, then renamed)."""
-    paths, mask_path = subject_sources(root, name, settings.modalities)
-    print(f'slice store: adding {name}', flush=True)
-    volumes = {m: read_image(p) for m, p in paths.items()}
-    (ref, (_, ref_img)), *others = volumes.items()
-    geometry = Geometry.of(ref_img)
-    for m, (_, img) in others:
-        why = geometry.mismatch(Geometry.of(img), settings.affine_tol)
-        if why:
-            raise ValueError(f'subject {name} refused: {paths[ref]} (shape {geometry.shape}) and {paths[m]} '
-                             f'(shape {tuple(img.shape[:3])}) are not on the same voxel grid: {why}')
-    canonical = {m: geometry.to_canonical(data) for m, (data, _) in volumes.items()}
-    del volumes
-    if mask_path:
-        mask_data, mask_img = read_image(mask_path)
-        why = geometry.mismatch(Geometry.of(mask_img), settings.affine_tol)
-        if why:
-            raise ValueError(f'subject {name} refused: mask {mask_path} does not match {paths[ref]}: {why}')
-        mask = geometry.to_canonical(mask_data > 0)
-        if not mask.any():
-            raise ValueError(f'{mask_path}: the body mask is empty')
-    else:
-        mask = body_mask([(data, modality_kind(m)) for m, data in canonical.items()], f'subject {name}')
-        if not mask.any():
-            raise ValueError(f'subject {name}: no body found in {", ".join(paths.values())}')
-    maps = {m: intensity_map(modality_kind(m), data, mask, paths[m], settings.ct_window, settings.mr_percentiles)
-            for m, data in canonical.items()}
-    foreground = {p: mask.mean(axis=tuple(a for a in range(3) if a != ax)).round(6).tolist()
-                  for p, ax in PLANES.items()}
-    subject = Subject(name, paths, mask_path, geometry, maps, foreground, store)
-    parent = os.path.dirname(store)
-    with writing(os.path.join(store, STORE_FILE)):      # a full or read-only disk: one line, nothing left behind
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f'.{name}-', dir=parent)
-        try:
-            channels = [maps[m].normalise(canonical[m]) for m in settings.modalities]
-            np.save(os.path.join(tmp, STORE_FILE), np.stack([*channels, mask], axis=-1).astype(settings.dtype))
-            with open(os.path.join(tmp, 'meta.json'), 'w') as f:
-                json.dump(subject.to_json(), f)
-            shutil.rmtree(store, ignore_errors=True)
-            try:
-                os.replace(tmp, store)
-            except OSError:
-                if not os.path.isfile(os.path.join(store, 'meta.json')):  # not stored meanwhile by another process
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return subject
-
-
-def store_is_whole(store: str) -> bool:
-    """Whether the store's volumes.npy is there and as long as its header says (not truncated)."""
-    path = os.path.join(store, STORE_FILE)
-    try:
-        check_whole(path, np.load(path, mmap_mode='r'))
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def load_subject(root: str, name: str, settings: StoreSettings, store: str) -> Subject:
-    """The stored subject when its store is complete and its sources unchanged, else a freshly built one."""
-    meta_path = os.path.join(store, 'meta.json')
-    if os.path.isfile(meta_path):
-        try:
-            with open(meta_path) as f:
-                meta = json.load(f)
-        except ValueError:          # damaged: store again
-            meta = {}
-        paths, mask_path = subject_sources(root, name, settings.modalities)
-        if (meta.get('version') == STORE_VERSION and meta.get('sources') == _sources(paths, mask_path)
-                and store_is_whole(store)):
-            return Subject.from_json(meta, paths, mask_path, store)
-    return build_subject(root, name, settings, store)
-
-
-# ----------------------------------------------------------------------------- the dataset
 
 class TriplanarAlignedDataset(BaseDataset):
     """Paired slices of co-registered volumes. Items: ``A``, ``B`` (FloatTensor (C, size, size) in [-1, 1], A the
@@ -258,8 +114,7 @@ class TriplanarAlignedDataset(BaseDataset):
             raise ValueError(f'--modality_A and --modality_B are both "{opt.modality_A}"')
         self.mode, self.size = opt.preprocess, opt.crop_size
         self.planes = parse_planes(opt.planes)
-        self.source, self.target = ((opt.modality_A, opt.modality_B) if opt.direction == 'AtoB'
-                                    else (opt.modality_B, opt.modality_A))
+        self.source, self.target = source_target(opt)
         self.augment = bool(opt.isTrain and opt.augment)
         settings = StoreSettings((opt.modality_A, opt.modality_B), tuple(opt.ct_window), tuple(opt.mr_percentiles),
                                  opt.cache_dtype, opt.affine_tol)
@@ -269,14 +124,15 @@ class TriplanarAlignedDataset(BaseDataset):
         subjects = list_subjects(self.root)
         fallback = os.path.join(opt.checkpoints_dir, opt.name.split(',')[0])
         names = load_split(self.root, self.split, subjects, opt.split_seed, fallback=fallback)
-        if getattr(opt, 'n_folds', 0) and self.split in ('train', 'val'):
+        if opt.n_folds and self.split in ('train', 'val'):
             pool = sorted(load_split(self.root, 'train', subjects, opt.split_seed, fallback) +
                           load_split(self.root, 'val', subjects, opt.split_seed, fallback))
             names = fold_split(pool, opt.n_folds, opt.fold, opt.split_seed)[self.split]
         self.subjects, self.skipped = self._load_subjects(names, settings)
-        self.context = int(getattr(opt, 'context_slices', 0) or 0)
-        # --loss_region body --body_margin_voxels V: the items' body mask grown by V voxels (models/losses/body_loss.py)
-        self.margin = int(getattr(opt, 'body_margin_voxels', 0) or 0)
+        self.context = opt.context_slices
+        # --loss_region body --body_margin_voxels V: the items' body mask grown by V voxels (models/losses/body_loss.py;
+        # options of the pix2pix and MRNet training parsers only, absent for other models and in testing)
+        self.margin = getattr(opt, 'body_margin_voxels', 0)
         if self.margin < 0:
             raise ValueError(f'--body_margin_voxels {self.margin}: must be 0 or more')
         if getattr(opt, 'loss_region', 'slice') != 'body':
@@ -291,8 +147,8 @@ class TriplanarAlignedDataset(BaseDataset):
         channels = [opt.modality_A, opt.modality_B]
         self._order = [channels.index(self.source), channels.index(self.target), 2]   # source, target, mask
         self._maps = MappedFiles(opt.open_volumes)     # each worker keeps its own (util/mapped.py)
-        self.sam_features = None    # data.sam_cache.CachedFeatures, attached by the MRNet model when it applies
-        self.sam_target_features = None   # the same for the target slices (--lambda_sam_perceptual)
+        self.sam_features = None            # the input slices' cached SAM features: see use_sam_features
+        self.sam_target_features = None     # the target slices' (--lambda_sam_perceptual)
 
     def _load_subjects(self, names: list[str], settings: StoreSettings) -> tuple[dict[str, Subject], dict[str, str]]:
         """Stored (or newly stored) subjects, and with --skip_bad_subjects the refused ones with the reason."""
@@ -364,6 +220,19 @@ class TriplanarAlignedDataset(BaseDataset):
         return {'root': os.path.dirname(self.store_root), 'slices': slices,
                 'subjects': {name: fingerprint(s) for name, s in self.subjects.items()}}
 
+    def use_sam_features(self, field: str, reader) -> None:
+        """Read the cached SAM feature of each item's ``field`` slice (``A``, the input; ``B``, the target) from
+        ``reader`` from now on, or none with None. ``reader``: a :class:`data.sam_cache.CachedFeatures` built for
+        :meth:`sam_cache_spec` of ``field``, with ``read((subject, plane, index))`` -> (feature (256, S/16, S/16)
+        tensor, cached bool); items then hold ``sam_feature``/``sam_cached`` (``A``) or
+        ``sam_target_feature``/``sam_target_cached`` (``B``). The cache's ``prepare`` calls this."""
+        if field == 'A':
+            self.sam_features = reader
+        elif field == 'B':
+            self.sam_target_features = reader
+        else:
+            raise ValueError(f'use_sam_features: field {field!r} is not A or B')
+
     def slice_key(self, i: int) -> tuple[str, str, int]:
         """(subject, plane, slice index) of item ``i``."""
         s, axis, index = (int(v) for v in self.index[i])
@@ -399,28 +268,6 @@ class TriplanarAlignedDataset(BaseDataset):
                 'mask': x[2:3] > 0.5}
 
 
-def context_indices(index: int, k: int, n: int) -> np.ndarray:
-    """Slice indices i-K..i+K along an axis of ``n`` slices, the volume's edges replicated."""
-    return np.clip(np.arange(index - k, index + k + 1), 0, n - 1)
-
-
-def context_stack(volume: np.ndarray, axis: int, index: int, k: int) -> np.ndarray:
-    """(2K+1, h, w): slices i-K..i+K of a canonical (X, Y, Z) ``volume`` along ``axis`` (edges replicated), shown
-    as :func:`util.volume.take_slice` shows them; channel K is slice i."""
-    return np.stack([take_slice(volume, axis, int(j)) for j in context_indices(index, k, volume.shape[axis])])
-
-
-def check_context(k: int, volumes: dict[str, tuple[str, tuple[int, ...]]]) -> None:
-    """ValueError naming the file when --context_slices ``k`` is negative or larger than a volume's thinnest axis
-    (``volumes``: name -> (file, canonical shape))."""
-    if k < 0:
-        raise ValueError(f'--context_slices {k}: must be 0 or more')
-    for name, (path, shape) in volumes.items():
-        if k > min(shape[:3]):
-            raise ValueError(f'--context_slices {k} is larger than the thinnest axis of {path} (shape '
-                             f'{tuple(shape[:3])}, {min(shape[:3])} slices): use at most {min(shape[:3])}')
-
-
 def parse_planes(planes: str) -> list[str]:
     """'xyz', 'z', 'xz'... -> list of planes in x, y, z order."""
     chosen = [p for p in PLANES if p in planes]
@@ -438,16 +285,3 @@ def resolve_dataroot(opt: argparse.Namespace) -> str:
     from .demo_data import ensure_demo_dataset
     return ensure_demo_dataset(DEMO_ROOTS[kind], kind)
 
-
-def augment(x: torch.Tensor, flip: bool, max_degrees: float = 10.0, max_scale: float = 0.1,
-            max_shift: float = 0.05) -> torch.Tensor:
-    """Random horizontal flip (if ``flip``) and small rotation/scale/shift of a (C, H, W) stack in [-1, 1]
-    (areas moved in are -1). ``max_shift`` is a fraction of the image size."""
-    if flip and torch.rand(()) < 0.5:
-        x = x.flip(-1)
-    r = torch.rand(4) * 2 - 1
-    angle, scale = math.radians(float(r[0]) * max_degrees), 1 + float(r[1]) * max_scale
-    cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
-    theta = torch.tensor([[cos, -sin, float(r[2]) * 2 * max_shift], [sin, cos, float(r[3]) * 2 * max_shift]])
-    grid = F.affine_grid(theta[None], [1, *x.shape], align_corners=False)
-    return F.grid_sample(x[None] + 1, grid, mode='bilinear', padding_mode='zeros', align_corners=False)[0] - 1

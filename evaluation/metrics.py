@@ -250,6 +250,13 @@ def volume_metrics_or_nan(pred: np.ndarray, target: np.ndarray, mask: np.ndarray
     return values, problems
 
 
+def finite_stats(values) -> tuple[float, float, int]:
+    """(mean, population standard deviation, n) of the finite ``values`` in float64: identical images give
+    PSNR = inf and a metric a volume cannot have is NaN, both left out; (NaN, NaN, 0) when none is finite."""
+    v = np.asarray([x for x in values if math.isfinite(x)], np.float64)
+    return (float(v.mean()), float(v.std()), int(v.size)) if v.size else (math.nan, math.nan, 0)
+
+
 def _mask(mask: np.ndarray, like: np.ndarray) -> np.ndarray:
     m = np.asarray(mask) > 0
     if m.shape != np.shape(like):

@@ -2,9 +2,8 @@
 split is scored, the best networks are kept as ``best_net_<name>.pth`` and ``--patience`` stops a run that no
 longer improves.
 
-It sits in models/ because it drives a model over a dataset (util/ is below both). Scores are those of test.py
-(evaluation/scoring.py): per-slice PSNR/SSIM in [-1, 1] and, for volumes (triplanar_aligned), the SynthRAD2023 set of
-the fused volume (MAE in HU for CT, PSNR, SSIM inside the body mask).
+Scores are those of test.py (evaluation/scoring.py): per-slice PSNR/SSIM in [-1, 1] and, for volumes
+(triplanar_aligned), the ``--metrics`` set of the fused volume (MAE in HU for CT, PSNR, SSIM inside the body mask).
 ``--val_metric`` picks the one that decides (default: volume MAE for CT, volume PSNR for MR, slice PSNR for 2D data).
 
 What can be cached is: the val dataset (and its slice store) is built once per run, the target volumes are read
@@ -19,8 +18,6 @@ import json
 import math
 import os
 import time
-
-import torch
 
 from data import create_dataset
 from evaluation.scoring import make_evaluator, summary_sections
@@ -58,11 +55,11 @@ def validation_options(opt: argparse.Namespace) -> argparse.Namespace:
     val.phase, val.isTrain, val.serial_batches, val.no_flip = 'val', False, True, True
     val.max_dataset_size, val.world_size, val.rank, val.distributed = float('inf'), 1, 0, False
     val.augment = False
-    on_gpu = getattr(opt, 'device', torch.device('cpu')).type == 'cuda'
-    val.batch_size = getattr(opt, 'val_batch_size', 0) or opt.batch_size * (VAL_BATCH_FACTOR if on_gpu else 1)
+    on_gpu = opt.device.type == 'cuda'
+    val.batch_size = opt.val_batch_size or opt.batch_size * (VAL_BATCH_FACTOR if on_gpu else 1)
     if hasattr(val, 'min_foreground'):
         val.min_foreground = 0.0                 # scored like the test split: every slice
-    if 'crop' in getattr(val, 'preprocess', ''):
+    if 'crop' in val.preprocess:
         val.load_size = val.crop_size            # as test.py: no random crop
     return val
 
@@ -100,12 +97,12 @@ class Validator:
                              f'(e.g. <dataroot>/splits/val.txt) or pass --val_freq 0') from None
         self.save_dir = os.path.join(opt.checkpoints_dir, opt.name)
         self.truths: dict = {}
-        evaluator = self.evaluator()
+        evaluator = self.evaluator()          # a volume evaluator names the subjects some metric cannot score
+        volumetric = self.loader.dataset.volumetric
         self.metric = opt.val_metric
         if self.metric == 'auto':
-            kind = getattr(evaluator, 'kind', None)
-            self.metric = 'slice_psnr' if kind is None else 'mae' if kind == 'ct' else 'psnr'
-        if METRICS[self.metric][0] == 'fused' and not hasattr(evaluator, 'kind'):
+            self.metric = 'slice_psnr' if not volumetric else 'mae' if evaluator.kind == 'ct' else 'psnr'
+        if METRICS[self.metric][0] == 'fused' and not volumetric:
             raise ValueError(f'--val_metric {self.metric} scores volumes, which --dataset_mode {opt.dataset_mode} '
                              f'does not have; use slice_psnr or slice_ssim')
         self.higher = METRICS[self.metric][2]
@@ -120,8 +117,9 @@ class Validator:
               + f'; set up in {time.perf_counter() - start:.1f} s')
 
     def evaluator(self):
-        return make_evaluator(self.val_opt, self.save_dir, self.loader.dataset, write=False, **(
-            {'truths': self.truths} if hasattr(self.loader.dataset, 'subjects') else {}))
+        dataset = self.loader.dataset
+        return make_evaluator(self.val_opt, self.save_dir, dataset, write=False,
+                              **({'truths': self.truths} if dataset.volumetric else {}))
 
     def due(self, epoch: int, last_epoch: int) -> bool:
         return self.opt.val_freq > 0 and (epoch % self.opt.val_freq == 0 or epoch == last_epoch)
@@ -130,25 +128,14 @@ class Validator:
         """Run ``model`` on every val item (eval mode, no gradients; training mode restored after); returns the
         evaluator's summary and the seconds it took."""
         start = time.perf_counter()
-        wrapped = {name: getattr(model, 'net' + name) for name in model.model_names}
-        nets = [model.unwrap(name) for name in model.model_names]
-        modes = [[m.training for m in net.modules()] for net in nets]
-        for name, net in zip(model.model_names, nets):
-            setattr(model, 'net' + name, net)    # without DDP: only this process validates
-        model.eval()
         evaluator = self.evaluator()
-        try:
+        with model.unwrapped_eval():                        # without DDP: only this process validates
             model.prepare_data(self.loader, self.val_opt)   # MRNet: SAM features from the cache, as in training
             for data in self.loader:
                 model.set_input(data)
                 run_test(model)
                 evaluator.add(data, model.get_current_visuals())
-        finally:
-            for name, net, flags in zip(model.model_names, nets, modes):
-                for m, flag in zip(net.modules(), flags):
-                    m.training = flag
-                setattr(model, 'net' + name, wrapped[name])
-        return summary_sections(evaluator.finish(None)), time.perf_counter() - start
+        return summary_sections(evaluator.finish()), time.perf_counter() - start
 
     def update(self, epoch: int, summary: dict, seconds: float) -> bool:
         """Record the scores of ``epoch``; True when it is the best so far. Sets ``stopped`` when --patience

@@ -15,6 +15,7 @@ import torch.nn as nn
 
 from models.networks import define_G, load_network_state
 from util.checkpoint import read_network_file
+from util.direction import source_target
 from util.intensity import CT_WINDOW, MR_PERCENTILES, IntensityMap, modality_kind
 from util.util import file_sha256
 
@@ -29,10 +30,10 @@ ENSEMBLE_SHARED = ('modality_A', 'modality_B', 'direction', 'context_slices', 'c
 REQUIRED_OPTIONS = ('netG', 'ngf', 'norm', 'input_nc', 'output_nc', 'modality_A', 'modality_B', 'crop_size')
 
 
-# defaults of the data options when a checkpoint predates them
+# defaults of the data and test options when a checkpoint predates them
 DATA_DEFAULTS = {'direction': 'AtoB', 'preprocess': 'resize', 'planes': 'xyz', 'fuse': 'mean', 'no_dropout': False,
                  'ct_window': list(CT_WINDOW), 'mr_percentiles': list(MR_PERCENTILES), 'init_type': 'normal',
-                 'init_gain': 0.02, 'affine_tol': 1e-3}
+                 'init_gain': 0.02, 'affine_tol': 1e-3, 'context_slices': 0, 'tta': 'none'}
 
 
 GENERATOR_FILES = ('G', 'G_A')            # pix2pix/MRNet, then a CycleGAN's A -> B generator
@@ -172,12 +173,10 @@ def load_generator(checkpoints_dir: str, name: str, epoch: str = 'latest', devic
         raise RuntimeError(f'checkpoint {path} does not fit the generator --netG {opt.netG} --ngf {opt.ngf} --norm '
                            f'{opt.norm}: {str(exc).splitlines()[0]}') from None
     net.to(device).eval()
-    source, target = ((opt.modality_A, opt.modality_B) if opt.direction == 'AtoB'
-                      else (opt.modality_B, opt.modality_A))
+    source, target = source_target(opt)
     settings = PredictSettings(source, target, int(opt.crop_size), opt.preprocess, opt.planes, opt.fuse,
                                int(opt.input_nc), tuple(opt.ct_window), tuple(opt.mr_percentiles),
-                               float(opt.affine_tol), int(getattr(opt, 'context_slices', 0) or 0),
-                               getattr(opt, 'tta', None) or 'none')
+                               float(opt.affine_tol), int(opt.context_slices), opt.tta)
     return TrainedGenerator(net, settings, device, path, vars(opt))
 
 

@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from data.triplanar_aligned_dataset import check_context, context_stack
+from data.context import check_context, context_stack
 from inference.export.handoff import DICOM_FORMAT, HandOff, write_qa, write_series
 from inference.inputs import VolumeInput, modality_warning, read_mask
 from inference.loading import TrainedGenerator

@@ -1,11 +1,16 @@
-"""Predicted slices back into volumes: one volume per plane, fused voxel-wise, and the disagreement map.
+"""Predicted slices back into volumes: one volume per plane, fused voxel-wise, the disagreement map, and a volume
+written back at its source geometry.
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import torch
 
+from util.geometry import Geometry
 from util.intensity import IntensityMap
+from util.nifti import save_nifti
 from util.slicing import PLANES, from_square, in_plane_axes, plane_axis, put_slice, slice_spacing
 
 
@@ -26,7 +31,7 @@ def disagreement_map(planes: list[np.ndarray], spreads: list[np.ndarray], scale:
 class VolumeAssembler:
     """Puts predicted slices (size x size, [-1, 1]) of one subject back into canonical volumes, one per plane.
 
-    Slices never added (e.g. skipped by --min_foreground) keep ``fill`` (-1: air, -1024 HU for CT).
+    Slices never added (e.g. skipped by --min_foreground) keep ``fill`` (-1: air, the low end of the target's window).
     """
 
     def __init__(self, shape: tuple[int, int, int], zooms: tuple[float, float, float], mode: str,
@@ -76,3 +81,10 @@ class VolumeAssembler:
                                  for p in self.planes],
                                 list(spread.volumes.values()) if spread is not None else [],
                                 (target.high - target.low) / 2)
+
+
+def save_canonical(volume: np.ndarray, geometry: Geometry, reference, path: str) -> None:
+    """Write a canonical (RAS) ``volume`` as float32 NIfTI at ``path`` (its folder made when missing), back in the
+    voxel order, affine and header of ``reference``, the source file's image whose ``geometry`` this is."""
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    save_nifti(geometry.from_canonical(volume), reference, path)

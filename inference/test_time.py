@@ -20,6 +20,7 @@ import os
 import torch
 
 from inference.loading import member_settings_conflict, stored_training_options
+from models import create_model
 from util.json_file import write_json
 from util.util import file_sha256
 
@@ -92,14 +93,14 @@ class EnsembleModel:
     """Several trained models of one data setting used as one by test.py: ``set_input``, ``test``,
     ``get_current_visuals`` (``fake_B`` fused, ``spread``), ``prepare_data``, ``eval``."""
 
-    def __init__(self, opt: argparse.Namespace, names: list[str], create_model):
+    def __init__(self, opt: argparse.Namespace, names: list[str]):
         epoch = f'iter_{opt.load_iter}' if opt.load_iter > 0 else opt.epoch
         stored = [stored_training_options(opt.checkpoints_dir, n, epoch) for n in names]
         why = member_settings_conflict(names, stored)
         if why:
             raise ValueError(why)
         self.opt, self.names = opt, names
-        self.fuse = getattr(opt, 'ensemble_fuse', 'mean')
+        self.fuse = opt.ensemble_fuse
         self.members = []
         for name, options in zip(names, stored):
             member_opt = copy.copy(opt)
@@ -127,7 +128,7 @@ class EnsembleModel:
         for m in self.members:
             sam = getattr(m.unwrap(m.model_names[0]), 'sam', None)
             identities.append(None if sam is None else sam.cache_identity())
-        dataset.dataset.sam_features = None
+        dataset.dataset.use_sam_features('A', None)
         if len({repr(i) for i in identities}) == 1:
             self.members[0].prepare_data(dataset)
 
@@ -155,6 +156,16 @@ class EnsembleModel:
 
     def get_image_paths(self) -> list[str]:
         return self.image_paths
+
+
+def create_test_model(opt: argparse.Namespace, names: list[str]):
+    """The model test.py (and compare.py's timing) runs: an :class:`EnsembleModel` of the experiments ``names``
+    (--name a,b,c), else the model of --name with its networks loaded for --epoch."""
+    if len(names) > 1:
+        return EnsembleModel(opt, names)
+    model = create_model(opt)
+    model.setup(opt)
+    return model
 
 
 def write_members(path: str, checkpoints: list[str], fuse: str, **extra) -> None:

@@ -3,6 +3,7 @@ training state, visuals and losses. Subclasses define the networks, losses and o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import os
 import time
@@ -31,14 +32,15 @@ class BaseModel(ABC):
     """Subclasses set ``loss_names``, ``model_names``, ``visual_names`` and ``optimizers`` in ``__init__``
     and implement ``forward`` and ``optimize_parameters`` (and ``set_input`` when the batch is not A/B pairs).
 
-    A network listed in ``model_names`` as 'G' is the attribute ``netG``.
+    A network listed in ``model_names`` as 'G' is the attribute ``netG``. ``opt`` is parsed options
+    (options/), which carry the process (``device``, ``rank``, ``distributed``) and the speed flags (models/amp.py).
     """
 
     def __init__(self, opt: argparse.Namespace):
         self.opt = opt
         self.gpu_ids = opt.gpu_ids
         self.isTrain = opt.isTrain
-        self.device = getattr(opt, 'device', torch.device('cpu'))
+        self.device = opt.device
         self.save_dir = os.path.join(opt.checkpoints_dir, opt.name)
         self.loss_names: list[str] = []
         self.model_names: list[str] = []
@@ -48,7 +50,7 @@ class BaseModel(ABC):
         self.image_paths: list[str] = []
         self.metric = 0.0  # used by the 'plateau' learning-rate policy
         # --amp (training; validation's forward passes too): autocast, loss scaling, optimiser steps
-        self.precision = Precision(getattr(opt, 'amp', 'off') if self.isTrain else 'off', self.device)
+        self.precision = Precision(opt.amp if self.isTrain else 'off', self.device)
 
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
@@ -69,7 +71,7 @@ class BaseModel(ABC):
         """A batch on the model's device without waiting for the copy (the loader pins memory on GPUs), in
         channels-last format with --channels_last."""
         batch = batch.to(self.device, non_blocking=True)
-        if getattr(self.opt, 'channels_last', False) and batch.dim() == 4:
+        if self.opt.channels_last and batch.dim() == 4:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch
 
@@ -118,12 +120,12 @@ class BaseModel(ABC):
         testing loads ``--epoch`` (or ``iter_<load_iter>``). Training (its process holds the run folder's lock)
         first finishes or discards what an interrupted save left behind (:func:`util.checkpoint.recover`).
         """
-        if self.isTrain and getattr(opt, 'rank', 0) == 0:
+        if self.isTrain and opt.rank == 0:
             for line in recover(self.save_dir):
                 print(line)
         for name in self.model_names:
             net = speed_up(getattr(self, 'net' + name).to(self.device), opt)
-            if getattr(opt, 'distributed', False) and any(p.requires_grad for p in net.parameters()):
+            if opt.distributed and any(p.requires_grad for p in net.parameters()):
                 net = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == 'cuda'
                                               else None, find_unused_parameters=True)
             setattr(self, 'net' + name, net)
@@ -141,6 +143,24 @@ class BaseModel(ABC):
     def eval(self) -> None:
         for name in self.model_names:
             getattr(self, 'net' + name).eval()
+
+    @contextlib.contextmanager
+    def unwrapped_eval(self):
+        """Within the ``with`` block every network runs without its DDP wrapper (one process runs it alone, as
+        validation does) and in eval mode; afterwards the wrappers and every module's training flag are back."""
+        wrapped = {name: getattr(self, 'net' + name) for name in self.model_names}
+        nets = {name: self.unwrap(name) for name in self.model_names}
+        modes = {name: [m.training for m in net.modules()] for name, net in nets.items()}
+        for name, net in nets.items():
+            setattr(self, 'net' + name, net)
+        self.eval()
+        try:
+            yield self
+        finally:
+            for name, net in nets.items():
+                for m, flag in zip(net.modules(), modes[name]):
+                    m.training = flag
+                setattr(self, 'net' + name, wrapped[name])
 
     def test(self) -> None:
         """Forward pass without gradients (under --amp in training's validation), then :meth:`compute_visuals`.
@@ -181,7 +201,7 @@ class BaseModel(ABC):
                     param.requires_grad = requires_grad
 
     def print_networks(self, verbose: bool) -> None:
-        if getattr(self.opt, 'rank', 0) != 0:
+        if self.opt.rank != 0:
             return
         print('---------- Networks initialized -------------')
         for name in self.model_names:
@@ -190,7 +210,8 @@ class BaseModel(ABC):
                 print(net)
             total = sum(p.numel() for p in net.parameters())
             trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
-            print(f'[Network {name}] Total number of parameters : {total / 1e6:.3f} M ({trainable / 1e6:.3f} M trainable)')
+            print(f'[Network {name}] Total number of parameters : {total / 1e6:.3f} M '
+                  f'({trainable / 1e6:.3f} M trainable)')
         print('-----------------------------------------------')
 
     # ------------------------------------------------------------------ save / load networks
@@ -232,13 +253,13 @@ class BaseModel(ABC):
         stamps = {name: item[4] for name, item in loaded.items()}
         for name, (path, state, meta, options, _) in loaded.items():
             net = self.unwrap(name)
-            if getattr(self.opt, 'rank', 0) == 0:
+            if self.opt.rank == 0:
                 print(f'loading the model from {path}')
             try:
                 dropped = networks.load_network_state(net, state, meta)
             except RuntimeError as exc:
                 raise RuntimeError(self._mismatch_message(path, net, state, options, exc)) from None
-            if dropped and getattr(self.opt, 'rank', 0) == 0:
+            if dropped and self.opt.rank == 0:
                 print(f'{path}: ignored {len(dropped)} InstanceNorm running-statistics entries (running_mean, '
                       f'running_var, num_batches_tracked of an older PyTorch; these layers keep none), as the '
                       f'classic toolkit does')
@@ -251,7 +272,7 @@ class BaseModel(ABC):
         shapes = [f'{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(v.shape)}'
                   for k, v in expected.items() if k in state and state[k].shape != v.shape]
         saved = ', '.join(f'--{k} {options[k]}' for k in SHAPE_OPTIONS if k in options) or 'unknown (no options stored)'
-        now = ', '.join(f'--{k} {getattr(self.opt, k)}' for k in SHAPE_OPTIONS if hasattr(self.opt, k))
+        now = ', '.join(f'--{k} {getattr(self.opt, k)}' for k in SHAPE_OPTIONS)
 
         def first(items: list[str]) -> str:
             return '; '.join(items[:5]) + (f' (+{len(items) - 5} more)' if len(items) > 5 else '') if items else 'none'

@@ -37,7 +37,6 @@ import glob
 import io
 import math
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -53,6 +52,7 @@ from options.comparison_options import plan, train_parser  # noqa: E402
 from util.cli import run_cli  # noqa: E402
 from evaluation.comparison.results import option_differences, options_path, run_record_path, tag_dir  # noqa: E402
 from util.json_file import read_json, write_json  # noqa: E402
+from util.training_log import LOG_NAME, iteration_seconds  # noqa: E402
 
 TRAIN = os.path.join(ROOT, 'train.py')
 TEST = os.path.join(ROOT, 'test.py')
@@ -162,20 +162,13 @@ def measure_generator(test_args: list[str], n_slices: int) -> dict:
     over ensemble members), and the time per slice of the whole test-time path (batch 1, after two warm-up passes,
     SAM run on the slice as for a new patient, flip TTA and every ensemble member included) on the test device."""
     import torch
-    from models import create_model
-    from inference.test_time import EnsembleModel, run_test
+    from inference.test_time import EnsembleModel, create_test_model, run_test
     from options.ingredients import ensemble_names
     from options.test_options import TestOptions
     with contextlib.redirect_stdout(io.StringIO()):
         opt = TestOptions().parse(test_args)
-        names = ensemble_names(opt.name)
-        if len(names) > 1:
-            model = EnsembleModel(opt, names, create_model)
-            members = model.members
-        else:
-            model = create_model(opt)
-            model.setup(opt)
-            members = [model]
+        model = create_test_model(opt, ensemble_names(opt.name))
+    members = model.members if isinstance(model, EnsembleModel) else [model]
     if opt.eval:
         model.eval()
     name = 'G_A' if 'G_A' in members[0].model_names else members[0].model_names[0]
@@ -206,14 +199,16 @@ def measure_generator(test_args: list[str], n_slices: int) -> dict:
             'inference_ms': seconds * 1000, 'device': device}
 
 
-def iteration_seconds(loss_log: str) -> float:
-    """Mean computation time per training iteration of a loss_log.txt (its ``time:`` entries; data loading and the
-    SAM cache build left out), NaN without entries."""
-    if not os.path.isfile(loss_log):
-        return math.nan
-    with open(loss_log) as f:
-        times = [float(m.group(1)) for m in re.finditer(r'time: ([0-9.]+)', f.read())]
-    return sum(times) / len(times) if times else math.nan
+def run_iteration_seconds(run: Run, checkpoints_dir: str) -> float:
+    """Mean computation time per training image of the run from each member's loss_log.jsonl, summed over the
+    members (the folds of an ensemble); NaN, said once, when a member has no such log (trained before it
+    existed)."""
+    logs = [os.path.join(checkpoints_dir, m, LOG_NAME) for m in run.members]
+    missing = [log for log in logs if not os.path.isfile(log)]
+    if missing:
+        print(f'[compare] {run.label}: no training log for programs ({", ".join(missing)}; runs trained before it '
+              f'existed have only loss_log.txt), so its time per iteration is unknown', flush=True)
+    return sum(iteration_seconds(log) for log in logs)
 
 
 def reuse_training(run: Run, checkpoints_dir: str, trained: dict) -> None:
@@ -271,8 +266,7 @@ def execute(run: Run, folder: str, args: argparse.Namespace, trained_runs: dict 
             record['train_sessions'] = record.get('train_sessions', 0) + 1
             write_json(record_path, record)
         trained = True
-    record['iteration_seconds'] = sum(iteration_seconds(os.path.join(args.checkpoints_dir, m, 'loss_log.txt'))
-                                      for m in run.members)
+    record['iteration_seconds'] = run_iteration_seconds(run, args.checkpoints_dir)
     metrics = os.path.join(result_dir, f'test_{run.test_epoch}', 'metrics.csv')
     if trained or not os.path.isfile(metrics):
         print(f'[compare] {run.label}: testing {",".join(run.members)}', flush=True)

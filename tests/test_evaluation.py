@@ -1,5 +1,5 @@
-"""Tests for evaluation/scoring.py: per-slice scoring, and reassembly of slices into NIfTI volumes at the source
-geometry and scale, with metrics.csv and the result page."""
+"""Tests for evaluation/scoring.py and evaluation/result_page.py: per-slice scoring, and reassembly of slices into
+NIfTI volumes at the source geometry and scale, with metrics.csv and the result page."""
 import csv
 import math
 import re
@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from data.triplanar_aligned_dataset import TriplanarAlignedDataset
+from evaluation.result_page import ResultPage
 from evaluation.scoring import SliceEvaluator, VolumeEvaluator, make_evaluator
 from util.html import HTML
 from evaluation.metrics import psnr, ssim
@@ -25,12 +26,16 @@ def run(root, tmp_path, *args, prediction=lambda b: b, batches=None, visual='fak
     web = HTML(str(tmp_path / 'web'), 'test')
     evaluator = make_evaluator(ds.opt, str(tmp_path / 'web'), ds)
     assert isinstance(evaluator, VolumeEvaluator)
+    page = ResultPage(web, evaluator, ds.opt)
     for n, data in enumerate(torch.utils.data.DataLoader(ds, batch_size=8)):
         if batches is not None and n >= batches:
             break
-        evaluator.add(data, OrderedDict(real_A=data['A'], **{visual: prediction(data['B']), target: data['B']}),
-                      spread=None if spread is None else spread(data['B']))
-    summary = evaluator.finish(web)
+        for scored in evaluator.add(data, OrderedDict(real_A=data['A'], **{visual: prediction(data['B']),
+                                                                           target: data['B']}),
+                                    spread=None if spread is None else spread(data['B'])):
+            page.add_subject(scored)
+    summary = evaluator.finish()
+    page.finish()
     web.save()
     return ds, summary
 
@@ -173,15 +178,20 @@ def test_slice_evaluator_scores_pairs_and_skips_unpaired(tmp_path):
     fake = (real + 0.05 * torch.randn_like(real)).clamp(-1, 1)
     ev.add({'A_paths': ['/d/a/one.png', '/d/a/two.png']}, OrderedDict(fake_B=fake, real_B=real))
     ev.add({'A_paths': ['/d/a/three.png']}, OrderedDict(fake_B=fake[:1]))      # no target: skipped
-    summary = ev.finish(web)
+    summary = ev.finish()
+    ResultPage(web, ev, None).finish()
+    web.save()
     rows = read_rows(tmp_path)
     assert [r['name'] for r in rows] == ['one', 'two'] and {r['level'] for r in rows} == {'slice'}
     assert float(rows[1]['psnr']) == pytest.approx(psnr(fake[1].numpy(), real[1].numpy()), rel=1e-6)
     assert float(rows[0]['ssim']) == pytest.approx(ssim(fake[0].numpy(), real[0].numpy()), rel=1e-6)
     assert summary['n'] == 2 and summary['ssim'] == pytest.approx(np.mean([float(r['ssim']) for r in rows]))
+    table = (tmp_path / 'web' / 'index.html').read_text(encoding='utf-8')
+    assert 'Per-slice metrics (fake_B vs real_B' in table
+    assert f'{np.mean([float(r["psnr"]) for r in rows]):.4f} ± {np.std([float(r["psnr"]) for r in rows]):.4f}' in table
     empty = SliceEvaluator(None, str(tmp_path / 'empty'))
     empty.add({'A_paths': ['x.png']}, OrderedDict(fake_B=fake[:1]))
-    assert empty.finish(web) == {} and not (tmp_path / 'empty').exists()
+    assert empty.finish() == {} and not (tmp_path / 'empty').exists()
 
 
 @pytest.mark.parametrize('n, expected', [
@@ -191,11 +201,11 @@ def test_page_slices_picks_evenly_spaced_body_slices_per_plane(root, n, expected
     """--page_slices N: the slices test.py puts on the page for each subject and plane, by hand for the phantom's
     body (its mask: x 1..10, y 2..11, z 1..8 of 12 x 14 x 10, canonical): N evenly spaced inside the body."""
     ds = TriplanarAlignedDataset(make_opt(root, '--output_nc', '1', '--page_slices', str(n), train=False))
-    evaluator = make_evaluator(ds.opt, str(root.parent / 'web'), ds, write=False)
+    page = ResultPage(None, make_evaluator(ds.opt, str(root.parent / 'web'), ds, write=False), ds.opt)
     shown = {p: set() for p in 'xyz'}
     for data in torch.utils.data.DataLoader(ds, batch_size=7):
         for k in range(len(data['subject'])):
             assert data['subject'][k] == 'other'
-            if evaluator.on_page(data, k):
+            if page.shows(data, k):
                 shown[data['plane'][k]].add(int(data['slice_index'][k]))
     assert shown == expected

@@ -1,6 +1,7 @@
 """Validation during training: scores of the val split, the best checkpoint, --epoch best, --patience, resume."""
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import shutil
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 
 import data.demo_data as demo
 from conftest import ROOT, run_script
@@ -136,8 +138,8 @@ def test_best_checkpoint_is_kept_when_a_later_epoch_scores_worse(val_root: Path,
     monkeypatch.chdir(tmp_path)
     tiny = ['--model', 'pix2pix', '--netG', 'resnet_6blocks', '--ngf', '4', '--ndf', '4', '--n_layers_D', '1',
             '--load_size', '32', '--crop_size', '32', '--gpu_ids', '-1', '--num_threads', '0']
-    train_script.main(tiny + QUIET + ['--dataroot', str(val_root), '--name', 'b', '--n_epochs', '3',
-                                      '--n_epochs_decay', '0', '--save_epoch_freq', '1', '--val_freq', '1', '--no_html'])
+    train_script.main(tiny + QUIET + ['--dataroot', str(val_root), '--name', 'b', '--n_epochs', '3', '--n_epochs_decay',
+                                      '0', '--save_epoch_freq', '1', '--val_freq', '1', '--no_html'])
     ckpt = tmp_path / 'checkpoints' / 'b'
     record = _history(ckpt)
     assert (record['best_epoch'], record['best']) == (2, 25.0)
@@ -146,3 +148,43 @@ def test_best_checkpoint_is_kept_when_a_later_epoch_scores_worse(val_root: Path,
     third, _, _ = read_network_file(str(ckpt / '3_net_G.pth'))
     assert all(torch.equal(best[k], second[k]) for k in second)
     assert not all(torch.equal(best[k], third[k]) for k in third)
+
+
+def test_unwrapped_eval_runs_bare_networks_in_eval_mode_and_puts_everything_back(monkeypatch):
+    """Validation runs the networks without their DDP wrapper, in eval mode; afterwards (also after an error) the
+    wrappers are back and every module has its own training flag again (a mixed state here)."""
+    from models import base_model
+
+    class Wrapper(nn.Module):                    # stands for DistributedDataParallel (no process group needed)
+        def __init__(self, module: nn.Module):
+            super().__init__()
+            self.module = module
+
+    class TwoNets(base_model.BaseModel):
+        def __init__(self, opt):
+            super().__init__(opt)
+            self.model_names = ['G', 'D']
+            self.netG = Wrapper(nn.Sequential(nn.Conv2d(1, 1, 1), nn.Dropout()))
+            self.netD = nn.Sequential(nn.Conv2d(1, 1, 1), nn.Dropout())
+
+        def forward(self) -> None:
+            pass
+
+        def optimize_parameters(self) -> None:
+            pass
+
+    monkeypatch.setattr(base_model, 'DistributedDataParallel', Wrapper)
+    model = TwoNets(argparse.Namespace(gpu_ids=[], isTrain=False, device=torch.device('cpu'), checkpoints_dir='.',
+                                       name='two', amp='off'))
+    model.netD[1].eval()
+    wrapper, bare, plain = model.netG, model.netG.module, model.netD
+    modules = [*bare.modules(), *plain.modules()]
+    flags = [m.training for m in modules]
+    assert flags == [True, True, True, True, True, False]
+    with model.unwrapped_eval():
+        assert model.netG is bare and model.netD is plain and not any(m.training for m in modules)
+    assert model.netG is wrapper and model.netD is plain and [m.training for m in modules] == flags
+    with pytest.raises(RuntimeError, match='inside'):
+        with model.unwrapped_eval():
+            raise RuntimeError('inside')
+    assert model.netG is wrapper and [m.training for m in modules] == flags

@@ -10,6 +10,8 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from util.direction import source_target
+
 # the shared options every run gets unless the command line says otherwise (the paper's section IV-B)
 PAPER_SHARED = {'--dataset_mode': ['triplanar_aligned'], '--crop_size': ['256'], '--load_size': ['256'],
                 '--input_nc': ['3'], '--output_nc': ['3'], '--batch_size': ['4'], '--lr': ['0.0001'],
@@ -181,8 +183,7 @@ def data_record(opt: argparse.Namespace, dataroot: str | None) -> dict:
     from data.triplanar_aligned_dataset import resolve_dataroot
     opt.dataroot = dataroot
     root = os.path.abspath(resolve_dataroot(opt))
-    source, target = ((opt.modality_A, opt.modality_B) if opt.direction == 'AtoB'
-                      else (opt.modality_B, opt.modality_A))
+    source, target = source_target(opt)
     subjects = list_subjects(root)
     return {'dataroot': root, 'source': source, 'target': target, 'ct_window': list(opt.ct_window),
             'mr_percentiles': list(opt.mr_percentiles), 'planes': opt.planes,

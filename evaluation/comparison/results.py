@@ -20,8 +20,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
-
+from evaluation.metrics import finite_stats
 from util.checkpoint import atomic_write
 from util.json_file import read_json
 
@@ -86,8 +85,7 @@ class Stat:
 
     @classmethod
     def of(cls, values) -> 'Stat':
-        v = np.asarray([x for x in values if math.isfinite(x)], np.float64)
-        return cls(float(v.mean()), float(v.std()), int(v.size)) if v.size else cls(math.nan, math.nan, 0)
+        return cls(*finite_stats(values))
 
 
 def _number(text: str) -> float:

@@ -1,6 +1,7 @@
 """What predict hands to a clinic beside the volume: a DICOM input checked before any work (modality, single-frame,
 even slices), the synthetic CT as a DICOM CT Image Storage series in the MR's study and frame of reference
-(inference.export.dicom_series), and a QA page per patient with its row of ``predict_summary.csv`` (inference.export.qa_page).
+(inference.export.dicom_series), and a QA page per patient with its row of ``predict_summary.csv``
+(inference.export.qa_page).
 
     handoffs = prepare_handoffs(inputs, plans, checkpoints=[...], ...)     # every check before the first slice
     notes = write_series(handoff, series_folder, name, reference, sct)          # the DICOM CT series
@@ -25,6 +26,7 @@ from inference.export.dicom_series import (
 )
 from inference.export.qa_page import summary_row, update_summary, write_qa_page
 from util.image_io import affine_to_itk, choose_series, dicom_series, read_image, reference_image
+from util.intensity import CT_WINDOW
 from util.util import file_sha256
 from util.version import TOOLKIT_NAME, __version__
 
@@ -56,7 +58,7 @@ class HandOff:
     identity: SeriesIdentity | None
     provenance: Provenance | None
     facts: list[tuple[str, str]] = field(default_factory=list)
-    window: tuple[float, float] = (-1024.0, 3000.0)
+    window: tuple[float, float] = CT_WINDOW
     source_modality: str = 'MR'
     overwrite: bool = False
     extra: dict = field(default_factory=dict)
@@ -90,7 +92,8 @@ def prepare_handoffs(inputs: list, plans: list, checkpoints: list[str], sam_file
     named = [f'{os.path.abspath(c)} (sha256 {file_sha256(c)})' for c in checkpoints]
     model_text = (f'checkpoint {named[0]}' if len(named) == 1 else
                   f'the voxel-wise fused ensemble of {len(named)} checkpoints {", ".join(named)}')
-    sam_text = f'{os.path.abspath(sam_file)} (sha256 {file_sha256(sam_file)})' if sam_file else 'none (no frozen SAM file needed)'
+    sam_text = (f'{os.path.abspath(sam_file)} (sha256 {file_sha256(sam_file)})' if sam_file
+                else 'none (no frozen SAM file needed)')
     handoffs = []
     for item, plan in zip(inputs, plans):
         source = None

@@ -33,7 +33,7 @@ from util.intensity import MR_PERCENTILES
 from util.slicing import PLANE_NAMES
 
 AIR_HU = -400.0                         # below this inside the body: air (bowel gas, sinuses, a wrong prediction)
-# the display windows of the CT series (inference/export/dicom_series.py WINDOWS: W400 L40, W1800 L400) as (low, high) HU
+# the soft-tissue and bone display windows of the CT series (dicom_series.WINDOWS) as (low, high) HU
 SOFT_TISSUE, BONE = ((center - width / 2, center + width / 2) for center, width, _ in WINDOWS)
 DISAGREEMENT_MAX = 200.0                # HU at the top of the disagreement colour scale
 IMAGE_HEIGHT = 200                      # pixels of each mid-plane image
@@ -180,13 +180,14 @@ def write_qa_page(folder: str, name: str, mr: np.ndarray, sct: np.ndarray, disag
     low, high = np.percentile(mr_c[mask_c], mr_percentiles) if mask_c.any() else (mr_c.min(), mr_c.max())
     if high <= low:                       # a flat body: show the whole range
         low, high = float(mr_c.min()), float(max(mr_c.max(), mr_c.min() + 1))
-    columns = [(f'{source} (body {mr_percentiles[0]:g}-{mr_percentiles[1]:g}th percentile), body mask in cyan', mr_c,
-                _window(low, high)),
-               (f'synthetic CT, soft tissue (W{SOFT_TISSUE[1] - SOFT_TISSUE[0]:g} L{sum(SOFT_TISSUE) / 2:g})',
-                sct_c, _window(*SOFT_TISSUE)),
-               (f'synthetic CT, bone (W{BONE[1] - BONE[0]:g} L{sum(BONE) / 2:g})', sct_c, _window(*BONE))]
+    # (what it shows, title, canonical volume, map of its values onto [-1, 1])
+    columns = [('source', f'{source} (body {mr_percentiles[0]:g}-{mr_percentiles[1]:g}th percentile), body mask in '
+                f'cyan', mr_c, _window(low, high)),
+               ('soft_tissue', f'synthetic CT, soft tissue (W{SOFT_TISSUE[1] - SOFT_TISSUE[0]:g} '
+                f'L{sum(SOFT_TISSUE) / 2:g})', sct_c, _window(*SOFT_TISSUE)),
+               ('bone', f'synthetic CT, bone (W{BONE[1] - BONE[0]:g} L{sum(BONE) / 2:g})', sct_c, _window(*BONE))]
     if dis_c is not None:
-        columns.append((f'disagreement (std of planes), black 0 to yellow {DISAGREEMENT_MAX:g} HU',
+        columns.append(('disagreement', f'disagreement (std of planes), black 0 to yellow {DISAGREEMENT_MAX:g} HU',
                         dis_c, _window(0.0, DISAGREEMENT_MAX)))
     page.add_header('Mid-planes at their physical aspect ratio; letters: the patient\'s Left/Right, '
                     'Anterior/Posterior, Superior/Inferior (axial and coronal: the patient\'s left on the image\'s '
@@ -195,16 +196,16 @@ def write_qa_page(folder: str, name: str, mr: np.ndarray, sct: np.ndarray, disag
     with grid:
         with tags.tr():
             tags.th('')
-            for title, _, _ in columns:
+            for _, title, _, _ in columns:
                 tags.th(title, style='padding: 3px 6px; max-width: 320px')
         for axis in (2, 1, 0):
             with tags.tr():
                 tags.th(PLANE_NAMES['xyz'[axis]], style='padding: 3px 6px')
-                for c, (title, volume, window_map) in enumerate(columns):
+                for c, (shows, title, volume, window_map) in enumerate(columns):
                     image = mid_slice_image(volume, geometry.zooms, axis, IMAGE_HEIGHT, window_map)
-                    if c == 3:
+                    if shows == 'disagreement':
                         image = colorize(image)
-                    if c == 0:
+                    if shows == 'source':
                         image = _outlined(image, mid_slice_image(mask_c.astype(np.float32) * 2 - 1, geometry.zooms,
                                                                  axis, IMAGE_HEIGHT) > 127)
                     file_name = f'{"xyz"[axis]}_{c}.png'
