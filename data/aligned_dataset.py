@@ -1,7 +1,7 @@
 """Paired images stored side by side: ``DIR/<phase>/xxx.png`` holds A|B (A left, B right)."""
 from __future__ import annotations
 
-from util.util import image_to_tensor, list_images, read_image
+from util.util import image_to_tensor, list_images, read_picture
 from .base_dataset import BaseDataset, get_params, require_dir, transform
 
 
@@ -19,7 +19,7 @@ class AlignedDataset(BaseDataset):
         path = self.AB_paths[index]
         a_nc, b_nc = (self.opt.input_nc, self.opt.output_nc) if self.opt.direction == 'AtoB' \
             else (self.opt.output_nc, self.opt.input_nc)
-        arr = read_image(path)
+        arr = read_picture(path)
         w2 = arr.shape[1] // 2
         A = image_to_tensor(arr[:, :w2], a_nc, path)
         B = image_to_tensor(arr[:, w2:2 * w2], b_nc, path)

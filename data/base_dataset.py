@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 import torch.utils.data
 
-from util.util import image_to_tensor, read_image
+from util.util import image_to_tensor, read_picture
 
 
 class BaseDataset(torch.utils.data.Dataset, ABC):
@@ -40,6 +40,12 @@ class BaseDataset(torch.utils.data.Dataset, ABC):
         known without reading the items; test.py checks them for clashing names before it starts."""
         return None
 
+    def use_sam_features(self, field: str, reader) -> None:
+        """The cached SAM features of the items' ``field`` slices (data/sam_cache.py), or none with None. Only a
+        dataset with stable slice keys (``sam_cache_spec``, ``slice_key``: TriplanarAlignedDataset) reads them; the
+        others take None alone."""
+        if reader is not None:
+            raise TypeError(f'{type(self).__name__} cannot read cached SAM features: it has no stable slice keys')
 
 
 def require_dir(opt: argparse.Namespace, *subdirs: str) -> list[str]:
@@ -56,7 +62,7 @@ def require_dir(opt: argparse.Namespace, *subdirs: str) -> list[str]:
 
 def load_tensor(path: str, channels: int) -> torch.Tensor:
     """Read an image file as FloatTensor (channels, H, W) in [-1, 1] at full precision."""
-    return image_to_tensor(read_image(path), channels, path)
+    return image_to_tensor(read_picture(path), channels, path)
 
 
 def get_params(opt: argparse.Namespace, size: tuple[int, int]) -> dict:

@@ -21,6 +21,6 @@ def get_option_setter(model_name: str):
 def create_model(opt):
     """Build the model named by ``opt.model``."""
     instance = find_model_using_name(opt.model)(opt)
-    if getattr(opt, 'rank', 0) == 0:
+    if opt.rank == 0:
         print(f'model [{type(instance).__name__}] was created')
     return instance

@@ -10,9 +10,9 @@ and why:
   anyway), so a loss of ~1e-3 next to one of ~100 (``--lambda_L1``) keeps its digits;
 - normalisation statistics: InstanceNorm/BatchNorm accumulate mean and variance in float32 for bf16/fp16 input
   (PyTorch's kernels), and their affine parameters are float32;
-- MRNet's SoftClamp (eq. 3): its slope alpha = 0.001 outside [0, 1] is below bf16's resolution at 1 (2^-7), so it
-  runs in float32; the mask module's sigmoids and products y_k = y_{k-1} * M_k (eqs. 4-5) are float32, because
-  they feed the mask losses (eqs. 9-10) directly;
+- MRNet's SoftClamp (eq. 3): its slope alpha outside [0, 1] (SOFTCLAMP_ALPHA, models/generators/sam_unet.py) is
+  below bf16's resolution at 1 (2^-7), so it runs in float32; the mask module's sigmoids and products
+  y_k = y_{k-1} * M_k (eqs. 4-5) are float32, because they feed the mask losses (eqs. 9-10) directly;
 - the SAM branch runs in its own ``--sam_precision`` (models/encoders/sam_encoder.py) whatever ``--amp`` says.
 
 fp16 needs loss scaling (its exponent range is small): a GradScaler multiplies each loss before backward, skips an
@@ -26,8 +26,12 @@ import contextlib
 
 import torch
 
+from util.parser_flags import add_flag
+
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 AMP_CHOICES = ('auto', 'off', *AMP_DTYPES)
+# the speed flags where a parser has none (test.py's; it has --compile only with the SAM encoder's flags): off
+SPEED_DEFAULTS = {'compile': False, 'channels_last': False}
 
 
 def add_amp_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -36,10 +40,9 @@ def add_amp_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help='mixed precision for generator, discriminator and losses (fp32 master weights; '
                              'checkpoints unchanged): auto = bf16 on GPUs that support it, off on other GPUs and '
                              'on the CPU; fp16 uses a GradScaler (saved for resume)')
-    if '--compile' not in parser._option_string_actions:
-        parser.add_argument('--compile', action='store_true',
-                            help='torch.compile the generator and discriminator (and, for MRNet, the SAM encoder) '
-                                 'in place (GPU; the first steps are slow while it compiles)')
+    add_flag(parser, '--compile', action='store_true',
+             help='torch.compile the generator and discriminator (and, for MRNet, the SAM encoder) in place (GPU; '
+                  'the first steps are slow while it compiles)')
     parser.add_argument('--channels_last', action='store_true',
                         help='keep networks and batches in channels-last memory format (faster convolutions on '
                              'GPUs with bf16/fp16 tensor cores; measure with scripts/benchmark.py train)')
@@ -112,8 +115,8 @@ def adam(params, opt: argparse.Namespace, device: torch.device) -> torch.optim.A
 def speed_up(net: torch.nn.Module, opt: argparse.Namespace) -> torch.nn.Module:
     """``net`` in channels-last format (--channels_last) and compiled in place (--compile): parameters and
     state-dict keys unchanged, so checkpoints are the same."""
-    if getattr(opt, 'channels_last', False):
+    if opt.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    if getattr(opt, 'compile', False):
+    if opt.compile:
         net.compile()
     return net

@@ -42,8 +42,9 @@ class Pix2PixModel(BaseModel):
             self.optimizer_G = self.adam([p for p in self.netG.parameters() if p.requires_grad])
             self.optimizer_D = self.adam(self.netD.parameters())
             self.optimizers = [self.optimizer_G, self.optimizer_D]
-            self.perceptual_sam = None      # the frozen SAM of --lambda_sam_perceptual (models/losses/sam_perceptual.py)
-            if getattr(opt, 'lambda_sam_perceptual', 0) > 0:
+            # the frozen SAM of --lambda_sam_perceptual (models/losses/sam_perceptual.py)
+            self.perceptual_sam = None
+            if opt.lambda_sam_perceptual > 0:
                 self.perceptual_sam = perceptual_encoder(opt, self.unwrap('G')).to(self.device)
                 self.loss_names.insert(2, 'G_sam_perceptual')
 
@@ -83,7 +84,8 @@ class Pix2PixModel(BaseModel):
         """L_GAN(G, D) + lambda_L1 * L1(G(A), B); subclasses add their own terms."""
         fake_AB = torch.cat((self.real_A, self.fake_B), 1)
         self.loss_G_GAN = self.criterionGAN(self.netD(fake_AB), True)
-        self.loss_G_L1 = pixel_loss(self.fake_B, self.real_B, self.opt, getattr(self, 'body', None)) * self.opt.lambda_L1
+        self.loss_G_L1 = pixel_loss(self.fake_B, self.real_B, self.opt, getattr(self, 'body', None)) \
+            * self.opt.lambda_L1
         loss = self.loss_G_GAN + self.loss_G_L1
         if getattr(self, 'perceptual_sam', None) is not None:
             self.loss_G_sam_perceptual = sam_perceptual_loss(self.perceptual_sam, self.fake_B, self.target_feature) \

@@ -25,6 +25,7 @@ from evaluation.comparison.plan import (
     parse_models,
 )
 from evaluation.comparison.results import run_name, safe_label
+from util.parser_flags import find_option, has_option
 
 
 def train_parser(tokens: list[str]) -> argparse.ArgumentParser:
@@ -51,7 +52,7 @@ def ablation_runs(spec: str, model: str, own: list[str], base: list[str]) -> lis
     if not eq or not flag or not choices:
         raise ValueError(f'--ablation "{spec}": use one of {", ".join(ABLATIONS)} or FLAG=V1,V2,...')
     parser = train_parser(['--model', model, *base, *own])
-    action = parser._option_string_actions.get('--' + flag)
+    action = find_option(parser, '--' + flag)
     if action is None:
         raise ValueError(f'--ablation "{spec}": --{flag} is not an option of --model {model}')
     runs = []
@@ -89,16 +90,15 @@ def make_runs(args: argparse.Namespace, base: list[str]) -> list[Run]:
 
 def route(groups: dict[str, list[str]], parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> list[str]:
     """The flags of ``groups`` that ``parser`` knows (minus ``skip``), as tokens."""
-    known = parser._option_string_actions
-    return flatten({f: v for f, v in groups.items() if f in known and f not in skip})
+    return flatten({f: v for f, v in groups.items() if has_option(parser, f) and f not in skip})
 
 
 def typed_values(groups: dict[str, list[str]], parsers: list[argparse.ArgumentParser]) -> dict:
     """{dest: value} of each flag as the first parser that knows it reads it (so 1e-4 equals 0.0001)."""
     out = {}
     for flag, values in groups.items():
-        parser = next(p for p in parsers if flag in p._option_string_actions)
-        action = parser._option_string_actions[flag]
+        parser = next(p for p in parsers if has_option(p, flag))
+        action = find_option(parser, flag)
         value = getattr(parser.parse_known_args([flag, *values])[0], action.dest)
         out[action.dest] = list(value) if isinstance(value, (list, tuple)) else value
     return out
@@ -125,8 +125,7 @@ def plan(args: argparse.Namespace, shared_tokens: list[str]) -> tuple[list[Run],
             common += ['--dataroot', dataroot]
         tp = train_parser(common + flatten(groups) + run.args)
         sp = test_parser(common + flatten(groups) + run.args)
-        unknown = [f for f in group_flags(run.args) if f not in tp._option_string_actions
-                   and f not in sp._option_string_actions]
+        unknown = [f for f in group_flags(run.args) if not has_option(tp, f) and not has_option(sp, f)]
         if unknown:
             raise ValueError(f'{run.label}: {", ".join(unknown)} is not an option of --model {run.model}')
         own = group_flags(run.args)
@@ -136,7 +135,7 @@ def plan(args: argparse.Namespace, shared_tokens: list[str]) -> tuple[list[Run],
         run.test_args = (test_common + ['--results_dir', args.results_dir, '--epoch', run.test_epoch, '--phase',
                                         'test'] + route(groups, sp, TRAIN_ONLY) + route(own, sp, TRAIN_ONLY))
         parsers += [tp, sp]
-    unknown = [f for f in groups if not any(f in p._option_string_actions for p in parsers)]
+    unknown = [f for f in groups if not any(has_option(p, f) for p in parsers)]
     if unknown:
         raise ValueError(f'{", ".join(unknown)}: not an option of train.py or test.py for '
                          f'{", ".join(sorted({r.model for r in runs}))} (give full flag names)')

@@ -11,6 +11,7 @@ import argparse
 from typing import Sequence
 
 from inference.loading import stored_training_options
+from util.parser_flags import find_option, has_option
 
 # --recipe NAME: defaults it sets (flags given on the command line still win). synthrad2025 was chosen on a third
 # synthetic set kept for tuning (README "Beyond the paper"), keeping what helped there at both budgets: the body
@@ -43,14 +44,14 @@ def add_ingredient_options(parser: argparse.ArgumentParser) -> argparse.Argument
 def apply_recipe(parser: argparse.ArgumentParser, args: Sequence[str] | None) -> argparse.ArgumentParser:
     """Set the defaults of ``--recipe`` (those of options this parser has)."""
     opt, _ = parser.parse_known_args(args)
-    known = {a.dest for a in parser._actions}
-    parser.set_defaults(**{k: v for k, v in RECIPES[opt.recipe].items() if k in known})
+    parser.set_defaults(**{k: v for k, v in RECIPES[opt.recipe].items() if has_option(parser, '--' + k)})
     return parser
 
 
 def finish(opt: argparse.Namespace) -> argparse.Namespace:
-    """Derived settings: a 2.5D input (--context_slices K > 0) has 2K+1 channels, whatever --input_nc says."""
-    k = int(getattr(opt, 'context_slices', 0) or 0)
+    """Derived settings: a 2.5D input (--context_slices K > 0) has 2K+1 channels, whatever --input_nc says.
+    Only the datasets that read 2.5D input (data/triplanar_aligned_dataset.py) have the flag."""
+    k = getattr(opt, 'context_slices', 0)
     if k > 0:
         opt.input_nc = 2 * k + 1
     return opt
@@ -61,7 +62,7 @@ def given_flags(parser: argparse.ArgumentParser, args: Sequence[str]) -> set[str
     given = set()
     for token in args:
         flag = token.split('=', 1)[0]
-        action = parser._option_string_actions.get(flag)
+        action = find_option(parser, flag)
         if action is not None:
             given.add(action.dest)
     return given
@@ -82,7 +83,7 @@ def inherit(opt: argparse.Namespace, parser: argparse.ArgumentParser, args: Sequ
     given = given_flags(parser, args)
     if 'recipe' in given:       # a recipe named on the command line decides its own settings
         given |= set(RECIPES[opt.recipe])
-    epoch = f'iter_{opt.load_iter}' if getattr(opt, 'load_iter', 0) > 0 else opt.epoch
+    epoch = f'iter_{opt.load_iter}' if opt.load_iter > 0 else opt.epoch
     stored = stored_training_options(opt.checkpoints_dir, ensemble_names(opt.name)[0], epoch)
     for key in INHERITED:
         if key in stored and key not in given and hasattr(opt, key):

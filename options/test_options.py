@@ -1,6 +1,7 @@
 """Test options: where results go and how many inputs to run."""
 import argparse
 
+from models.amp import SPEED_DEFAULTS
 from .base_options import BaseOptions
 
 
@@ -13,7 +14,8 @@ class TestOptions(BaseOptions):
         parser.add_argument('--aspect_ratio', type=float, default=1.0, help='aspect ratio of result images')
         parser.add_argument('--phase', type=str, default='test', help='train, val, test, etc')
         parser.add_argument('--eval', action='store_true', help='use eval mode during test time.')
-        parser.add_argument('--num_test', type=int, default=0, help='how many test batches to run; 0 (default) runs the whole set')
+        parser.add_argument('--num_test', type=int, default=0,
+                            help='how many test batches to run; 0 (default) runs the whole set')
         parser.add_argument('--ensemble_fuse', default='mean', choices=['mean', 'median'],
                             help='with --name a,b,c (an ensemble of experiments): voxel-wise fusion of the members')
         # the test loader reads in order, one image at a time, without flips
@@ -24,4 +26,7 @@ class TestOptions(BaseOptions):
         opt = super().parse(args, setup_device)
         opt.serial_batches = True
         opt.no_flip = True
+        for key, value in SPEED_DEFAULTS.items():   # training's speed flags, off unless this parser has them
+            if not hasattr(opt, key):
+                setattr(opt, key, value)
         return opt

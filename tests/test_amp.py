@@ -153,7 +153,8 @@ def test_fp16_skips_a_step_with_an_inf_gradient_and_recovers(tmp_path):
     model = fp16_pix2pix(tmp_path)
     scaler = model.precision.scaler
     start = scaler.get_scale()
-    g0, d0 = [p.detach().clone() for p in model.netG.parameters()], [p.detach().clone() for p in model.netD.parameters()]
+    g0 = [p.detach().clone() for p in model.netG.parameters()]
+    d0 = [p.detach().clone() for p in model.netD.parameters()]
     poison_next_step(model)
     losses_of(model, pair(FP16_SIDE), 1)
     assert all(torch.equal(a, b) for a, b in zip(g0, model.netG.parameters())), 'G stepped on an inf gradient'

@@ -1,4 +1,5 @@
-"""Tests for models/networks.py, models/layers.py and the classic generators: sizes, shapes, norms, init statistics, losses, penalty, schedulers, errors."""
+"""Tests for models/networks.py, models/layers.py and the classic generators: sizes, shapes, norms, init statistics,
+losses, penalty, schedulers, errors."""
 import math
 from types import SimpleNamespace
 

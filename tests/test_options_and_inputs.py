@@ -1,6 +1,7 @@
 """Options, model/dataset registries, full-precision image I/O and clear errors for bad input."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,8 @@ from PIL import Image
 from conftest import ROOT, run_script
 from options.test_options import TestOptions
 from options.train_options import TrainOptions
-from util.util import image_to_tensor, read_image
+from util.parser_flags import add_flag, find_option, has_option
+from util.util import image_to_tensor, read_picture
 
 TRAIN, TEST = str(ROOT / 'train.py'), str(ROOT / 'test.py')
 
@@ -42,6 +44,20 @@ def test_suffix_and_test_defaults(tmp_path: Path):
     opt = TestOptions().parse(['--checkpoints_dir', str(tmp_path), '--gpu_ids', '-1', '--name', 't'])
     assert opt.num_test == 0 and opt.model == 'test' and opt.serial_batches and opt.no_flip
     assert (tmp_path / 't' / 'test_opt.txt').exists()
+    assert opt.compile is False and opt.channels_last is False      # training's speed flags: off in a test run
+    opt = TestOptions().parse(['--checkpoints_dir', str(tmp_path), '--name', 'm', '--model', 'mrnet', '--compile'],
+                              setup_device=False)
+    assert opt.compile and (opt.device, opt.rank, opt.world_size, opt.distributed) == (torch.device('cpu'), 0, 1, False)
+
+
+def test_parser_flags_are_found_by_their_exact_spelling():
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--crop_size', '-c', type=int, default=256)
+    assert find_option(parser, '--crop_size').dest == find_option(parser, '-c').dest == 'crop_size'
+    assert find_option(parser, '--crop') is None and not has_option(parser, '--crop') and has_option(parser, '-c')
+    add_flag(parser, '--crop_size', type=int, default=1)        # there already: the first one stays
+    add_flag(parser, '--load_size', type=int, default=286)
+    assert vars(parser.parse_args([])) == {'crop_size': 256, 'load_size': 286}
 
 
 def test_help_lists_the_flags_of_the_model_its_dataset_and_generator(tmp_path: Path):
@@ -103,19 +119,19 @@ def test_sixteen_bit_png_tiff_and_npy_keep_precision(tmp_path: Path):
     tifffile.imwrite(tmp_path / 'a.tif', values)
     np.save(tmp_path / 'a.npy', values.astype(np.float32) / 65535)
     for name in ('a.png', 'a.tif', 'a.npy'):
-        arr = read_image(str(tmp_path / name))
+        arr = read_picture(str(tmp_path / name))
         assert arr.dtype == np.float32 and arr.shape == (16, 16)
         np.testing.assert_allclose(arr * 65535, values, atol=1e-2)
-    t = image_to_tensor(read_image(str(tmp_path / 'a.png')), 1)
+    t = image_to_tensor(read_picture(str(tmp_path / 'a.png')), 1)
     assert t.shape == (1, 16, 16) and abs(float(t[0, 0, 0]) - (1 / 65535 * 2 - 1)) < 1e-7
-    assert image_to_tensor(read_image(str(tmp_path / 'a.png')), 3).shape == (3, 16, 16)
+    assert image_to_tensor(read_picture(str(tmp_path / 'a.png')), 3).shape == (3, 16, 16)
 
 
 def test_unreadable_image_and_channel_mismatch_name_the_file(tmp_path: Path):
     bad = tmp_path / 'broken.png'
     bad.write_bytes(b'not a png at all')
     with pytest.raises(ValueError, match='cannot read image .*broken.png'):
-        read_image(str(bad))
+        read_picture(str(bad))
     rgb = np.zeros((8, 8, 3), np.float32)
     rgb[..., 0] = 1.0
     with pytest.raises(ValueError, match=r'x.png: image has 3 channels but the model expects 1'):

@@ -1,5 +1,5 @@
-"""Tests for models/generators/sam_unet.py and models/encoders/sam_encoder.py: the MRNet generator, its parts, SAM loading
-and checkpoint hooks."""
+"""Tests for models/generators/sam_unet.py and models/encoders/sam_encoder.py: the MRNet generator, its parts, SAM
+loading and checkpoint hooks."""
 import hashlib
 import warnings
 
@@ -373,7 +373,8 @@ def test_input_that_cannot_pass_8_stages(side):
 
 
 def test_other_bad_settings():
-    with pytest.raises(ValueError, match='SAM reads a 1-channel image, 3 channels, or an odd number of 2.5D context channels .*--input_nc is 2'):
+    with pytest.raises(ValueError, match='SAM reads a 1-channel image, 3 channels, or an odd number of 2.5D context '
+                                         'channels .*--input_nc is 2'):
         tiny_net(input_nc=2)
     with pytest.raises(ValueError, match='--n_masks must be >= 0'):
         tiny_net(n_masks=-1)

@@ -15,7 +15,8 @@ import torch.nn as nn
 import test as test_script
 import train as train_script
 from data.splits import fold_split, write_splits
-from data.triplanar_aligned_dataset import TriplanarAlignedDataset, check_context, context_stack
+from data.context import check_context, context_stack
+from data.triplanar_aligned_dataset import TriplanarAlignedDataset
 from models.losses.body_loss import masked_l1
 from inference.loading import load_ensemble
 from inference.predictor import translate

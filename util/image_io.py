@@ -1,7 +1,7 @@
 """Medical image files in and out: NIfTI through nibabel, MetaImage (``.mha``/``.mhd``), NRRD (``.nrrd``/``.nhdr``)
 and DICOM series folders through SimpleITK, all as ``(data, reference)``: a float32 array (X, Y, Z) in the file's
 voxel order and a ``nibabel.Nifti1Image`` whose ``affine`` maps voxel indices to RAS+ world millimetres, so the rest
-of the toolkit (util.volume.Geometry) sees every format the same way.
+of the toolkit (util.geometry.Geometry) sees every format the same way.
 
 Orientation. NIfTI affines are RAS+ (+x = patient's Right, +y = Anterior, +z = Superior); ITK's origin and direction
 are LPS+ (+x = Left, +y = Posterior, +z = Superior). A voxel (i, j, k) of an ITK image lies at

@@ -57,8 +57,10 @@ def list_images(folder: str, max_dataset_size: float = float('inf')) -> list[str
     return paths[:int(min(max_dataset_size, len(paths)))]
 
 
-def read_image(path: str) -> np.ndarray:
-    """Read an image at full precision as float32 scaled to [0, 1] (float .npy/.tif data is returned as is).
+def read_picture(path: str) -> np.ndarray:
+    """A 2D picture of the classic 2D datasets (PNG, JPEG, BMP, PPM/PGM, TIFF, .npy) at full precision, as float32
+    scaled to [0, 1] (float .npy/.tif data is returned as is). Volumes (NIfTI, MetaImage, NRRD, DICOM) are
+    util.image_io.read_image's.
 
     Returns an array of shape (H, W) for grayscale or (H, W, C) for colour. 8-bit files are divided by 255,
     16-bit files by 65535, so no precision is lost. Raises ValueError naming the file when it cannot be read.

@@ -27,7 +27,9 @@ from timm.layers import GroupNormAct, HybridEmbed, StdConv2d
 from timm.models.resnetv2 import ResNetV2
 from timm.models.vision_transformer import VisionTransformer, _load_weights
 
-from models.generators.base import add_flag, int_tuple
+from util.parser_flags import add_flag
+
+from models.generators.base import int_tuple
 
 OFFICIAL_FILE = 'R50+ViT-B_16.npz'
 DOWNLOAD_URL = 'https://storage.googleapis.com/vit_models/imagenet21k/R50%2BViT-B_16.npz'

@@ -23,6 +23,7 @@ from segment_anything.modeling import ImageEncoderViT
 
 from util.checkpoint import load_torch_file
 from util.distributed import is_main_process
+from util.parser_flags import add_flag, has_option
 from util.util import file_sha256
 
 from models.layers import resize_bilinear
@@ -67,7 +68,7 @@ def add_sam_encoder_options(parser: argparse.ArgumentParser) -> argparse.Argumen
     they override the --sam_model_type shape (tests and smoke runs use a tiny ViT; such an encoder
     can only be randomly initialised).
     """
-    if '--sam_model_type' in parser._option_string_actions:
+    if has_option(parser, '--sam_model_type'):
         return parser
     parser.add_argument('--sam_model_type', type=str, default='vit_b', choices=sorted(SAM_ENCODERS),
                         help='SAM image encoder (vit_b, vit_l or vit_h)')
@@ -76,18 +77,18 @@ def add_sam_encoder_options(parser: argparse.ArgumentParser) -> argparse.Argumen
                              'weights are used); without it SAM is randomly initialised and results will not match '
                              'the paper')
     parser.add_argument('--sam_input_size', type=int, default=SAM_PRETRAIN_SIZE,
-                        help='side of the image SAM sees (a multiple of 16; SAM was trained at 1024, smaller is '
-                             'much cheaper; position embeddings are resized on load)')
+                        help=f'side of the image SAM sees (a multiple of {SAM_PATCH_SIZE}; SAM was trained at '
+                             f'{SAM_PRETRAIN_SIZE}, smaller is much cheaper; position embeddings are resized on load)')
     parser.add_argument('--sam_finetune', action='store_true',
                         help='train the SAM encoder too (default: frozen, not saved in our checkpoints)')
     parser.add_argument('--sam_precision', default='auto', choices=['auto', *SAM_PRECISIONS],
                         help='precision SAM runs in: auto = bf16 on GPUs that support it, fp16 on other GPUs, fp32 '
                              'on the CPU; recorded in checkpoints (a run in another precision than training is '
                              'warned: its SAM features differ slightly)')
-    if '--compile' not in parser._option_string_actions:   # training's --compile (models/amp.py) covers SAM too
-        parser.add_argument('--compile', action='store_true',
-                            help='torch.compile the SAM image encoder (worth it on GPUs for long runs; the first '
-                                 'batches are slow while it compiles)')
+    # training's --compile (models/amp.py), when there, covers SAM too
+    add_flag(parser, '--compile', action='store_true',
+             help='torch.compile the SAM image encoder (worth it on GPUs for long runs; the first batches are slow '
+                  'while it compiles)')
     parser.add_argument('--sam_embed_dim', type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument('--sam_depth', type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument('--sam_num_heads', type=int, default=None, help=argparse.SUPPRESS)

@@ -56,12 +56,6 @@ class Generator(nn.Module):
         raise NotImplementedError
 
 
-def add_flag(parser: argparse.ArgumentParser, flag: str, **kwargs) -> None:
-    """``parser.add_argument(flag, ...)`` unless the flag is there already (generators share some flags)."""
-    if flag not in parser._option_string_actions:
-        parser.add_argument(flag, **kwargs)
-
-
 def int_tuple(text: str | tuple[int, ...] | list[int]) -> tuple[int, ...]:
     """'2,2,2,2' -> (2, 2, 2, 2); a tuple or list is returned as a tuple."""
     if isinstance(text, str):

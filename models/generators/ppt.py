@@ -21,8 +21,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from util.parser_flags import add_flag
+
 from ..layers import check_image_channels, init_weights
-from .base import Generator, add_flag
+from .base import Generator
 from .resnet import ResnetBlock
 
 N_BLOCKS = 9

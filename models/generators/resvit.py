@@ -28,11 +28,12 @@ import torch.nn as nn
 from timm.models.vision_transformer import Block
 
 from util.checkpoint import read_network_file
+from util.parser_flags import add_flag
 
 from ..layers import check_image_channels
 from models.encoders.r50_vit import (DOWNLOAD_URL, FLAG, OFFICIAL_FILE, HybridConfig, add_hybrid_options, hybrid_config,
                        load_official_npz)
-from .base import Generator, add_flag, check_built_size, check_size, warn_random_init
+from .base import Generator, check_built_size, check_size, warn_random_init
 from .resnet import ResnetBlock
 
 TRANSFORMER_BLOCKS = (0, 5)   # ART blocks 1 and 6 hold a transformer path

@@ -19,6 +19,8 @@ from typing import Mapping, NamedTuple
 import torch
 import torch.nn as nn
 
+from util.parser_flags import has_option
+
 from ..layers import NormLayer, check_image_channels, conv_bias_needed, get_norm_layer, init_weights, resize_bilinear
 from models.encoders.sam_encoder import (SAM_OUT_CHANS, SAM_PATCH_SIZE, SamFeatureEncoder, add_sam_encoder_options,
                            sam_encoder_config)
@@ -34,7 +36,7 @@ SOFTCLAMP_ALPHA = 0.001
 def add_sam_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the flags of the 'sam_unet' generator (the SAM encoder's, then masks and ablations); adding twice is a
     no-op."""
-    if '--n_masks' in parser._option_string_actions:
+    if has_option(parser, '--n_masks'):
         return parser
     add_sam_encoder_options(parser)
     parser.add_argument('--no_sam', action='store_true',
@@ -172,7 +174,8 @@ class MaskModule(nn.Module):
     Start: the paper gives no initialisation. psi_k's last bias starts at ``init_bias`` (default +3), so every mask
     starts open, M_k ~ sigmoid(3) = 0.95, where the sparsity loss (eq. 10) pulls it, and y_n starts near y_0
     (0.91 y_0 with two masks). With ``init_bias`` 0 (the classic zero bias) the masks start at 0.5 and y_n at
-    y_0 / 2^n: air (-1, -1024 HU) comes out near -0.25 (about +500 HU) until the masks learn to open.
+    y_0 / 2^n: air (-1) comes out near -0.25, dense tissue on the CT scale (CT_WINDOW, util/intensity.py), until the
+    masks learn to open.
     Returns ([y_0..y_n], [M_1..M_n]), masks (N, 1, H, W) in [0, 1].
     """
 

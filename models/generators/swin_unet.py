@@ -26,8 +26,9 @@ from timm.models import adapt_input_conv
 from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, checkpoint_filter_fn
 
 from util.checkpoint import load_torch_file
+from util.parser_flags import add_flag
 
-from .base import Generator, add_flag, check_built_size, check_size, int_tuple, warn_random_init
+from .base import Generator, check_built_size, check_size, int_tuple, warn_random_init
 
 OFFICIAL_FILE = 'swin_tiny_patch4_window7_224.pth'
 DOWNLOAD_URL = 'https://github.com/SwinTransformer/storage/releases/download/v1.0.0/' + OFFICIAL_FILE

@@ -28,8 +28,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from util.parser_flags import add_flag
+
 from ..layers import init_weights
-from .base import Generator, add_flag, check_built_size, check_size, int_tuple
+from .base import Generator, check_built_size, check_size, int_tuple
 
 N_DOWN = 8
 HEADS = 4

@@ -2,7 +2,8 @@
 
     x (N, C, S, S), S a multiple of 16
       -> R50 (ResNetV2, 3 stages): root (64, S/2) -> max-pool -> stage 1 (256, S/4 - 1, zero-padded to S/4 for
-         its skip) -> stage 2 (512, S/8) -> stage 3 (1024, S/16), computed as the official R50 (models/encoders/r50_vit.py)
+         its skip) -> stage 2 (512, S/8) -> stage 3 (1024, S/16), computed as the official R50
+         (models/encoders/r50_vit.py)
       -> 1x1 patch embedding to 768 + position embeddings -> 12 ViT-B blocks -> LayerNorm   (timm's R50+ViT-B/16)
       -> cascaded upsampler: 3x3 conv to 512, then 4 blocks [x2 bilinear, concat skip, (3x3 conv, BN, ReLU) x2]
          to 256, 128, 64, 16 channels with the stage-2, stage-1 and root outputs as the three skips
@@ -22,8 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.encoders.r50_vit import (DOWNLOAD_URL, FLAG, OFFICIAL_FILE, HybridConfig, add_hybrid_options, build_hybrid_vit,
-                       hybrid_config, load_official_npz)
+from models.encoders.r50_vit import (DOWNLOAD_URL, FLAG, OFFICIAL_FILE, HybridConfig, add_hybrid_options,
+                                     build_hybrid_vit, hybrid_config, load_official_npz)
 from .base import Generator, check_built_size, check_size, warn_random_init
 
 

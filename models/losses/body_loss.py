@@ -3,7 +3,7 @@ SynthRAD metric scores (their MAE, PSNR and SSIM are all computed inside the mas
 also sees the skin boundary: by ``--body_margin_voxels`` voxels of the source grid (the dataset grows the slice's
 mask before resizing it: data/triplanar_aligned_dataset.py) and by ``--body_dilation`` pixels of the training slice.
 
-Why a margin in voxels: putting a predicted slice back on the voxel grid (util.volume.from_square) averages the
+Why a margin in voxels: putting a predicted slice back on the voxel grid (util.slicing.from_square) averages the
 pixels within one voxel of each voxel centre, so the MAE of a voxel at the mask's edge depends on predicted pixels
 up to one voxel outside the mask; a one-voxel margin trains exactly those, whatever the pixels per voxel."""
 from __future__ import annotations
@@ -14,13 +14,14 @@ import torch
 import torch.nn.functional as F
 
 from util.body_mask import dilate
+from util.parser_flags import has_option
 
 LOSS_REGIONS = ('slice', 'body')
 
 
 def add_loss_region_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """--loss_region, --body_dilation (adding twice is a no-op)."""
-    if '--loss_region' in parser._option_string_actions:
+    if has_option(parser, '--loss_region'):
         return parser
     parser.add_argument('--loss_region', default='slice', choices=LOSS_REGIONS,
                         help='where the L1 pixel loss is computed: the whole slice (the paper) or inside the body '
@@ -46,7 +47,7 @@ def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> t
 def pixel_loss(pred: torch.Tensor, target: torch.Tensor, opt: argparse.Namespace,
                mask: torch.Tensor | None) -> torch.Tensor:
     """The L1 of ``--loss_region``: over the whole slice (nn.L1Loss), or inside the (dilated) body ``mask``."""
-    if getattr(opt, 'loss_region', 'slice') == 'slice':
+    if opt.loss_region == 'slice':
         return F.l1_loss(pred, target)
     if mask is None:
         raise ValueError('--loss_region body needs the body mask of each slice, which --dataset_mode '

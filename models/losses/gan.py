@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from models.layers import choices
 from models.networks import GAN_MODES, GP_TYPES
-
-from .layers import choices
 
 
 class GANLoss(nn.Module):

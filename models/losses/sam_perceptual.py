@@ -13,14 +13,14 @@ import torch.nn as nn
 
 from data.sam_cache import add_sam_cache_options
 from models.encoders.sam_encoder import SamFeatureEncoder, add_sam_encoder_options, sam_encoder_config
+from util.parser_flags import add_flag
 
 
 def add_sam_perceptual_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """--lambda_sam_perceptual, the SAM encoder's and the SAM cache's flags (adding twice is a no-op)."""
-    if '--lambda_sam_perceptual' not in parser._option_string_actions:
-        parser.add_argument('--lambda_sam_perceptual', type=float, default=0.0, metavar='W',
-                            help='weight of the SAM perceptual loss, mean |SAM(G(A)) - SAM(B)| on frozen SAM features '
-                                 '(0: off, the paper). Uses the --sam_* encoder flags')
+    add_flag(parser, '--lambda_sam_perceptual', type=float, default=0.0, metavar='W',
+             help='weight of the SAM perceptual loss, mean |SAM(G(A)) - SAM(B)| on frozen SAM features (0: off, the '
+                  'paper). Uses the --sam_* encoder flags')
     return add_sam_cache_options(add_sam_encoder_options(parser))
 
 
