@@ -49,19 +49,23 @@ class DatasetDataLoader:
 
     def __init__(self, opt):
         self.opt = opt
+        # process rank, world size and device: set by util.distributed.setup, absent when options are parsed
+        # without setting up devices (a dataset made on its own)
+        self.rank = getattr(opt, 'rank', 0)
         self.dataset = find_dataset_using_name(opt.dataset_mode)(opt)
-        if getattr(opt, 'rank', 0) == 0:
+        if self.rank == 0:
             print(f'dataset [{type(self.dataset).__name__}] was created with {len(self.dataset)} items')
         subset = self.dataset
         if len(self.dataset) > opt.max_dataset_size:
             # training: a seeded random sample (slices of a volume come in order, the first N would be one
             # subject's); serial runs (test): the first N, as in the classic toolkit
             keep = int(opt.max_dataset_size)
+            order = torch.Generator().manual_seed(opt.seed)
             indices = range(keep) if opt.serial_batches else \
-                torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(opt.seed))[:keep].sort()[0].tolist()
+                torch.randperm(len(self.dataset), generator=order)[:keep].sort()[0].tolist()
             subset = torch.utils.data.Subset(self.dataset, indices)
         self.sampler = torch.utils.data.DistributedSampler(
-            subset, num_replicas=getattr(opt, 'world_size', 1), rank=getattr(opt, 'rank', 0),
+            subset, num_replicas=getattr(opt, 'world_size', 1), rank=self.rank,
             shuffle=not opt.serial_batches, seed=opt.seed)
         self.skipping = _SkipSampler(self.sampler)
         self.generator = torch.Generator()
@@ -83,7 +87,7 @@ class DatasetDataLoader:
         """Use the order of ``epoch`` and start after its first ``skip_batches`` batches."""
         self.sampler.set_epoch(epoch)
         self.skipping.skip = skip_batches * self.opt.batch_size
-        self.generator.manual_seed(self.opt.seed + 100003 * epoch + getattr(self.opt, 'rank', 0))
+        self.generator.manual_seed(self.opt.seed + 100003 * epoch + self.rank)
 
     def __len__(self) -> int:
         """Number of items this process sees in a full epoch."""

@@ -49,6 +49,7 @@ import torch.utils.data
 from util.checkpoint import atomic_write, is_temp_file
 from util.disk import cannot_write, check_writable, human_bytes, no_space, writing
 from util.mapped import MappedFiles
+from util.parser_flags import has_option
 
 CACHE_VERSION = 1
 CHUNK_BYTES = 32 << 20              # at most this much feature data per chunk file (16 slices at S=1024)
@@ -77,7 +78,7 @@ def batch_features(feature: torch.Tensor, cached: torch.Tensor, images: torch.Te
 
 def add_sam_cache_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """--sam_cache, --sam_cache_dtype, --sam_batch_size (adding twice is a no-op)."""
-    if '--sam_cache' in parser._option_string_actions:
+    if has_option(parser, '--sam_cache'):
         return parser
     parser.add_argument('--sam_cache', default='',
                         help='folder of the frozen-SAM feature cache (default: next to the slice store, '
@@ -251,7 +252,7 @@ class SamFeatureCache:
 
 
 class CachedFeatures:
-    """The read side, handed to the dataset (and pickled to DataLoader workers):
+    """The read side, handed to the dataset by ``use_sam_features`` (and pickled to DataLoader workers):
     ``read(key)`` -> (feature (256, S/16, S/16) float16/32 tensor, True), or (zeros, False) when the slice is
     not cached or its chunk is damaged: it fails its checksum, or its file was truncated (checked before every
     read, so a chunk shortened while mapped is never touched past its end). A damaged chunk is reported and
@@ -316,17 +317,19 @@ def _say_once(message: str) -> None:
 
 
 def cache_disabled_reason(encoder, dataset, opt: argparse.Namespace) -> str | None:
-    """Why this run reads no SAM feature cache (None: it does). Said once per process by :func:`prepare`."""
+    """Why this run reads no SAM feature cache (None: it does). Said once per process by :func:`prepare`.
+    (The models that run an ``encoder`` add --sam_cache; a dataset with slice keys, --augment.)"""
     if encoder is None:
         return ''                                       # --no_sam: nothing to cache, nothing to say
-    if str(getattr(opt, 'sam_cache', '')).lower() in ('off', 'none'):
+    if str(opt.sam_cache).lower() in ('off', 'none'):
         return 'SAM feature cache off (--sam_cache off): SAM runs at every step'
     if encoder.finetune:
         return 'SAM feature cache off: --sam_finetune changes the SAM features at every step'
-    if getattr(opt, 'isTrain', False) and getattr(opt, 'augment', False):
-        return 'SAM feature cache off: --augment changes every slice at every epoch, so its SAM feature cannot be reused'
     if not hasattr(dataset, 'sam_cache_spec'):
         return f'SAM feature cache off: --dataset_mode {opt.dataset_mode} has no stable slice keys'
+    if opt.isTrain and opt.augment:
+        return ('SAM feature cache off: --augment changes every slice at every epoch, so its SAM feature cannot be '
+                'reused')
     return None
 
 
@@ -380,10 +383,11 @@ def build_chunks(cache: SamFeatureCache, chunks: list[ChunkPlan], dataset, finge
 
 
 def prepare(encoder, loader, opt: argparse.Namespace, field: str = 'A') -> CachedFeatures | None:
-    """Build what is missing of the SAM feature cache for ``loader``'s slices and attach it to its dataset.
+    """Build what is missing of the SAM feature cache for ``loader``'s slices by running ``encoder`` on them, and
+    hand the reader to the dataset: ``dataset.use_sam_features(field, reader)`` (None while building, or for good).
 
-    ``field`` 'A' caches the input slices (attached as ``dataset.sam_features``), 'B' the target slices for the
-    SAM perceptual loss (``dataset.sam_target_features``); their keys differ by modality (and 2.5D context).
+    ``field`` 'A' caches the input slices, 'B' the target slices for the SAM perceptual loss; their keys differ by
+    modality (and 2.5D context).
 
     ``encoder``: the generator's frozen SamFeatureEncoder (None without SAM); ``loader``: a
     data.DatasetDataLoader. Call it before each pass over the data (cheap when the cache is complete). Under
@@ -391,11 +395,11 @@ def prepare(encoder, loader, opt: argparse.Namespace, field: str = 'A') -> Cache
     attached reader, or None when the cache does not apply (said once, with the reason).
     """
     dataset = loader.dataset
-    attribute = 'sam_features' if field == 'A' else 'sam_target_features'
-    setattr(dataset, attribute, None)
+    dataset.use_sam_features(field, None)
+    rank, world = getattr(opt, 'rank', 0), getattr(opt, 'world_size', 1)    # set by util.distributed.setup
     reason = cache_disabled_reason(encoder, dataset, opt)
     if reason is not None:
-        if reason and getattr(opt, 'rank', 0) == 0:
+        if reason and rank == 0:
             _say_once(reason)
         return None
     spec = dataset.sam_cache_spec(field) if field != 'A' else dataset.sam_cache_spec()
@@ -404,7 +408,6 @@ def prepare(encoder, loader, opt: argparse.Namespace, field: str = 'A') -> Cache
                             (encoder.out_channels, side, side), opt.sam_cache_dtype)
     fingerprints = spec['subjects']
     positions = _used_positions(loader)
-    rank, world = getattr(opt, 'rank', 0), getattr(opt, 'world_size', 1)
     distributed = world > 1 and dist.is_initialized()
     message = [None, None]                                  # [plan, error]
     if rank == 0:
@@ -440,7 +443,7 @@ def prepare(encoder, loader, opt: argparse.Namespace, field: str = 'A') -> Cache
     reader = CachedFeatures(cache.scan(fingerprints), cache.shape, cache.dtype)
     if rank == 0:
         _say_once(f'SAM feature cache: {cache.folder} ({len(reader)} slices, {cache.dtype.name})')
-    setattr(dataset, attribute, reader)
+    dataset.use_sam_features(field, reader)
     if chunks and hasattr(loader, 'restart_workers'):
         loader.restart_workers()        # persistent workers hold the dataset as it was: let them read the new chunks
     return reader

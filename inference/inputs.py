@@ -17,8 +17,8 @@ from util.image_io import (
     dicom_series,
     image_extension,
     image_stem,
-    read_image,
 )
+from util.mask_file import read_mask_on_grid
 
 MR_LOOKS_LIKE_CT = -500.0                 # an MR input whose 1st percentile is below this looks like CT in HU
 
@@ -112,11 +112,8 @@ def modality_warning(data: np.ndarray, kind: str, label: str, modality: str) -> 
 def read_mask(path: str, geometry: Geometry, image_path: str, tol: float) -> np.ndarray:
     """A mask file on ``geometry``'s grid as a canonical bool array; ValueError when its grid differs or it is
     empty."""
-    data, img = read_image(path)
-    why = geometry.mismatch(Geometry.of(img), tol)
-    if why:
-        raise ValueError(f'mask {path} is not on the voxel grid of {image_path}: {why}')
-    mask = geometry.to_canonical(data > 0)
+    mask = geometry.to_canonical(read_mask_on_grid(
+        path, geometry, tol, lambda why: f'mask {path} is not on the voxel grid of {image_path}: {why}'))
     if not mask.any():
         raise ValueError(f'mask {path} is empty')
     return mask

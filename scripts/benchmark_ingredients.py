@@ -1,6 +1,6 @@
 """Cost of each ingredient beyond the paper, as a ratio to plain MRNet in one run (a benchmark, not a test):
 
-    python scripts/benchmark_ingredients.py [--rounds 3 --steps 3] [shared train flags, e.g. --ngf 8 --sam_input_size 256]
+    python scripts/benchmark_ingredients.py [--rounds 3 --steps 3] [shared train flags: --ngf 8 --sam_input_size 256]
 
 Training: seconds per optimisation step on a random 256x256 batch with its body mask, the input's (and target's)
 SAM features given as the feature cache gives them. Prediction: seconds per slice of the whole test-time path on a

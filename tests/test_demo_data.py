@@ -1,4 +1,5 @@
-"""Tests for data/demo_data.py, scripts/make_demo_data.py and the demo dataset triplanar_aligned uses without --dataroot."""
+"""Tests for data/demo_data.py, scripts/make_demo_data.py and the demo dataset triplanar_aligned uses without
+--dataroot."""
 import time
 
 import nibabel as nib

@@ -1,4 +1,4 @@
-"""The synthetic CT handed to a planning system (inference/export/dicom_series.py, inference/export/handoff.py, inference/export/qa_page.py): a DICOM
+"""The synthetic CT handed to a planning system (inference/export/: dicom_series.py, handoff.py, qa_page.py): a DICOM
 MR series in, a CT Image Storage series out in the MR's study and frame of reference, read back tag by tag with
 pydicom and voxel by voxel with SimpleITK; the patient's left stays left; NIfTI in, DICOM out in a new study; the QA
 page and predict_summary.csv; every bad input refused with one line before anything is written."""
@@ -17,8 +17,8 @@ from image_fixtures import PATIENT_STUDY_TAGS, STUDY_UID, itk_volume, lr_phantom
 import train as train_script
 from test_predict import TINY, run_predict, write_case
 from scripts import predict
-from inference.export.dicom_series import (CT_IMAGE_STORAGE, Provenance, SeriesIdentity, read_source_series, resample_slices,
-                        write_ct_series)
+from inference.export.dicom_series import (CT_IMAGE_STORAGE, Provenance, SeriesIdentity, read_source_series,
+                                           resample_slices, write_ct_series)
 from util.disk import WriteError
 from util.image_io import dicom_series, read_image, reference_image, write_image
 from inference.export.qa_page import qa_checks
@@ -146,8 +146,8 @@ def test_written_hu_read_back_exactly_by_simpleitk_at_the_same_world_points(tmp_
     back = reader.Execute()
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back).transpose(2, 1, 0), np.round(hu))
     for index in np.ndindex(*data.shape):
-        np.testing.assert_allclose(back.TransformIndexToPhysicalPoint(index), image.TransformIndexToPhysicalPoint(index),
-                                   atol=1e-4)
+        np.testing.assert_allclose(back.TransformIndexToPhysicalPoint(index),
+                                   image.TransformIndexToPhysicalPoint(index), atol=1e-4)
 
 
 @pytest.mark.parametrize('layout', ['dicom', 'ras_nifti'])
@@ -185,7 +185,8 @@ def test_nifti_in_dicom_out_is_a_new_study_that_says_it_is_not_registered(traine
     assert 'mr: DICOM series not registered to any existing DICOM study' in lines[0]
     ct = headers(tmp_path / 'out' / 'mr_sct')
     assert len({(d.StudyInstanceUID, d.FrameOfReferenceUID, d.SeriesInstanceUID) for d in ct}) == 1
-    assert ct[0].StudyInstanceUID not in (STUDY_UID, '') and ct[0].FrameOfReferenceUID != PATIENT_STUDY_TAGS['0020|0052']
+    assert ct[0].StudyInstanceUID not in (STUDY_UID, '')
+    assert ct[0].FrameOfReferenceUID != PATIENT_STUDY_TAGS['0020|0052']
     assert pydicom.uid.UID(ct[0].StudyInstanceUID).is_valid and ct[0].StudyInstanceUID != ct[0].FrameOfReferenceUID
     assert (ct[0].PatientID, str(ct[0].PatientName), ct[0].PatientBirthDate) == ('NEW-7', 'Roe^Richard', '')
     assert 'SourceImageSequence' not in ct[0] and 'no DICOM identity' in ct[0].DerivationDescription

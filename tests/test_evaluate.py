@@ -106,6 +106,17 @@ def test_mismatched_predictions_are_refused(tmp_path: Path, pred_shape, pred_aff
     assert proc.returncode != 0 and 'evaluate.py: error:' in proc.stderr and words[1] in proc.stderr
 
 
+def test_a_mask_off_the_ground_truths_grid_is_refused_naming_both_files(tmp_path: Path):
+    ct, mask = head()
+    gt = save(tmp_path / 'gt' / 'a.nii.gz', ct)
+    save(tmp_path / 'pred' / 'a.nii.gz', ct)
+    off = save(tmp_path / 'masks' / 'a.nii.gz', mask[:, :, :-1])
+    with pytest.raises(ValueError) as err:
+        evaluate.main(['--pred', str(tmp_path / 'pred'), '--gt', str(tmp_path / 'gt'),
+                       '--mask', str(tmp_path / 'masks')])
+    assert f'a: {off} does not match the ground truth {gt}: shapes differ' in str(err.value), str(err.value)
+
+
 def test_missing_files_are_named(tmp_path: Path):
     ct, _ = head()
     save(tmp_path / 'pred' / 'lost.nii.gz', ct)

@@ -133,10 +133,9 @@ def randomize_batch_norm_statistics(net: nn.Module, seed: int) -> None:
 
 
 def test_transunet_computes_what_the_official_transunet_computes():
-    """Random weights (every parameter N(0, 0.1), norm scales 1 + N(0, 0.1), BatchNorm statistics random, the head scaled
-    down), a 64x64
-    input of amplitude 0.01 (so that the GroupNorm and weight-standardisation eps matter; stage-1 map 15x15, its
-    skip padded to 16): our output equals the official computation within 1e-5."""
+    """Random weights (every parameter N(0, 0.1), norm scales 1 + N(0, 0.1), BatchNorm statistics random, the head
+    scaled down), a 64x64 input of amplitude 0.01 (so that the GroupNorm and weight-standardisation eps matter;
+    stage-1 map 15x15, its skip padded to 16): our output equals the official computation within 1e-5."""
     net = build('transunet').eval()
     with torch.no_grad():
         randomize(net, 1)

@@ -233,8 +233,8 @@ def test_corrupt_chunk_is_detected_and_rebuilt(tmp_path, dataroot, capsys):
     data[row, 7, 1, 2] += 1                                  # one value changed on disk
     data.flush()
     del data
-    dataset.sam_features = type(dataset.sam_features)(dataset.sam_features.index, dataset.sam_features.shape,
-                                                      dataset.sam_features.dtype)   # a fresh reader (no open maps)
+    reader = dataset.sam_features
+    dataset.use_sam_features('A', type(reader)(reader.index, reader.shape, reader.dtype))  # a fresh one: no open maps
     item = dataset[i]
     assert not item['sam_cached'] and not os.path.exists(stem + '.npy') and not os.path.exists(stem + '.json')
     assert 'damaged (checksum mismatch)' in capsys.readouterr().err
@@ -258,6 +258,16 @@ def test_augment_bypasses_the_cache(tmp_path, dataroot, capsys):
     assert out.count('SAM feature cache off: --augment') == 1
     assert loader.dataset.sam_features is None and 'sam_feature' not in loader.dataset[0]
     assert not chunk_files(tmp_path)
+
+
+def test_only_a_dataset_with_slice_keys_takes_feature_readers():
+    """The cache hands its readers to the dataset through use_sam_features; a dataset without slice keys takes None
+    alone (data/base_dataset.py)."""
+    from data.aligned_dataset import AlignedDataset
+    plain = AlignedDataset.__new__(AlignedDataset)
+    plain.use_sam_features('A', None)
+    with pytest.raises(TypeError, match='AlignedDataset cannot read cached SAM features'):
+        plain.use_sam_features('A', sam_cache.CachedFeatures({}, (256, 4, 4), np.float16))
 
 
 def test_build_refuses_when_the_disk_lacks_room(tmp_path, dataroot, monkeypatch):

@@ -136,8 +136,8 @@ def test_body_loss_ignores_differences_outside_the_body_and_dilation_widens_it()
 
 def test_body_margin_grows_the_mask_by_whole_voxels_before_resizing(tmp_path):
     """8^3 volume, crop 32 (4 pixels per voxel), body = the column x, y in 3..4: its z slices show pixels 12..19
-    (bilinear, > 0.5; the corner pixels get 0.625^2 < 0.5); grown by one voxel (2..5) they show 8..23. In-plane only: an x slice outside the column
-    stays empty. Without --loss_region body the margin changes nothing."""
+    (bilinear, > 0.5; the corner pixels get 0.625^2 < 0.5); grown by one voxel (2..5) they show 8..23. In-plane only:
+    an x slice outside the column stays empty. Without --loss_region body the margin changes nothing."""
     volumes = phantom((8, 8, 8))
     volumes['mask'] = np.zeros((8, 8, 8), np.uint8)
     volumes['mask'][3:5, 3:5, :] = 1
@@ -277,7 +277,8 @@ def trained(tmp_path_factory) -> dict:
 def test_every_flag_survives_save_and_load_and_reaches_test_and_predict(trained):
     stored = stored_training_options(str(trained['checkpoints']), 'ing', 'latest')
     assert (stored['context_slices'], stored['input_nc'], stored['loss_region'], stored['body_margin_voxels'],
-            stored['body_dilation'], stored['lambda_sam_perceptual'], stored['tta']) == (1, 3, 'body', 1, 1, 0.5, 'flip')
+            stored['body_dilation'], stored['lambda_sam_perceptual'],
+            stored['tta']) == (1, 3, 'body', 1, 1, 0.5, 'flip')
     opt = make_opt(trained['data'], '--name', 'ing', *MODEL, train=False, checkpoints=trained['checkpoints'])
     assert (opt.context_slices, opt.input_nc, opt.tta) == (1, 3, 'flip')          # not repeated, inherited
     opt = make_opt(trained['data'], '--name', 'ing', '--tta', 'none', *MODEL, train=False,

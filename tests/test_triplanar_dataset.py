@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from data.splits import load_split, read_splits, split_subjects, write_splits
-from data.triplanar_aligned_dataset import TriplanarAlignedDataset, augment
+from data.augmentation import augment
+from data.triplanar_aligned_dataset import TriplanarAlignedDataset
 from scripts import make_splits
 from util.slicing import take_slice
 from volume_fixtures import SHAPE, make_opt, phantom, synthrad_root, write_nifti, write_subject
@@ -279,7 +280,8 @@ def break_subject(root, case):
     vols = phantom()
     if case == 'missing modality':
         ct.unlink()
-        return folder, 'modality "ct" is missing (looked for ct.<ext>, bad_ct.<ext>, bad-ct.<ext>, ct/ (DICOM) with <ext> one of .nii.gz .nii .mha'
+        return folder, ('modality "ct" is missing (looked for ct.<ext>, bad_ct.<ext>, bad-ct.<ext>, ct/ (DICOM) '
+                        'with <ext> one of .nii.gz .nii .mha')
     if case == 'shape':
         write_nifti(ct, vols['ct'][:, :, :8])
         return folder / 'mr.nii.gz', f'(shape {SHAPE}) and {ct} (shape (12, 14, 8)) are not on the same voxel grid'

@@ -11,10 +11,11 @@ import shlex
 from dominate import tags
 
 from util.checkpoint import atomic_write
-from evaluation.comparison.results import Result, Section, load_results, markdown_tables, options_path, table_sections, write_table_csv
+from evaluation.comparison.figures import (DataInfo, SubjectFiles, choose_slices, draw_strip, load_subject,
+                                           plot_loss_curves, plot_metric_boxes, strip_panels)
+from evaluation.comparison.results import (Result, Section, load_results, markdown_tables, options_path,
+                                           table_sections, write_table_csv)
 from util.json_file import read_json
-from evaluation.comparison.figures import (DataInfo, SubjectFiles, choose_slices, draw_strip, load_subject, plot_loss_curves,
-                                     plot_metric_boxes, strip_panels)
 from util.html import HTML
 from util.intensity import modality_kind
 from util.slicing import plane_axis, slice_spacing
