@@ -14,7 +14,7 @@ from inference.loading import stored_training_options
 from util.parser_flags import find_option, has_option
 
 # --recipe NAME: defaults it sets (flags given on the command line still win). synthrad2025 was chosen on a third
-# synthetic set kept for tuning (README "Beyond the paper"), keeping what helped there at both budgets: the body
+# synthetic set kept for tuning (docs/beyond_the_paper.md), keeping what helped there at both budgets: the body
 # loss (about -40 % / -25 % fused MAE at the short / long budget) with a margin of one source voxel, which is what
 # reassembly blends into the scored mask's edge at any resolution (on par there with the best pixel margins,
 # 4-6 px, which are about one voxel of that data and would be 4-6 voxels on 1 mm data). Flip TTA helped there at

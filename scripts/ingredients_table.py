@@ -1,4 +1,4 @@
-"""The README "Beyond the paper" table from compare.py runs of ``--ablation synthrad2025``: per budget, each row's
+"""The docs/beyond_the_paper.md tables from compare.py runs of ``--ablation synthrad2025``: per budget, each row's
 fused-volume MAE (HU), PSNR, SSIM (from its metrics.csv) and MS-SSIM (SynthRAD2025's, computed here from the fused
 volume and the subject's CT and mask), the MAE change against plain MRNet, and the training and prediction cost as
 ratios to plain MRNet of the same call (training: mean computation time per image from each run's loss_log.jsonl,

@@ -25,14 +25,14 @@
 #          swin_tiny_patch4_window7_224.pth for Swin-Unet (https://github.com/SwinTransformer/storage/releases/
 #          download/v1.0.0/swin_tiny_patch4_window7_224.pth); without them those baselines start from random
 #          weights (said plainly at start-up) and will not match the paper. ResViT trains in one stage here
-#          (see the README for its official two-stage recipe).
+#          (see docs/models.md for its official two-stage recipe).
 #   GPU    one GPU with 24 GB or more (the paper used one A100, or four GPUs); CPU-only is not practical.
 #   disk   about 60 GB: the slice stores (~10 GB SynthRAD, ~5 GB BraTS) and, per run, test images and volumes.
 #   time   the paper's settings are 40 epochs at batch 4 over ~95,600 SynthRAD training slices (x, y and z),
 #          i.e. ~956,000 steps per run. Rough A100 estimates (measure yours with
 #          `python scripts/benchmark.py train --device cuda`, which prints the hours of Tables II-III): pix2pix ~15 ms/step (~4 h per run),
 #          CycleGAN ~35 ms (~10 h), MRNet with SAM at 1024 px ~40 ms (~11 h); the five baselines cost 1.3x
-#          (Swin-Unet) to 11x (ResViT) a pix2pix step on a CPU (README, Benchmarks; measure them on your GPU with
+#          (Swin-Unet) to 11x (ResViT) a pix2pix step on a CPU (docs/gpu_and_benchmarks.md; measure them on your GPU with
 #          `python scripts/benchmark.py train --models tcgan,transunet,swin_unet,resvit,ppt
 #          --device cuda`). By step, for MRNet, pix2pix and CycleGAN alone: table2 ~25 h, table3 ~12 h (axial
 #          BraTS slices, about half as many), table4 ~65 h (6 MRNet runs), table5 ~22 h, sam ~16 h: about 140 GPU
@@ -41,7 +41,7 @@
 #
 # Results, under the current folder: results/compare_paper_<step>/table.md (the table), index.html (table, loss
 # curves, box plots, slice strips as Figs. 3-4), table.csv; checkpoints/compare_paper_<step>_<run>/ per run.
-# Put your numbers next to the paper's in the README's table.
+# Put your numbers next to the paper's in the table of docs/comparisons.md.
 set -euo pipefail
 
 SYNTHRAD=${SYNTHRAD:-}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README "Beyond the paper" measurement: every ingredient alone and the preset against plain MRNet and pix2pix,
+# The docs/beyond_the_paper.md measurement: every ingredient alone and the preset against plain MRNet and pix2pix,
 # one compare.py call per (dataset, budget). Usage: scripts/run_ingredients.sh DATASET_TAG DATAROOT SLICES [FLAGS]
 # (short budget 40 training slices, long 200 = 5x); FLAGS go to compare.py last and win (the tuning sweeps:
 # --models mrnet --model_args mrnet="--loss_region body" --ablation body_dilation=0,2,5). CPU-sized, smaller than

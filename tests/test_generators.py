@@ -20,7 +20,7 @@ from options.train_options import TrainOptions
 
 NAMES = ['transunet', 'swin_unet', 'resvit', 'res_cnn', 'tcgan', 'ppt']
 # parameters at 256x256, 3 -> 3 channels, default flags (ngf 64); the paper's / repositories' counts are in
-# the README's model table
+# the model table of docs/models.md
 FULL_COUNTS = {'transunet': 105_322_291, 'swin_unet': 27_175_716, 'resvit': 123_454_083, 'res_cnn': 11_383_427,
                'tcgan': 191_159_659, 'ppt': 182_443_267}
 

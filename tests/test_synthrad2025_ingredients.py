@@ -1,4 +1,4 @@
-"""Tests for the ingredients beyond the paper (README "Beyond the paper"): 2.5D input, the body-restricted loss,
+"""Tests for the ingredients beyond the paper (docs/beyond_the_paper.md): 2.5D input, the body-restricted loss,
 the SAM perceptual loss, flip TTA, folds and ensembles, the --recipe preset, and their bad inputs."""
 from __future__ import annotations
 
@@ -362,7 +362,7 @@ def test_ensemble_members_with_different_settings_are_refused_naming_both(traine
 def test_recipe_sets_its_ingredients_and_explicit_flags_win(tmp_path):
     base = ['--model', 'mrnet', '--gpu_ids', '-1', '--checkpoints_dir', str(tmp_path)]
     opt = TrainOptions().parse([*base, '--recipe', 'synthrad2025'], setup_device=False)
-    # the preset README "Beyond the paper" chose on the tuning set: the body loss with a one-voxel margin
+    # the preset docs/beyond_the_paper.md chose on the tuning set: the body loss with a one-voxel margin
     assert (opt.loss_region, opt.body_margin_voxels, opt.body_dilation, opt.tta, opt.context_slices,
             opt.lambda_sam_perceptual) == ('body', 1, 0, 'none', 0, 0.0)
     assert set(RECIPES['synthrad2025']) == {'loss_region', 'body_margin_voxels'}

@@ -48,7 +48,7 @@ ABLATIONS = {
     'losses': [('gan_l1', 'GAN + L1', ['--lambda_feature', '0', '--lambda_mask', '0']),
                ('gan_l1_feature_mask', 'GAN + L1 + feature + mask', [])],
     'sam': [('sam', 'with SAM', []), ('no_sam', 'without SAM', ['--no_sam'])],
-    # what the SynthRAD2025 entries added, each alone, and the preset (README "Beyond the paper"); a fifth
+    # what the SynthRAD2025 entries added, each alone, and the preset (docs/beyond_the_paper.md); a fifth
     # field runs a row with another model, a sixth trains that many folds and tests their ensemble
     'synthrad2025': [('mrnet', 'MRNet (paper)', []),
                      ('pix2pix', 'pix2pix', [], 'pix2pix'),
