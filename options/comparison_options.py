@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 
 from evaluation.comparison.plan import (
     FALSE_WORDS,
@@ -13,6 +14,7 @@ from evaluation.comparison.plan import (
     NOT_COMPARED,
     PAPER_SHARED,
     RESERVED,
+    TRAINING_NEUTRAL,
     TEST_ONLY,
     TRAIN_ONLY,
     Run,
@@ -152,3 +154,21 @@ def plan(args: argparse.Namespace, shared_tokens: list[str]) -> tuple[list[Run],
         raise ValueError(f'--reference {args.reference}: not a run of this call ({", ".join(r.label for r in runs)})')
     check_slice_names(record['report']['slices'], record['data'])
     return runs, record
+
+
+def reuse_training(run: Run, checkpoints_dir: str, trained: dict) -> None:
+    """A row whose training options equal an earlier row's of this call once parsed (they differ in test flags
+    only, e.g. --tta, or reach the same settings through --recipe) copies that row's finished checkpoints instead
+    of training the same network again (its test still uses its own flags: a recipe named on test.py's command
+    line decides its own settings)."""
+    for i, member in enumerate(run.members):
+        args = run.member_train_args(i)
+        resolved = vars(train_parser(args).parse_args(args))
+        key = tuple(sorted((k, repr(v)) for k, v in resolved.items() if k not in TRAINING_NEUTRAL))
+        source = trained.setdefault(key, member)
+        target = os.path.join(checkpoints_dir, member)
+        if source != member and not os.path.isdir(target) and os.path.isdir(os.path.join(checkpoints_dir, source)):
+            print(f'[compare] {run.label}: trained as {source} (the same training flags): copying its checkpoints',
+                  flush=True)
+            shutil.copytree(os.path.join(checkpoints_dir, source), target,
+                            ignore=shutil.ignore_patterns('*.lock', 'web'))

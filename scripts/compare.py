@@ -33,13 +33,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
 import io
 import math
 import os
-import shlex
 import shutil
-import subprocess
 import sys
 import time
 
@@ -47,10 +44,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from evaluation.comparison.plan import TRAINING_NEUTRAL, Run  # noqa: E402
-from options.comparison_options import plan, train_parser  # noqa: E402
-from util.cli import run_cli  # noqa: E402
-from evaluation.comparison.results import option_differences, options_path, run_record_path, tag_dir  # noqa: E402
+from evaluation.comparison.plan import Run, merge_record  # noqa: E402
+from evaluation.comparison.results import options_path, run_record_path, tag_dir  # noqa: E402
+from evaluation.comparison.timing import measure_generator  # noqa: E402
+from options.comparison_options import plan, reuse_training, train_parser  # noqa: E402
+from util.checkpoint import training_done  # noqa: E402
+from util.cli import run_cli, run_logged  # noqa: E402
 from util.json_file import read_json, write_json  # noqa: E402
 from util.training_log import LOG_NAME, iteration_seconds  # noqa: E402
 
@@ -91,113 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 
-def merge_record(folder: str, record: dict, runs: list[Run], args: argparse.Namespace) -> dict:
-    """The comparison's record with this call's runs added; ValueError when the TAG's earlier runs used other
-    shared options, data, mode or flags for a run of the same name."""
-    path = options_path(folder)
-    entries = [r.entry(folder, args.results_dir, args.checkpoints_dir) for r in runs]
-    if not os.path.isfile(path):
-        return {**record, 'runs': entries}
-    old = read_json(path)
-    problems = []
-    if old['mode'] != record['mode']:
-        problems.append(f'it is {"an ablation" if old["mode"] == "ablation" else "a comparison of models"}')
-    problems += option_differences(old['shared'], record['shared'])
-    for key in ('dataroot', 'source', 'target', 'test_subjects', 'train_subjects'):
-        if old['data'][key] != record['data'][key]:
-            problems.append(f'{key}: earlier {old["data"][key]!r}, now {record["data"][key]!r}')
-    earlier = {e['key']: e for e in old['runs']}
-    for e in entries:
-        if e['key'] in earlier and (earlier[e['key']]['model'], earlier[e['key']]['args']) != (e['model'], e['args']):
-            problems.append(f'run {e["label"]}: earlier --model {earlier[e["key"]]["model"]} '
-                            f'{" ".join(earlier[e["key"]]["args"])}, now --model {e["model"]} {" ".join(e["args"])}')
-    if problems:
-        raise ValueError(f'{path}: comparison {args.name} was run with other settings, and runs made with different '
-                         f'settings must not be mixed in one table:\n  ' + '\n  '.join(problems) +
-                         f'\nUse another --name, or delete {folder} to start this comparison afresh.')
-    now = {e['key']: e for e in entries}
-    merged = [now.get(e['key'], e) for e in old['runs']] + [e for e in entries if e['key'] not in earlier]
-    report = old['report'] if not (args.reference or args.slices) else record['report']
-    return {**old, 'runs': merged, 'report': report}
-
-
 # ----------------------------------------------------------------------------- running
-
-def training_done(checkpoint_dir: str, last_epoch: int) -> bool:
-    """Whether the final epoch's networks (``<last_epoch>_net_*.pth``) or a latest state past it exist, or
-    validation stopped the run early (--patience)."""
-    if glob.glob(os.path.join(glob.escape(checkpoint_dir), f'{last_epoch}_net_*.pth')):
-        return True
-    state = os.path.join(checkpoint_dir, 'latest_state.pth')
-    if not os.path.isfile(state):
-        return False
-    from util.checkpoint import safe_load
-    counters = safe_load(state)['counters']
-    return int(counters['epoch']) > last_epoch or bool(counters.get('validation', {}).get('stopped'))
-
-
-def run_logged(cmd: list[str], log: str, quiet: bool) -> float:
-    """Run ``cmd``, its output appended to ``log`` (and echoed unless ``quiet``); returns the wall time in s.
-    RuntimeError with the output's tail when it fails."""
-    os.makedirs(os.path.dirname(log), exist_ok=True)
-    start = time.perf_counter()
-    tail: list[str] = []
-    with open(log, 'a') as f:
-        f.write(f'$ {shlex.join(cmd)}\n')
-        f.flush()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-        for line in proc.stdout:
-            f.write(line)
-            tail = (tail + [line])[-40:]
-            if not quiet:
-                sys.stdout.write(line)
-        code = proc.wait()
-    if code != 0:
-        raise RuntimeError(f'{shlex.join(cmd)} failed (exit {code}); log {log}:\n{"".join(tail)}')
-    return time.perf_counter() - start
-
-
-def measure_generator(test_args: list[str], n_slices: int) -> dict:
-    """Parameters of the A -> B generator as loaded for testing (G, or G_A of a CycleGAN; total and frozen, summed
-    over ensemble members), and the time per slice of the whole test-time path (batch 1, after two warm-up passes,
-    SAM run on the slice as for a new patient, flip TTA and every ensemble member included) on the test device."""
-    import torch
-    from inference.test_time import EnsembleModel, create_test_model, run_test
-    from options.ingredients import ensemble_names
-    from options.test_options import TestOptions
-    with contextlib.redirect_stdout(io.StringIO()):
-        opt = TestOptions().parse(test_args)
-        model = create_test_model(opt, ensemble_names(opt.name))
-    members = model.members if isinstance(model, EnsembleModel) else [model]
-    if opt.eval:
-        model.eval()
-    name = 'G_A' if 'G_A' in members[0].model_names else members[0].model_names[0]
-    params = [p for m in members for p in m.unwrap(name).parameters()]
-    gen = torch.Generator().manual_seed(0)
-    x = (torch.rand(1, opt.input_nc, opt.crop_size, opt.crop_size, generator=gen) * 2 - 1).to(opt.device)
-    y = (torch.rand(1, opt.output_nc, opt.crop_size, opt.crop_size, generator=gen) * 2 - 1).to(opt.device)
-    batch = {'A': x, 'B': y, 'A_paths': ['timing'], 'B_paths': ['timing']}
-
-    def sync() -> None:
-        if opt.device.type == 'cuda':
-            torch.cuda.synchronize(opt.device)
-
-    def one() -> None:
-        model.set_input(batch)
-        run_test(model)
-    for _ in range(2):
-        one()
-    sync()
-    start = time.perf_counter()
-    for _ in range(max(1, n_slices)):
-        one()
-    sync()
-    seconds = (time.perf_counter() - start) / max(1, n_slices)
-    device = str(opt.device) + (f' ({torch.cuda.get_device_name(opt.device)})' if opt.device.type == 'cuda' else '')
-    return {'generator': name, 'params_total': sum(p.numel() for p in params),
-            'params_frozen': sum(p.numel() for p in params if not p.requires_grad),
-            'inference_ms': seconds * 1000, 'device': device}
-
 
 def run_iteration_seconds(run: Run, checkpoints_dir: str) -> float:
     """Mean computation time per training image of the run from each member's loss_log.jsonl, summed over the
@@ -211,22 +104,13 @@ def run_iteration_seconds(run: Run, checkpoints_dir: str) -> float:
     return sum(iteration_seconds(log) for log in logs)
 
 
-def reuse_training(run: Run, checkpoints_dir: str, trained: dict) -> None:
-    """A row whose training options equal an earlier row's of this call once parsed (they differ in test flags
-    only, e.g. --tta, or reach the same settings through --recipe) copies that row's finished checkpoints instead
-    of training the same network again (its test still uses its own flags: a recipe named on test.py's command
-    line decides its own settings)."""
-    for i, member in enumerate(run.members):
-        args = run.member_train_args(i)
-        resolved = vars(train_parser(args).parse_args(args))
-        key = tuple(sorted((k, repr(v)) for k, v in resolved.items() if k not in TRAINING_NEUTRAL))
-        source = trained.setdefault(key, member)
-        target = os.path.join(checkpoints_dir, member)
-        if source != member and not os.path.isdir(target) and os.path.isdir(os.path.join(checkpoints_dir, source)):
-            print(f'[compare] {run.label}: trained as {source} (the same training flags): copying its checkpoints',
-                  flush=True)
-            shutil.copytree(os.path.join(checkpoints_dir, source), target,
-                            ignore=shutil.ignore_patterns('*.lock', 'web'))
+def measure_test_cost(test_args: list[str], n_slices: int) -> dict:
+    """:func:`evaluation.comparison.timing.measure_generator` for a run's test.py arguments."""
+    from options.ingredients import ensemble_names
+    from options.test_options import TestOptions
+    with contextlib.redirect_stdout(io.StringIO()):
+        opt = TestOptions().parse(test_args)
+    return measure_generator(opt, ensemble_names(opt.name), n_slices)
 
 
 def execute(run: Run, folder: str, args: argparse.Namespace, trained_runs: dict | None = None) -> dict:
@@ -275,7 +159,7 @@ def execute(run: Run, folder: str, args: argparse.Namespace, trained_runs: dict 
     else:
         print(f'[compare] {run.label}: reusing the test results {metrics}', flush=True)
     if trained or not math.isfinite(record.get('inference_ms', math.nan)):
-        record.update(measure_generator(run.test_args, args.time_slices))
+        record.update(measure_test_cost(run.test_args, args.time_slices))
     write_json(record_path, record)
     return record
 

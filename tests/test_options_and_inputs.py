@@ -88,8 +88,8 @@ def test_missing_or_empty_dataroot_is_one_clear_error(tmp_path: Path):
 
 
 def test_verbose_adds_the_traceback_and_keeps_the_one_line_and_status_2(tmp_path: Path, monkeypatch, capsys):
-    """--verbose (docs/reliability.md, "Exit status"): the full traceback, then the same `<program>: error: <message>` line,
-    exit status 2; without it no traceback."""
+    """--verbose (docs/reliability.md, "Exit status"): the full traceback, then the same `<program>: error: <message>`
+    line, exit status 2; without it no traceback."""
     import sys
     import train as train_script
     from util.cli import run_cli

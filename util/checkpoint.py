@@ -267,3 +267,15 @@ def unpack_network_file(obj, path: str) -> tuple[dict, dict, dict, dict]:
 def read_network_file(path: str, map_location='cpu') -> tuple[dict, dict, dict]:
     """(state_dict, meta, options) of a network file; a plain state dict (classic toolkit) is accepted too."""
     return unpack_network_file(safe_load(path, map_location), path)[:3]
+
+
+def training_done(checkpoint_dir: str, last_epoch: int) -> bool:
+    """Whether the final epoch's networks (``<last_epoch>_net_*.pth``) or a latest state past it exist, or
+    validation stopped the run early (--patience)."""
+    if glob.glob(os.path.join(glob.escape(checkpoint_dir), f'{last_epoch}_net_*.pth')):
+        return True
+    state = os.path.join(checkpoint_dir, 'latest_state.pth')
+    if not os.path.isfile(state):
+        return False
+    counters = safe_load(state)['counters']
+    return int(counters['epoch']) > last_epoch or bool(counters.get('validation', {}).get('stopped'))

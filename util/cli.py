@@ -1,9 +1,13 @@
-"""Entry points report bad input as one clear line, not a traceback from deep inside."""
+"""Entry points report bad input as one clear line, not a traceback from deep inside; a program run with its output
+kept in a log."""
 from __future__ import annotations
 
 import errno
 import os
+import shlex
+import subprocess
 import sys
+import time
 import traceback
 from typing import Callable
 
@@ -45,3 +49,24 @@ def disk_refusal(exc: OSError) -> str | None:
     if exc.errno in (errno.EACCES, errno.EPERM):
         return f'{exc.filename}: permission denied'
     return describe(exc, exc.filename)
+
+
+def run_logged(cmd: list[str], log: str, quiet: bool) -> float:
+    """Run ``cmd``, its output appended to ``log`` (and echoed unless ``quiet``); returns the wall time in s.
+    RuntimeError with the output's tail when it fails."""
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    start = time.perf_counter()
+    tail: list[str] = []
+    with open(log, 'a') as f:
+        f.write(f'$ {shlex.join(cmd)}\n')
+        f.flush()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        for line in proc.stdout:
+            f.write(line)
+            tail = (tail + [line])[-40:]
+            if not quiet:
+                sys.stdout.write(line)
+        code = proc.wait()
+    if code != 0:
+        raise RuntimeError(f'{shlex.join(cmd)} failed (exit {code}); log {log}:\n{"".join(tail)}')
+    return time.perf_counter() - start

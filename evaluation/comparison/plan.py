@@ -1,7 +1,8 @@
 """How one ``scripts/compare.py`` call becomes runs: its rows (models, generators run in pix2pix's cGAN, named
 ablations or FLAG=V1,V2 sweeps, folds), the shared options every row gets (the paper's section IV-B unless given),
-each row's train.py and test.py arguments (a flag goes where its parser knows it), and the comparison's record of
-shared options and data for ``shared_options.json``. Running the rows is compare.py's."""
+and the comparison's record of shared options and data for ``shared_options.json`` (merged with a TAG's earlier
+record, refused when its settings differ). Each row's train.py and test.py arguments, checked against the options
+parsers, are options/comparison_options.py's; running the rows is compare.py's."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,9 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from evaluation.comparison.results import option_differences, options_path
 from util.direction import source_target
+from util.json_file import read_json
 
 # the shared options every run gets unless the command line says otherwise (the paper's section IV-B)
 PAPER_SHARED = {'--dataset_mode': ['triplanar_aligned'], '--crop_size': ['256'], '--load_size': ['256'],
@@ -189,3 +192,33 @@ def data_record(opt: argparse.Namespace, dataroot: str | None) -> dict:
             'mr_percentiles': list(opt.mr_percentiles), 'planes': opt.planes,
             'test_subjects': load_split(root, 'test', subjects, opt.split_seed),
             'train_subjects': load_split(root, 'train', subjects, opt.split_seed)}
+
+
+def merge_record(folder: str, record: dict, runs: list[Run], args: argparse.Namespace) -> dict:
+    """The comparison's record with this call's runs added; ValueError when the TAG's earlier runs used other
+    shared options, data, mode or flags for a run of the same name."""
+    path = options_path(folder)
+    entries = [r.entry(folder, args.results_dir, args.checkpoints_dir) for r in runs]
+    if not os.path.isfile(path):
+        return {**record, 'runs': entries}
+    old = read_json(path)
+    problems = []
+    if old['mode'] != record['mode']:
+        problems.append(f'it is {"an ablation" if old["mode"] == "ablation" else "a comparison of models"}')
+    problems += option_differences(old['shared'], record['shared'])
+    for key in ('dataroot', 'source', 'target', 'test_subjects', 'train_subjects'):
+        if old['data'][key] != record['data'][key]:
+            problems.append(f'{key}: earlier {old["data"][key]!r}, now {record["data"][key]!r}')
+    earlier = {e['key']: e for e in old['runs']}
+    for e in entries:
+        if e['key'] in earlier and (earlier[e['key']]['model'], earlier[e['key']]['args']) != (e['model'], e['args']):
+            problems.append(f'run {e["label"]}: earlier --model {earlier[e["key"]]["model"]} '
+                            f'{" ".join(earlier[e["key"]]["args"])}, now --model {e["model"]} {" ".join(e["args"])}')
+    if problems:
+        raise ValueError(f'{path}: comparison {args.name} was run with other settings, and runs made with different '
+                         f'settings must not be mixed in one table:\n  ' + '\n  '.join(problems) +
+                         f'\nUse another --name, or delete {folder} to start this comparison afresh.')
+    now = {e['key']: e for e in entries}
+    merged = [now.get(e['key'], e) for e in old['runs']] + [e for e in entries if e['key'] not in earlier]
+    report = old['report'] if not (args.reference or args.slices) else record['report']
+    return {**old, 'runs': merged, 'report': report}
