@@ -11,13 +11,7 @@ import numpy as np
 from data.layouts import MASK_NAME, find_modality, find_subject_file
 from inference.export.handoff import DICOM_FORMAT
 from util.geometry import Geometry
-from util.image_io import (
-    IMAGE_EXTENSIONS,
-    choose_series,
-    dicom_series,
-    image_extension,
-    image_stem,
-)
+from util.image_io import IMAGE_EXTENSIONS, choose_series, dicom_series, image_extension, image_stem
 from util.mask_file import read_mask_on_grid
 
 MR_LOOKS_LIKE_CT = -500.0                 # an MR input whose 1st percentile is below this looks like CT in HU

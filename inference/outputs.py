@@ -9,10 +9,8 @@ from dataclasses import dataclass
 from inference.export.handoff import DICOM_FORMAT
 from inference.inputs import VolumeInput
 from util.disk import check_writable
-from util.image_io import (
-    WRITABLE_EXTENSIONS,
-    image_extension,
-)
+from inference.export.volume_file import WRITABLE_EXTENSIONS
+from util.image_io import image_extension
 from util.intensity import modality_kind
 
 

@@ -31,10 +31,8 @@ from inference.reassembly import VolumeAssembler
 from inference.test_time import flip_outputs, fuse, write_members
 from util.body_mask import body_mask
 from util.geometry import Geometry
-from util.image_io import (
-    read_image,
-    write_image,
-)
+from util.image_io import read_image
+from inference.export.volume_file import write_image
 from util.intensity import intensity_map, modality_kind
 from util.slicing import plane_axis, slice_spacing, take_slice, to_square
 

@@ -34,7 +34,7 @@ import torch  # noqa: E402
 
 from data.triplanar_aligned_dataset import parse_planes  # noqa: E402
 from util.cli import run_cli  # noqa: E402
-from util.image_io import WRITABLE_EXTENSIONS  # noqa: E402
+from inference.export.volume_file import WRITABLE_EXTENSIONS  # noqa: E402
 from inference.export.handoff import DICOM_FORMAT, prepare_handoffs  # noqa: E402
 from inference.inputs import find_inputs, mask_for  # noqa: E402
 from inference.loading import REQUIRED_OPTIONS, load_ensemble  # noqa: E402

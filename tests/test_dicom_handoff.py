@@ -20,7 +20,8 @@ from scripts import predict
 from inference.export.dicom_series import (CT_IMAGE_STORAGE, Provenance, SeriesIdentity, read_source_series,
                                            resample_slices, write_ct_series)
 from util.disk import WriteError
-from util.image_io import dicom_series, read_image, reference_image, write_image
+from util.image_io import dicom_series, read_image, reference_image
+from inference.export.volume_file import write_image
 from inference.export.qa_page import qa_checks
 from util.version import __version__
 

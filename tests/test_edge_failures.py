@@ -142,12 +142,13 @@ def test_full_disk_when_taking_the_run_lock_is_one_line_and_leaves_nothing(tmp_p
 def test_volumes_and_sam_chunks_on_a_full_disk_name_the_file_and_leave_nothing(tmp_path, monkeypatch):
     from data import sam_cache
     from data.sam_cache import ChunkPlan
-    from util import image_io
-    from util.image_io import reference_image, write_image
+    from inference.export import volume_file
+    from inference.export.volume_file import write_image
+    from util.image_io import reference_image
     data = np.zeros((4, 5, 6), np.float32)
     out = tmp_path / 'out'
     out.mkdir()
-    monkeypatch.setattr(image_io, 'save_nifti', lambda d, r, path: raise_os(errno.ENOSPC, None))
+    monkeypatch.setattr(volume_file, 'save_nifti', lambda d, r, path: raise_os(errno.ENOSPC, None))
     with pytest.raises(WriteError, match=rf'^no space left on .* while writing {out / "sct.nii.gz"} \('):
         write_image(data, reference_image(data, np.eye(4)), str(out / 'sct.nii.gz'))
     assert os.listdir(out) == []
@@ -276,7 +277,8 @@ def tiny_checkpoint(tmp_path) -> Path:
 def test_predict_checks_its_output_folder_before_the_first_slice(tmp_path, tiny_checkpoint, monkeypatch, capsys):
     from inference import predictor as prediction
     from scripts import predict
-    from util.image_io import reference_image, write_image
+    from util.image_io import reference_image
+    from inference.export.volume_file import write_image
     from volume_fixtures import phantom
     mr = phantom()['mr']
     write_image(mr, reference_image(mr, np.eye(4)), str(tmp_path / 'mr.nii.gz'))

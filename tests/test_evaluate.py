@@ -170,7 +170,8 @@ def test_append_adds_a_row_and_checks_the_subjects(tmp_path: Path):
 def test_synthrad2025_layout_metrics_and_split_all(tmp_path: Path):
     """MHA predictions against a SynthRAD2025 folder (<subject>/ct.mha, mask.mha): --metrics synthrad2025 gives
     mae, psnr (data range 3000 + 1024) and ms_ssim; --split all refuses a subject without a prediction."""
-    from util.image_io import reference_image, write_image
+    from util.image_io import reference_image
+    from inference.export.volume_file import write_image
     ct, mask = head()
     ref = reference_image(ct, AFFINE)
     for subject in ('1PA001', '1PA002'):

@@ -11,7 +11,8 @@ import SimpleITK as sitk
 
 from data.layouts import find_modality, find_subject_file
 from image_fixtures import itk_volume, world_ras, write_dicom_series, write_itk, write_nifti_like
-from util.image_io import affine_to_itk, image_stem, itk_affine, read_image, write_image
+from util.image_io import affine_to_itk, image_stem, itk_affine, read_image
+from inference.export.volume_file import write_image
 
 MARKED = [(1, 2, 3), (4, 0, 1), (5, 6, 0)]
 

@@ -17,7 +17,8 @@ from conftest import ROOT, run_script
 from image_fixtures import itk_volume, write_dicom_series, write_itk
 from scripts import predict
 from data.demo_data import orient_as
-from util.image_io import read_image, reference_image, write_image
+from util.image_io import read_image, reference_image
+from inference.export.volume_file import write_image
 from inference.inputs import find_inputs
 from volume_fixtures import phantom
 

@@ -1,4 +1,4 @@
-"""Medical image files in and out: NIfTI through nibabel, MetaImage (``.mha``/``.mhd``), NRRD (``.nrrd``/``.nhdr``)
+"""Medical image files in: NIfTI through nibabel, MetaImage (``.mha``/``.mhd``), NRRD (``.nrrd``/``.nhdr``)
 and DICOM series folders through SimpleITK, all as ``(data, reference)``: a float32 array (X, Y, Z) in the file's
 voxel order and a ``nibabel.Nifti1Image`` whose ``affine`` maps voxel indices to RAS+ world millimetres, so the rest
 of the toolkit (util.geometry.Geometry) sees every format the same way.
@@ -9,27 +9,23 @@ are LPS+ (+x = Left, +y = Posterior, +z = Superior). A voxel (i, j, k) of an ITK
 ``affine = diag(-1, -1, 1, 1) @ [[direction @ diag(spacing), origin], [0, 1]]`` (and back). SimpleITK's array axes
 are (k, j, i); they are transposed to (i, j, k) so a voxel index means the same in every format.
 
-Writing goes to a temporary file in the destination folder, renamed over the target when complete: a crash leaves
-the old file or the new one, never half a file.
-"""
+Writing a synthetic volume in these formats is inference/export/volume_file.py's."""
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
 import nibabel as nib
 import numpy as np
 
-from util.disk import writing
-from util.nifti import load_nifti, save_nifti
+from util.nifti import load_nifti
 
 NIFTI_EXTENSIONS = ('.nii.gz', '.nii')
 ITK_EXTENSIONS = ('.mha', '.mhd', '.nrrd', '.nhdr')
 IMAGE_EXTENSIONS = NIFTI_EXTENSIONS + ITK_EXTENSIONS
-WRITABLE_EXTENSIONS = NIFTI_EXTENSIONS + ('.mha', '.mhd', '.nrrd')
 FORMAT_NAMES = {'.nii.gz': 'NIfTI', '.nii': 'NIfTI', '.mha': 'MetaImage', '.mhd': 'MetaImage', '.nrrd': 'NRRD',
                 '.nhdr': 'NRRD'}
+
+
 LPS_FLIP = np.diag([-1.0, -1.0, 1.0])
 DICOM_SERIES_DESCRIPTION = '0008|103e'
 DICOM_MODALITY = '0008|0060'
@@ -48,12 +44,11 @@ def image_stem(path: str) -> str:
     return name[:-len(ext)] if ext else name
 
 
-def _sitk():
+def simpleitk():
+    """The SimpleITK module, imported on first use (reading NIfTI alone does not need it)."""
     import SimpleITK
     return SimpleITK
 
-
-# ----------------------------------------------------------------------------- geometry conversion
 
 def itk_affine(origin, spacing, direction) -> np.ndarray:
     """4x4 RAS+ voxel -> mm affine of an ITK image (LPS+ ``origin``, ``spacing``, 3x3 ``direction``)."""
@@ -84,18 +79,16 @@ def reference_image(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
     return img
 
 
-# ----------------------------------------------------------------------------- reading
-
 def dicom_series(folder: str) -> dict[str, list[str]]:
     """{series instance UID: sorted slice files} of the DICOM series directly in ``folder`` ({} when none)."""
-    sitk = _sitk()
+    sitk = simpleitk()
     reader = sitk.ImageSeriesReader
     return {uid: list(reader.GetGDCMSeriesFileNames(folder, uid)) for uid in reader.GetGDCMSeriesIDs(folder)}
 
 
 def _series_label(files: list[str]) -> str:
     """'<modality> "<description>", N files' of a DICOM series (from its first file's header)."""
-    sitk = _sitk()
+    sitk = simpleitk()
     info = sitk.ImageFileReader()
     info.SetFileName(files[0])
     try:
@@ -125,7 +118,7 @@ def read_dicom_series(folder: str, series: str | None = None) -> tuple[np.ndarra
     """The DICOM series in ``folder`` (``series``: its instance UID, needed when there are several)."""
     found = dicom_series(folder)
     uid = choose_series(folder, found, series)
-    sitk = _sitk()
+    sitk = simpleitk()
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(found[uid])
     try:
@@ -143,7 +136,7 @@ def _first_line(exc: Exception) -> str:
 
 def _from_itk(image, label: str) -> tuple[np.ndarray, nib.Nifti1Image]:
     """(float32 (X, Y, Z) array, reference) of a SimpleITK image; ValueError unless scalar 3D and finite."""
-    sitk = _sitk()
+    sitk = simpleitk()
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise ValueError(f'{label}: expected a scalar image, got {image.GetNumberOfComponentsPerPixel()} components '
                          f'per voxel')
@@ -181,46 +174,10 @@ def read_image(path: str, series: str | None = None) -> tuple[np.ndarray, nib.Ni
     if ext is None:
         raise ValueError(f'{path}: unsupported file type; expected one of {", ".join(IMAGE_EXTENSIONS)} or a DICOM '
                          f'series folder')
-    sitk = _sitk()
+    sitk = simpleitk()
     try:
         image = sitk.ReadImage(path)
     except RuntimeError as e:
         raise ValueError(f'{path}: cannot be read as {FORMAT_NAMES[ext]}, truncated or corrupt '
                          f'({_first_line(e)})') from None
     return _from_itk(image, path)
-
-
-# ----------------------------------------------------------------------------- writing
-
-def write_image(data: np.ndarray, reference: nib.Nifti1Image, path: str) -> None:
-    """Write ``data`` (the reference's voxel order and shape) as float32 at the reference's exact geometry, in the
-    format of ``path``'s extension (NIfTI, .mha, .mhd, .nrrd), atomically."""
-    ext = image_extension(path)
-    if ext not in WRITABLE_EXTENSIONS:
-        raise ValueError(f'{path}: cannot write this format; use one of {", ".join(WRITABLE_EXTENSIONS)}')
-    if tuple(data.shape) != tuple(reference.shape[:3]):
-        raise ValueError(f'{path}: data shape {data.shape} differs from the reference shape {reference.shape[:3]}')
-    folder = os.path.dirname(os.path.abspath(path))
-    with writing(path):                 # a full or read-only disk: util.disk.WriteError, no temporary file left
-        os.makedirs(folder, exist_ok=True)
-        tmp_dir = tempfile.mkdtemp(prefix='.' + os.path.basename(path) + '.', dir=folder)
-        try:
-            tmp = os.path.join(tmp_dir, os.path.basename(path))
-            if ext in NIFTI_EXTENSIONS:
-                save_nifti(data, reference, tmp)
-            else:
-                _write_itk(data, reference.affine, tmp)
-            for name in sorted(os.listdir(tmp_dir), key=lambda n: n == os.path.basename(path)):
-                os.replace(os.path.join(tmp_dir, name), os.path.join(folder, name))   # a .mhd's data file first
-        finally:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-
-
-def _write_itk(data: np.ndarray, affine: np.ndarray, path: str) -> None:
-    sitk = _sitk()
-    image = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(data, np.float32).transpose(2, 1, 0)))
-    origin, spacing, direction = affine_to_itk(affine)
-    image.SetOrigin(origin)
-    image.SetSpacing(spacing)
-    image.SetDirection(direction)
-    sitk.WriteImage(image, path, True)
