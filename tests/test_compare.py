@@ -26,6 +26,7 @@ from evaluation.comparison import figures
 from evaluation.comparison.figures import choose_slices, loss_curves, roi_box
 from evaluation.comparison.plan import Run
 from evaluation.metrics import psnr
+from evaluation.comparison import ingredients
 from scripts import ingredients_table
 from util.training_log import iteration_seconds, read_training_log
 
@@ -384,11 +385,43 @@ def test_ingredients_table_reads_training_times_from_the_jsonl_logs(tmp_path: Pa
     (tmp_path / 'checkpoints' / 'compare_t_e_fold1').mkdir()
     (tmp_path / 'checkpoints' / 'compare_t_e_fold1' / 'loss_log.txt').write_text(
         '(epoch: 1, iters: 1, time: 0.050, data: 0.000) G_L1: 1.000\n')
-    assert math.isnan(ingredients_table.training_seconds(str(folder), run, record))
+    assert math.isnan(ingredients.training_seconds(str(folder), run, record))
     write_log(tmp_path / 'checkpoints' / 'compare_t_e_fold1' / 'loss_log.jsonl', iteration(1, 1, 0.1))
-    assert ingredients_table.training_seconds(str(folder), run, record) == pytest.approx(0.06 + 0.1)
-    assert math.isnan(ingredients_table.training_seconds(str(folder), run, {}))
+    assert ingredients.training_seconds(str(folder), run, record) == pytest.approx(0.06 + 0.1)
+    assert math.isnan(ingredients.training_seconds(str(folder), run, {}))
     assert (ingredients_table.ratio(1.234), ingredients_table.ratio(math.nan)) == ('1.23', '-')
+
+
+def test_ingredients_rows_score_ms_ssim_from_the_fused_volume(tmp_path: Path):
+    """A row's MAE, PSNR and SSIM are the means of metrics.csv's fused volume rows; its MS-SSIM is scored from the
+    fused volume against the subject's CT and mask (SynthRAD2025's [-1024, 3000] HU window): 1 for a perfect
+    prediction, the masked MS-SSIM of the noisy one."""
+    from evaluation.comparison.ingredients import fused_scores
+    from evaluation.metrics import masked_ms_ssim
+    from inference.export.volume_file import write_image
+    from util.image_io import reference_image
+    rng = np.random.default_rng(0)
+    ct = rng.uniform(-1000, 1500, (12, 14, 10)).astype(np.float32)
+    mask = np.zeros(ct.shape, np.float32)
+    mask[2:10, 3:11, 2:8] = 1
+    root, test_dir = tmp_path / 'data', tmp_path / 'res' / 'run' / 'test_latest'
+    for name, volume in (('ct', ct), ('mask', mask)):
+        write_image(volume, reference_image(volume, np.eye(4)), str(root / 's1' / f'{name}.nii.gz'))
+    rows = [{'level': 'volume', 'subject': 's1', 'plane': 'fused', 'mae': 10, 'psnr': 30, 'ssim': 0.9},
+            {'level': 'volume', 'subject': 's1', 'plane': 'x', 'mae': 99, 'psnr': 1, 'ssim': 0.1}]
+    test_dir.mkdir(parents=True)
+    with open(test_dir / 'metrics.csv', 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=['level', 'subject', 'plane', 'mae', 'psnr', 'ssim'])
+        writer.writeheader()
+        writer.writerows(rows)
+    run = {'test_dir': str(test_dir)}
+    for pred, perfect in ((ct, True), (ct + rng.normal(0, 600, ct.shape).astype(np.float32), False)):
+        write_image(pred, reference_image(pred, np.eye(4)), str(test_dir / 'volumes' / 's1_fake_B_fused.nii.gz'))
+        scores = fused_scores(str(tmp_path / 'res'), run, str(root))
+        assert (scores['mae'], scores['psnr'], scores['ssim']) == (10, 30, 0.9)
+        expected = 1.0 if perfect else masked_ms_ssim(pred, ct, mask > 0, (-1024.0, 3000.0))
+        assert expected < 0.999 or perfect
+        assert scores['ms_ssim'] == pytest.approx(expected, rel=1e-6)
 
 
 def test_loss_curve_figure_says_which_runs_have_no_jsonl_log(tmp_path: Path, monkeypatch):

@@ -1,0 +1,65 @@
+"""The docs/beyond_the_paper.md rows of a compare.py ``--ablation synthrad2025`` folder: each row's fused-volume MAE
+(HU), PSNR, SSIM (its metrics.csv) and SynthRAD2025 MS-SSIM (scored here from the fused volume and the subject's CT
+and mask), with its training and prediction cost as ratios to plain MRNet of the same call."""
+from __future__ import annotations
+
+import csv
+import math
+import os
+
+import numpy as np
+
+from data.layouts import MASK_NAME, find_modality
+from evaluation.comparison.results import options_path, run_record_path
+from evaluation.external import score_subject
+from util.json_file import read_json
+from util.training_log import LOG_NAME, iteration_seconds
+
+REFERENCE = 'mrnet'
+
+
+def fused_scores(folder: str, run: dict, dataroot: str) -> dict[str, float] | None:
+    """Mean over test subjects of the fused volume's MAE, PSNR, SSIM (metrics.csv) and MS-SSIM (computed)."""
+    test_dir = os.path.join(folder, run['test_dir'])
+    path = os.path.join(test_dir, 'metrics.csv')
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        rows = [r for r in csv.DictReader(f) if r['level'] == 'volume' and r['plane'] == 'fused']
+    scores = {k: float(np.mean([float(r[k]) for r in rows])) for k in ('mae', 'psnr', 'ssim')}
+    ms = []
+    for r in rows:
+        subject = os.path.join(dataroot, r['subject'])
+        pred = os.path.join(test_dir, 'volumes', f"{r['subject']}_fake_B_fused.nii.gz")
+        truth = find_modality(subject, r['subject'], 'ct')
+        mask = find_modality(subject, r['subject'], MASK_NAME)
+        ms.append(score_subject(pred, truth, mask, 'ct', metrics='synthrad2025')[0]['ms_ssim'])
+    scores['ms_ssim'] = float(np.mean(ms))
+    return scores
+
+
+def training_seconds(folder: str, run: dict, record: dict) -> float:
+    """Mean computation time per training image (s) of a comparison row, summed over its members (the folds of
+    an ensemble), from their loss_log.jsonl beside the loss_log.txt that shared_options.json names; NaN when the
+    row did not run or a member has no such log (trained before it existed)."""
+    checkpoints_dir = os.path.dirname(os.path.dirname(os.path.normpath(os.path.join(folder, run['loss_log']))))
+    members = record.get('members', [])
+    return sum(iteration_seconds(os.path.join(checkpoints_dir, m, LOG_NAME)) for m in members) if members \
+        else math.nan
+
+
+def budget_rows(folder: str) -> tuple[list[dict], dict]:
+    """Each run of a comparison folder with its scores and cost ratios to the MRNet row; and the folder's record."""
+    options = read_json(options_path(folder))
+    records = {r['key']: read_json(run_record_path(folder, r['key'])) for r in options['runs']
+               if os.path.isfile(run_record_path(folder, r['key']))}
+    ref = records.get(REFERENCE, {})
+    train = {run['key']: training_seconds(folder, run, records.get(run['key'], {})) for run in options['runs']}
+    rows = []
+    for run in options['runs']:
+        record = records.get(run['key'], {})
+        scores = fused_scores(folder, run, options['data']['dataroot'])
+        rows.append({'key': run['key'], 'label': run['label'], 'scores': scores,
+                     'train': train[run['key']] / train.get(REFERENCE, math.nan),
+                     'predict': record.get('inference_ms', math.nan) / ref.get('inference_ms', math.nan)})
+    return rows, options
