@@ -46,7 +46,7 @@ def main(args: list[str] | None = None) -> str:
     web_dir = os.path.join(opt.results_dir, ensemble_result_name(names), label)
     webpage = HTML(web_dir, f'Experiment = {opt.name}, Phase = {opt.phase}, Epoch = {opt.epoch}')
     evaluator = make_evaluator(opt, web_dir, dataset.dataset)
-    page = ResultPage(webpage, evaluator, opt)
+    result_page = ResultPage(webpage, evaluator, opt)
     if len(names) > 1:
         write_members(os.path.join(web_dir, 'ensemble.json'), model.checkpoints(), opt.ensemble_fuse)
     if opt.eval:
@@ -60,18 +60,18 @@ def main(args: list[str] | None = None) -> str:
         model.set_input(data)
         run_test(model)
         visuals = model.get_current_visuals()
-        names = data.get('name', data['A_paths'])
-        for j in range(min(len(names), total - done)):
-            if page.shows(data, j):
-                save_images(webpage, {k: v[j:j + 1] for k, v in visuals.items()}, [names[j]],
+        items = data.get('name', data['A_paths'])
+        for j in range(min(len(items), total - done)):
+            if result_page.shows(data, j):
+                save_images(webpage, {k: v[j:j + 1] for k, v in visuals.items()}, [items[j]],
                             aspect_ratio=opt.aspect_ratio, width=opt.display_winsize, save_raw=opt.save_raw)
         for scored in evaluator.add(data, visuals, spread=getattr(model, 'spread', None)):  # --tta / ensemble spread
-            page.add_subject(scored)
-        done += len(names)
-        if done % 50 < len(names):
-            print(f'processing ({done:04d}/{total})-th item... {names[0]}')
+            result_page.add_subject(scored)
+        done += len(items)
+        if done % 50 < len(items):
+            print(f'processing ({done:04d}/{total})-th item... {items[0]}')
     summary = evaluator.finish()
-    page.finish()
+    result_page.finish()
     for label, scores in summary_sections(summary).items():
         print(f'{label}: ' + ', '.join(f'{k} {v:.4g}' for k, v in scores.items()))
     page = webpage.save()
