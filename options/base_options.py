@@ -106,7 +106,7 @@ class BaseOptions:
         if data.find_dataset_using_name(opt.dataset_mode).volumetric:
             parser = add_volume_metric_options(parser)
         from models.generators import add_generator_options
-        parser = ingredients.apply_recipe(add_generator_options(parser, opt.netG), args)
+        parser = ingredients.apply_recipe(add_generator_options(parser, opt.netG), args, self.is_train)
         parser.add_argument('-h', '--help', action='help', default=argparse.SUPPRESS,
                             help='show this help message and exit')
         return parser

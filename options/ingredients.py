@@ -41,10 +41,20 @@ def add_ingredient_options(parser: argparse.ArgumentParser) -> argparse.Argument
     return parser
 
 
-def apply_recipe(parser: argparse.ArgumentParser, args: Sequence[str] | None) -> argparse.ArgumentParser:
-    """Set the defaults of ``--recipe`` (those of options this parser has)."""
+def apply_recipe(parser: argparse.ArgumentParser, args: Sequence[str] | None,
+                 is_train: bool) -> argparse.ArgumentParser:
+    """Set the defaults of ``--recipe``. Training refuses a recipe that sets options the chosen model does not take
+    (cycle_gan has no body loss): a recipe recorded in train_opt.txt but silently not applied would mislead.
+    At test time the training-only options are absent and the recipe only names what the checkpoint was."""
     opt, _ = parser.parse_known_args(args)
-    parser.set_defaults(**{k: v for k, v in RECIPES[opt.recipe].items() if has_option(parser, '--' + k)})
+    settings = RECIPES[opt.recipe]
+    missing = [k for k in settings if not has_option(parser, '--' + k)]
+    if is_train and missing:
+        sets = ' '.join(f'--{k} {v}' for k, v in settings.items())
+        raise ValueError(f'--recipe {opt.recipe} sets {sets}, but --model {opt.model} does not take '
+                         f'{", ".join("--" + k for k in missing)}; train it without --recipe, or choose a model '
+                         'that takes them (mrnet, pix2pix)')
+    parser.set_defaults(**{k: v for k, v in settings.items() if k not in missing})
     return parser
 
 

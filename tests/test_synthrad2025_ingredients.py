@@ -370,3 +370,13 @@ def test_recipe_sets_its_ingredients_and_explicit_flags_win(tmp_path):
     assert (opt.loss_region, opt.body_margin_voxels) == ('body', 0)
     opt = TrainOptions().parse(base, setup_device=False)
     assert (opt.context_slices, opt.loss_region, opt.lambda_sam_perceptual, opt.tta) == (0, 'slice', 0.0, 'none')
+
+
+def test_a_recipe_the_model_cannot_take_is_refused(tmp_path):
+    # cycle_gan has no body loss: the recipe used to be recorded in train_opt.txt and silently not applied
+    base = ['--gpu_ids', '-1', '--checkpoints_dir', str(tmp_path), '--name', 'cg']
+    with pytest.raises(ValueError, match=r'--recipe synthrad2025 sets --loss_region body --body_margin_voxels 1, but '
+                                         r'--model cycle_gan does not take --loss_region, --body_margin_voxels'):
+        TrainOptions().parse([*base, '--model', 'cycle_gan', '--recipe', 'synthrad2025'], setup_device=False)
+    assert not (tmp_path / 'cg').exists()
+    assert TrainOptions().parse([*base, '--model', 'cycle_gan'], setup_device=False).recipe == 'paper'
