@@ -374,3 +374,24 @@ def test_a_flag_the_script_does_not_know_is_reported(tmp_path):
                      'docs/orphan.md is not linked from README.md',
                      'README.md:1: link to docs/gone.md#x: no such file',
                      'docs/page.md:7: link to #nowhere: no such heading'], links
+
+
+def unbound_visdom_servers(root: Path) -> list[str]:
+    """Documented `visdom.server` starts without -bind_local (they would serve patient images to the network)."""
+    problems = []
+    for path in markdown_files(root):
+        for snippet in code_snippets(path.read_text(encoding='utf-8')):
+            command = ' '.join(line for _, line in snippet)
+            if 'visdom.server' in command and '-bind_local' not in command.split():
+                problems.append(f'{path.relative_to(root)}:{snippet[0][0]}: {command.strip()}')
+    return problems
+
+
+def test_documented_visdom_servers_listen_on_localhost_only(tmp_path):
+    assert not unbound_visdom_servers(ROOT), '\n'.join(unbound_visdom_servers(ROOT))
+    (tmp_path / 'docs').mkdir()
+    (tmp_path / 'README.md').write_text('Plots:\n\n```bash\npython -m visdom.server -port 8097\n```\n')
+    assert unbound_visdom_servers(tmp_path) == ['README.md:4: python -m visdom.server -port 8097']
+    from options.train_options import TrainOptions
+    opt = TrainOptions().parse(['--gpu_ids', '-1', '--checkpoints_dir', str(tmp_path)], setup_device=False)
+    assert opt.display_server == 'http://localhost'

@@ -49,7 +49,7 @@ def connect_visdom(server: str, port: int, env: str):
             return TimeoutVisdom(server=server, port=port, env=env, raise_exceptions=True, use_incoming_socket=False)
     except ConnectionError:
         print_warning(f'could not connect to a visdom server at {server}:{port}, so training goes on without '
-                      f'live plots. Start one with `python -m visdom.server -port {port}` before training, '
+                      f'live plots. Start one with `python -m visdom.server -port {port} -bind_local` before training, '
                       f'or pass --display_id 0 to turn the display off.')
         return None
 
