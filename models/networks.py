@@ -6,6 +6,8 @@ Images are tensors (N, C, H, W) in [-1, 1]. The discriminators and their paramet
 pix2pix/CycleGAN toolkit for the same options; the layers they share with the generators are in models/layers.py."""
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn as nn
 from torch.optim import lr_scheduler
@@ -99,24 +101,26 @@ def define_G(input_nc: int, output_nc: int, ngf: int, netG: str, norm: str = 'ba
 class NLayerDiscriminator(nn.Module):
     """PatchGAN: ``n_layers`` stride-2 4x4 convs, then two stride-1 ones, one logit per patch.
 
-    n_layers=3 is the 70x70 PatchGAN: (N, input_nc, 256, 256) -> (N, 1, 30, 30).
+    n_layers=3 is the 70x70 PatchGAN: (N, input_nc, 256, 256) -> (N, 1, 30, 30). With ``conv=nn.Conv3d`` (and a 3D
+    ``norm_layer``) the same layers judge 3D patches: (N, input_nc, 64, 64, 64) -> (N, 1, 6, 6, 6).
     """
 
-    def __init__(self, input_nc: int, ndf: int = 64, n_layers: int = 3, norm_layer: NormLayer = nn.BatchNorm2d):
+    def __init__(self, input_nc: int, ndf: int = 64, n_layers: int = 3, norm_layer: NormLayer = nn.BatchNorm2d,
+                 conv: type[nn.Module] = nn.Conv2d):
         if n_layers < 1:
             raise ValueError(f'n_layers_D must be >= 1, got {n_layers}')
         super().__init__()
         use_bias = conv_bias_needed(norm_layer)
-        layers: list[nn.Module] = [nn.Conv2d(input_nc, ndf, kernel_size=4, stride=2, padding=1),
+        layers: list[nn.Module] = [conv(input_nc, ndf, kernel_size=4, stride=2, padding=1),
                                    nn.LeakyReLU(0.2, True)]
         width = ndf
         for n in range(1, n_layers + 1):
             next_width = ndf * min(2 ** n, 8)
             stride = 2 if n < n_layers else 1
-            layers += [nn.Conv2d(width, next_width, kernel_size=4, stride=stride, padding=1, bias=use_bias),
+            layers += [conv(width, next_width, kernel_size=4, stride=stride, padding=1, bias=use_bias),
                        norm_layer(next_width), nn.LeakyReLU(0.2, True)]
             width = next_width
-        layers.append(nn.Conv2d(width, 1, kernel_size=4, stride=1, padding=1))
+        layers.append(conv(width, 1, kernel_size=4, stride=1, padding=1))
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,13 +142,30 @@ class PixelDiscriminator(nn.Module):
         return self.net(x)
 
 
+def norm_layer_3d(norm: str) -> NormLayer:
+    """``--norm`` for Conv3d layers: get_norm_layer's batch and instance norms in 3D with the same settings
+    (syncbatch and none take any dimension as they are)."""
+    layer = get_norm_layer(norm)
+    to_3d = {nn.BatchNorm2d: nn.BatchNorm3d, nn.InstanceNorm2d: nn.InstanceNorm3d}
+    if isinstance(layer, functools.partial) and layer.func in to_3d:
+        return functools.partial(to_3d[layer.func], *layer.args, **layer.keywords)
+    return layer
+
+
 def define_D(input_nc: int, ndf: int, netD: str, n_layers_D: int = 3, norm: str = 'batch',
-             init_type: str = 'normal', init_gain: float = 0.02) -> nn.Module:
+             init_type: str = 'normal', init_gain: float = 0.02, dims: int = 2) -> nn.Module:
     """Build and initialise the discriminator named ``netD`` (one of DISCRIMINATORS); returns a CPU module.
 
     'basic': 70x70 PatchGAN (3 layers); 'n_layers': PatchGAN with ``n_layers_D`` layers; 'pixel': 1x1 PatchGAN.
-    A conditional D (pix2pix, MRNet) takes input_nc + output_nc channels.
+    A conditional D (pix2pix, MRNet) takes input_nc + output_nc channels. ``dims=3``: the PatchGANs with Conv3d
+    on (N, C, X, Y, Z) patches (--model unet3d); 'pixel' is 2D only.
     """
+    if dims == 3:
+        if netD not in ('basic', 'n_layers'):
+            raise ValueError(f'discriminator {netD!r} has no 3D version; choose \'basic\' or \'n_layers\'')
+        net3d = NLayerDiscriminator(input_nc, ndf, 3 if netD == 'basic' else n_layers_D, norm_layer_3d(norm),
+                                    conv=nn.Conv3d)
+        return init_weights(net3d, init_type, init_gain)
     norm_layer = get_norm_layer(norm)
     if netD == 'basic':
         net: nn.Module = NLayerDiscriminator(input_nc, ndf, n_layers=3, norm_layer=norm_layer)

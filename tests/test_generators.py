@@ -51,7 +51,7 @@ CLASSIC = {'unet_128': ('unet', 'Unet'), 'unet_256': ('unet', 'Unet'), 'resnet_6
 
 
 def test_every_generator_file_is_found_by_name():
-    assert available_generators() == sorted(NAMES + list(CLASSIC))
+    assert available_generators() == sorted(NAMES + list(CLASSIC) + ['unet3d'])     # unet3d: test_patch3d.py
     assert [find_generator(n).__name__ for n in NAMES] == ['TransUNet', 'SwinUnet', 'ResViT', 'ResCNN', 'TCGAN',
                                                            'PPT']
     assert {n: (generator_file(n), find_generator(n).__name__) for n in CLASSIC} == CLASSIC
