@@ -1,7 +1,9 @@
 """Medical image files in: NIfTI through nibabel, MetaImage (``.mha``/``.mhd``), NRRD (``.nrrd``/``.nhdr``)
 and DICOM series folders through SimpleITK, all as ``(data, reference)``: a float32 array (X, Y, Z) in the file's
 voxel order and a ``nibabel.Nifti1Image`` whose ``affine`` maps voxel indices to RAS+ world millimetres, so the rest
-of the toolkit (util.geometry.Geometry) sees every format the same way.
+of the toolkit (util.geometry.Geometry) sees every format the same way. A DICOM series is read in floating point, every
+slice with its own Rescale Slope and Intercept (scanners such as Philips' give each slice its own; read in the first
+slice's integer type, values beyond it would wrap round and fractions be cut).
 
 Orientation. NIfTI affines are RAS+ (+x = patient's Right, +y = Anterior, +z = Superior); ITK's origin and direction
 are LPS+ (+x = Left, +y = Posterior, +z = Superior). A voxel (i, j, k) of an ITK image lies at
@@ -121,6 +123,7 @@ def read_dicom_series(folder: str, series: str | None = None) -> tuple[np.ndarra
     sitk = simpleitk()
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(found[uid])
+    reader.SetOutputPixelType(sitk.sitkFloat32)     # each slice rescaled by its own slope and intercept
     try:
         image = reader.Execute()
     except RuntimeError as e:

@@ -9,21 +9,23 @@ slices are accepted and :func:`resample_slices` puts them on an even grid (linea
 Identity (:class:`SeriesIdentity`): from a DICOM source the patient and study modules, the Study Instance UID and
 the Frame of Reference UID are kept (the synthetic CT registers to the MR and its contours by definition) and every
 source image is referenced; from a file without DICOM identity new study and frame-of-reference UIDs are made and
-the series says it is registered to no existing study. Series and SOP Instance UIDs are always new.
+the series says it is registered to no existing study. Series and SOP Instance UIDs are always new. Laterality
+follows the MR as the General Series module conditions it (inference.export.laterality).
 
 Geometry (:func:`write_ct_series`): the volume's RAS affine is taken to DICOM's LPS (util.image_io.affine_to_itk).
 Voxel (i, j, k) is pixel (row j, column i) of slice k: Image Orientation (Patient) holds the LPS directions of i
 (along a row) and j (down a column), Pixel Spacing (spacing of j, spacing of i), and Image Position (Patient) of
 slice k the LPS point of voxel (0, 0, k). Pixels are signed 16-bit HU (Rescale Slope 1, Intercept 0), the volume
-rounded to whole HU. The series is written into a hidden temporary folder and renamed into place: it appears
-complete or not at all.
+rounded to whole HU. The series is written into a hidden temporary folder and renamed into place
+(util.whole_folder): it appears complete or not at all, and what a killed write left is removed by the next write of
+the same series.
 """
 from __future__ import annotations
 
 import datetime
 import os
-import shutil
-import tempfile
+import re
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,19 +38,20 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import validate_value
 
-from util.checkpoint import file_mode
+from inference.export.laterality import UNKNOWN, series_laterality
 from util.disk import writing
 from util.image_io import LPS_FLIP, affine_to_itk
 from util.version import TOOLKIT_NAME, __version__
+from util.whole_folder import leftovers, whole_folder
 
 CT_IMAGE_STORAGE = '1.2.840.10008.5.1.4.1.1.2'
 # copied from the source series into every CT file: Patient, General Study, Frame of Reference modules and the
-# patient position, laterality and body part of the General Series module
+# patient position and body part of the General Series module (laterality: inference.export.laterality)
 PATIENT_FIELDS = ('PatientName', 'PatientID', 'PatientBirthDate', 'PatientSex')
 STUDY_FIELDS = ('StudyInstanceUID', 'StudyDate', 'StudyTime', 'StudyID', 'AccessionNumber', 'ReferringPhysicianName',
                 'StudyDescription')
 KEPT_FIELDS = PATIENT_FIELDS + STUDY_FIELDS + ('FrameOfReferenceUID', 'PositionReferenceIndicator', 'PatientPosition',
-                                               'Laterality', 'BodyPartExamined')
+                                               'BodyPartExamined')
 OPTIONAL_FIELDS = ('StudyDescription', 'BodyPartExamined')    # type 3: left out when empty; the others are type 2
 # (center, width, explanation) in HU
 WINDOWS = ((40, 400, 'SOFT TISSUE'), (400, 1800, 'BONE'))
@@ -83,14 +86,16 @@ def check_field(keyword: str, value: str, label: str) -> str:
 @dataclass(frozen=True)
 class SeriesIdentity:
     """What every file of the synthetic CT series carries about where it belongs: ``kept`` attributes (keyword ->
-    value: patient, study, frame of reference), the (SOP class, SOP instance) UIDs of the source images, and
-    whether it is registered to the source's study and frame of reference."""
+    value: patient, study, frame of reference), the (SOP class, SOP instance) UIDs of the source images, whether it
+    is registered to the source's study and frame of reference, and its ``laterality`` attributes (keyword -> value;
+    one left out is absent)."""
     kept: dict[str, str]
     source_images: tuple[tuple[str, str], ...] = ()
     registered: bool = True
     source_series: str = ''
     source_series_number: int | None = None
     slice_thickness: float | None = None
+    laterality: dict[str, str] = field(default_factory=lambda: dict(UNKNOWN))
 
     @classmethod
     def new(cls, patient_id: str | None = None, patient_name: str | None = None) -> 'SeriesIdentity':
@@ -131,9 +136,12 @@ class SourceSeries:
                 kept[keyword] = check_field(keyword, value, flag)
         number = first.get('SeriesNumber')
         thickness = first.get('SliceThickness')
+        laterality, note = series_laterality(first, label)
+        if note:
+            warnings.warn(note, UserWarning, stacklevel=2)
         return SeriesIdentity(kept, tuple((str(h.SOPClassUID), str(h.SOPInstanceUID)) for h in self.headers),
                               True, self.uid, int(number) if number not in (None, '') else None,
-                              float(thickness) if thickness not in (None, '') and self.even else None)
+                              float(thickness) if thickness not in (None, '') and self.even else None, laterality)
 
 
 def _normal(header: Dataset) -> np.ndarray:
@@ -256,6 +264,8 @@ def _series_dataset(identity: SeriesIdentity, provenance: Provenance, series_uid
         value = identity.kept.get(keyword, '')
         if value or keyword not in OPTIONAL_FIELDS:
             setattr(ds, keyword, value)
+    for keyword, value in identity.laterality.items():
+        setattr(ds, keyword, value)
     ds.Modality = 'CT'
     ds.SeriesInstanceUID = series_uid
     ds.SeriesNumber = (identity.source_series_number or 0) + 1000
@@ -326,8 +336,7 @@ def write_ct_series(hu: np.ndarray, affine: np.ndarray, folder: str, identity: S
     folder = os.path.abspath(folder)
     if os.path.exists(folder) and not overwrite:
         raise ValueError(f'output folder {folder} already exists; pass --overwrite to replace it')
-    parent = os.path.dirname(folder)
-    os.makedirs(parent, exist_ok=True)
+    _report_leftovers(folder)
     series_uid = generate_uid(prefix=None)
     now = datetime.datetime.now()
     shared = _series_dataset(identity, provenance, series_uid, now, (pixels.shape[1], pixels.shape[0]))
@@ -335,10 +344,8 @@ def write_ct_series(hu: np.ndarray, affine: np.ndarray, folder: str, identity: S
     shared.PixelSpacing = [_ds(v) for v in pixel_spacing]
     shared.SliceThickness = _ds(identity.slice_thickness or step)
     normal = np.cross(iop[:3], iop[3:])
-    with writing(folder):                 # a full disk or read-only mount: one clear line naming the folder
-        tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(folder)}.', dir=parent)
     names = []
-    try:
+    with whole_folder(folder) as tmp:     # a full disk or read-only mount: one clear line naming the file
         for k in range(pixels.shape[2]):
             ds = Dataset()
             ds.update(shared)
@@ -357,14 +364,19 @@ def write_ct_series(hu: np.ndarray, affine: np.ndarray, folder: str, identity: S
                 f.flush()
                 os.fsync(f.fileno())
             names.append(name)
-        os.chmod(tmp, file_mode(folder=True))
-        if os.path.exists(folder):
-            old = tempfile.mkdtemp(prefix=f'.{os.path.basename(folder)}.old.', dir=parent)
-            os.replace(folder, os.path.join(old, 'series'))
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return [os.path.join(folder, n) for n in names]
+
+
+def _report_leftovers(folder: str) -> None:
+    """One line for each partial series that a killed write of ``folder`` left beside it: those of
+    util.whole_folder (its writer's process gone on this host) are removed by the write about to start; those of
+    earlier versions (``.<name>.<random>``, ``.<name>.old.<random>``: no writer named, so no telling whether one still
+    runs) are left, to be removed by hand."""
+    for path in leftovers(folder):
+        print(f'{path}: removing a partial DICOM series left by an interrupted write', flush=True)
+    parent, name = os.path.split(folder)
+    earlier = re.compile(rf'\.{re.escape(name)}\.(old\.)?[a-z0-9_]{{8}}')
+    for entry in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
+        if earlier.fullmatch(entry) and os.path.isdir(os.path.join(parent, entry)):
+            print(f'{os.path.join(parent, entry)}: a partial DICOM series left by an interrupted write of an earlier '
+                  f'version, which names no writer; remove it by hand once no predict is writing {folder}', flush=True)

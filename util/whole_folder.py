@@ -1,0 +1,77 @@
+"""A folder of several files written as a whole (a QA page and its images): filled in a hidden temporary folder
+beside it and renamed into place, so that it appears complete or not at all; a failed or killed write leaves the
+folder that was there before.
+
+    with whole_folder('out/p_sct.nii.gz_qa') as tmp:      # fill tmp; on success it becomes out/p_sct.nii.gz_qa
+        ...
+
+The temporary folder is ``.<name>.<host>-<pid>.<random>.partial``; what a killed run left (this host, its process
+gone) is removed by the next write of the same folder.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import tempfile
+from typing import Iterator
+
+from util.checkpoint import file_mode
+from util.disk import writing
+
+PARTIAL = '.partial'
+
+
+def _owner(folder: str) -> str:
+    return f'.{os.path.basename(folder)}.{socket.gethostname()}-'
+
+
+def _process_gone(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:               # alive, another user's
+        return False
+    return False
+
+
+def leftovers(folder: str) -> list[str]:
+    """The temporary folders of ``folder`` left by killed runs on this host (their process no longer exists)."""
+    parent = os.path.dirname(os.path.abspath(folder))
+    prefix = _owner(folder)
+    found = []
+    for entry in os.listdir(parent) if os.path.isdir(parent) else []:
+        if entry.startswith(prefix) and entry.endswith(PARTIAL):
+            pid = entry[len(prefix):].split('.', 1)[0]
+            if pid.isdigit() and _process_gone(pid):
+                found.append(os.path.join(parent, entry))
+    return found
+
+
+@contextlib.contextmanager
+def whole_folder(folder: str) -> Iterator[str]:
+    """Yield a temporary folder to fill; when the block ends without error it replaces ``folder`` (an existing one
+    is replaced whole), otherwise it is removed and ``folder`` stays as it was. A full or read-only disk while
+    making or renaming it is a util.disk.WriteError naming ``folder``; the writer names the files it writes."""
+    folder = os.path.abspath(folder)
+    parent = os.path.dirname(folder)
+    with writing(folder):
+        os.makedirs(parent, exist_ok=True)
+        for stale in leftovers(folder):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = tempfile.mkdtemp(prefix=f'{_owner(folder)}{os.getpid()}.', suffix=PARTIAL, dir=parent)
+    try:
+        yield tmp
+        with writing(folder):
+            os.chmod(tmp, file_mode(folder=True))
+            if os.path.exists(folder):
+                old = tempfile.mkdtemp(prefix=f'{_owner(folder)}{os.getpid()}.', suffix=PARTIAL, dir=parent)
+                os.replace(folder, os.path.join(old, 'old'))
+                os.replace(tmp, folder)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
