@@ -29,10 +29,12 @@ def plan_outputs(inputs: list[VolumeInput], output: str, target: str, planes: st
                  spread: bool = False) -> list[OutputPlan]:
     """Where each prediction goes. ``output`` with an image extension is the file of the one input; otherwise a
     folder receiving ``<name>_s<target><ext>`` per input, ``ext`` the input's format (``fmt`` overrides; a DICOM
-    input gives a DICOM CT series folder ``<name>_s<target>/`` when the target is CT, else NIfTI). Extra files
-    beside it: ``<stem>_<plane><ext>`` and ``<stem>_disagreement<ext>`` (NIfTI beside a DICOM series) and, with
-    ``qa``, the QA page folder ``<stem>_qa/``. ``spread``: the generator gives a TTA / ensemble spread, so one
-    plane has a disagreement map too (without it, ``disagreement`` needs two planes)."""
+    input gives a DICOM CT series folder ``<name>_s<target>/`` when the target is CT, else NIfTI). Side outputs
+    are named after the whole output, so that one patient's outputs in different formats never collide: beside
+    ``<stem><ext>``, ``<stem>_<plane><ext>``, ``<stem>_disagreement<ext>`` and, with ``qa``, the QA page folder
+    ``<stem><ext>_qa/``; beside a DICOM series ``<series>/``, ``<series>_dicom_<plane>.nii.gz``,
+    ``<series>_dicom_disagreement.nii.gz`` and ``<series>_qa/``. ``spread``: the generator gives a TTA / ensemble
+    spread, so one plane has a disagreement map too (without it, ``disagreement`` needs two planes)."""
     if disagreement and len(planes) < 2 and not spread:
         raise ValueError(f'--disagreement: with one plane ({planes}), one experiment and no --tta flip there is '
                          f'nothing to disagree; predict several planes (--planes xyz), add --tta flip or fuse an '
@@ -56,10 +58,10 @@ def plan_outputs(inputs: list[VolumeInput], output: str, target: str, planes: st
             fused = os.path.join(output, f'{item.name}_s{target}{"" if ext == DICOM_FORMAT else ext}')
         if ext not in (*WRITABLE_EXTENSIONS, DICOM_FORMAT):
             raise ValueError(f'--output {fused}: cannot write {ext} files; use one of {" ".join(WRITABLE_EXTENSIONS)}')
-        stem, side = (fused, '.nii.gz') if ext == DICOM_FORMAT else (fused[:-len(ext)], ext)
+        stem, side = (f'{fused}_dicom', '.nii.gz') if ext == DICOM_FORMAT else (fused[:-len(ext)], ext)
         plans.append(OutputPlan(fused, {p: f'{stem}_{p}{side}' for p in planes} if save_planes else {},
                                 f'{stem}_disagreement{side}' if disagreement else None, ext,
-                                f'{stem}_qa' if qa else None))
+                                f'{fused}_qa' if qa else None))
     return plans
 
 
@@ -89,6 +91,6 @@ def check_outputs_free(plans: list[OutputPlan], overwrite: bool) -> None:
 
 
 def members_path(fused: str) -> str:
-    """The ensemble record beside a fused output: ``<stem>_members.json``."""
-    ext = image_extension(fused) or ''
-    return f'{fused[:len(fused) - len(ext)]}_members.json'
+    """The ensemble record beside a fused output, named after the whole output: ``<stem><ext>_members.json``
+    (``<series>_members.json`` beside a DICOM series)."""
+    return f'{fused}_members.json'

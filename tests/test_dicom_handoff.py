@@ -22,7 +22,6 @@ from inference.export.dicom_series import (CT_IMAGE_STORAGE, Provenance, SeriesI
 from util.disk import WriteError
 from util.image_io import dicom_series, read_image, reference_image
 from inference.export.volume_file import write_image
-from inference.export.qa_page import qa_checks
 from util.version import __version__
 
 MR_ORIGIN, MR_SPACING = (-5.0, 12.5, 40.0), (1.0, 1.2, 2.0)
@@ -90,7 +89,7 @@ def test_dicom_mr_gives_a_ct_series_in_its_study_with_the_mr_grid(trained, tmp_p
         assert [float(v) for v in d.WindowCenter] == [40, 400] and [float(v) for v in d.WindowWidth] == [400, 1800]
         assert float(d.SliceThickness) == MR_SPACING[2]
     # pixels: SimpleITK reads the rounded prediction back exactly, on the MR's grid
-    predicted, _ = read_image(str(tmp_path / 'out' / 'patient_sct_z.nii.gz'))
+    predicted, _ = read_image(str(tmp_path / 'out' / 'patient_sct_dicom_z.nii.gz'))
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(series)))
     back = reader.Execute()
@@ -301,24 +300,3 @@ def test_the_series_folder_appears_whole_or_not_at_all_and_is_replaced_only_when
                     overwrite=True)
     assert sorted(os.listdir(tmp_path)) == ['ct'] and [d.SeriesDescription for d in headers(folder)] == ['two'] * 4
     assert len(first) == 4 and headers(folder)[3].pixel_array[1, 2] == 1500      # row j, column i of slice k
-
-
-def test_qa_checks_against_hand_counted_voxels():
-    mask = np.zeros((4, 5, 6), bool)
-    mask[1:3, 1:4, 1:5] = True                      # 24 body voxels, none on a side face
-    mask[0, 2, 2] = True                            # one on the x = 0 face: 25 body voxels
-    sct = np.full(mask.shape, 40.0)
-    body = np.argwhere(mask)
-    for n, (i, j, k) in enumerate(body[:6]):        # 2 at the low end, 1 at the high end, 3 of air above it
-        sct[i, j, k] = (-1024, -1024, 3000, -500, -450, -401)[n]
-    disagreement = np.zeros(mask.shape)
-    disagreement[mask] = np.arange(25)              # percentiles of 0..24: 12, 22.8, 23.76
-    checks = qa_checks(sct, mask, disagreement, (-1024, 3000), voxel_mm3=8.0)
-    faces = 2 * 5 * 6 + 2 * 4 * 6                   # x faces (L/R) and y faces (P/A) of the view
-    assert checks.body_share == pytest.approx(25 / 120) and checks.body_cm3 == pytest.approx(0.2)
-    assert checks.edge_share == pytest.approx(1 / faces)
-    assert (checks.low_share, checks.high_share) == (pytest.approx(2 / 25), pytest.approx(1 / 25))
-    assert checks.air_share == pytest.approx(5 / 25) and checks.air_cm3 == pytest.approx(0.04)
-    assert (checks.disagreement_p50, checks.disagreement_p95, checks.disagreement_p99) == \
-        (pytest.approx(12), pytest.approx(22.8), pytest.approx(23.76))
-    assert checks.flagged_keys() == ['low_share', 'high_share', 'air_share']

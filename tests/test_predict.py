@@ -149,7 +149,7 @@ def test_mr_only_volume_of_each_format_gives_hu_on_its_own_grid(trained, tmp_pat
     np.testing.assert_allclose(fused[inside], planes.mean(axis=0)[inside], atol=1e-2)
     assert sorted(os.listdir(out)) == sorted([*(f'{name}_sct{s}{out_ext}' for s in ('', '_x', '_y', '_z',
                                                                                     '_disagreement')),
-                                              f'{name}_sct_qa', 'predict_summary.csv'])
+                                              f'{name}_sct{out_ext}_qa', 'predict_summary.csv'])
 
 
 def test_folder_of_subjects_and_files_with_masks_and_output_file(trained, tmp_path):
@@ -159,8 +159,8 @@ def test_folder_of_subjects_and_files_with_masks_and_output_file(trained, tmp_pa
     write_case(folder, {'mr': 'loose'}, 5, '.nii.gz')
     lines = run_predict(trained, '--input', str(folder), '--output', str(tmp_path / 'out'), '--planes', 'z')
     assert len(lines) == 3
-    assert sorted(os.listdir(tmp_path / 'out')) == ['1PB001_sct.mha', '1PB001_sct_qa', '1PB002_sct.nrrd',
-                                                    '1PB002_sct_qa', 'loose_sct.nii.gz', 'loose_sct_qa',
+    assert sorted(os.listdir(tmp_path / 'out')) == ['1PB001_sct.mha', '1PB001_sct.mha_qa', '1PB002_sct.nrrd',
+                                                    '1PB002_sct.nrrd_qa', 'loose_sct.nii.gz', 'loose_sct.nii.gz_qa',
                                                     'predict_summary.csv']
     items = {i.name: i for i in find_inputs([str(folder)], 'mr')}          # a subject's own mask file is used
     assert items['1PB001'].mask == str(folder / '1PB001' / 'mask.mha') and items['1PB002'].mask is None

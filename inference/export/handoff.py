@@ -26,6 +26,7 @@ from inference.export.dicom_series import (
 )
 from inference.export.qa_page import summary_row, update_summary, write_qa_page
 from util.image_io import affine_to_itk, choose_series, dicom_series, read_image, reference_image
+from util.disk import WriteError
 from util.intensity import CT_WINDOW
 from util.util import file_sha256
 from util.version import TOOLKIT_NAME, __version__
@@ -131,7 +132,8 @@ def prepare_handoffs(inputs: list, plans: list, checkpoints: list[str], sam_file
         if identity is not None:
             facts.append(('DICOM identity', _identity_text(identity)))
         handoffs.append(HandOff(source, identity, provenance, facts, tuple(window), dicom_modality(source_modality),
-                                overwrite, {'input': item.path, 'input_sha256': sha, 'output': plan.fused,
+                                overwrite, {'input': item.path, 'input_sha256': sha,
+                                            'output': os.path.abspath(plan.fused),
                                             'checkpoint': ';'.join(checkpoints), 'sam_file': sam_file or ''}))
     return handoffs
 
@@ -157,9 +159,13 @@ def write_series(handoff: HandOff, folder: str, name: str, reference, sct: np.nd
 def write_qa(handoff: HandOff, folder: str, name: str, data: np.ndarray, reference, sct: np.ndarray,
              disagreement: np.ndarray | None, mask: np.ndarray) -> str:
     """Write the QA page into ``folder`` and its row of ``predict_summary.csv`` beside it; returns the text added to
-    the volume's summary line (the page and the checks flagged)."""
-    page, checks = write_qa_page(folder, name, data, sct, disagreement, mask, reference, handoff.window,
-                                 handoff.facts, source=handoff.source_modality)
+    the volume's summary line (the page and the checks flagged). A full disk is a util.disk.WriteError naming the
+    page's file and saying that the output itself is written."""
+    try:
+        page, checks = write_qa_page(folder, name, data, sct, disagreement, mask, reference, handoff.window,
+                                     handoff.facts, source=handoff.source_modality)
+    except WriteError as exc:             # the page absent (or the old one whole); the synthetic CT is written
+        raise WriteError(f'{exc} ({handoff.extra["output"]} is written; its QA page is not)') from exc
     extra = {**handoff.extra, 'registered': '' if handoff.identity is None else
              ('yes' if handoff.identity.registered else 'no'), 'qa_page': page}
     update_summary(os.path.dirname(os.path.abspath(folder)), summary_row(name, checks, extra))
