@@ -108,6 +108,23 @@ class BaseModel(ABC):
         """``optimizer.step()``; under --amp fp16 skipped when a gradient is inf/NaN."""
         self.precision.step(optimizer)
 
+    def conditional_gan_step(self, discriminator: nn.Module | None) -> None:
+        """One step in pix2pix's order: forward, then ``discriminator``'s step on ``backward_D()`` (none: no
+        adversarial term), then G's on ``generator_loss()``, all under --amp."""
+        with self.autocast():
+            self.forward()
+        if discriminator is not None:
+            self.set_requires_grad(discriminator, True)
+            self.optimizer_D.zero_grad()
+            self.backward_D()
+            self.step(self.optimizer_D)
+            self.set_requires_grad(discriminator, False)
+        self.optimizer_G.zero_grad()
+        with self.autocast():
+            self.loss_G = self.generator_loss()
+        self.backward(self.loss_G)
+        self.step(self.optimizer_G)
+
     def adam(self, params) -> torch.optim.Adam:
         """Adam(--lr, (--beta1, 0.999)) over ``params``; the fused kernel on GPUs."""
         return adam(params, self.opt, self.device)

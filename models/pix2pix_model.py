@@ -94,15 +94,4 @@ class Pix2PixModel(BaseModel):
         return loss
 
     def optimize_parameters(self) -> None:
-        with self.autocast():
-            self.forward()
-        self.set_requires_grad(self.netD, True)
-        self.optimizer_D.zero_grad()
-        self.backward_D()
-        self.step(self.optimizer_D)
-        self.set_requires_grad(self.netD, False)
-        self.optimizer_G.zero_grad()
-        with self.autocast():
-            self.loss_G = self.generator_loss()
-        self.backward(self.loss_G)
-        self.step(self.optimizer_G)
+        self.conditional_gan_step(self.netD)

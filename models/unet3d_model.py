@@ -98,16 +98,4 @@ class Unet3dModel(BaseModel):
         return self.loss_G_L1 + self.loss_G_GAN
 
     def optimize_parameters(self) -> None:
-        with self.autocast():
-            self.forward()
-        if self.gan:
-            self.set_requires_grad(self.netD, True)
-            self.optimizer_D.zero_grad()
-            self.backward_D()
-            self.step(self.optimizer_D)
-            self.set_requires_grad(self.netD, False)
-        self.optimizer_G.zero_grad()
-        with self.autocast():
-            self.loss_G = self.generator_loss()
-        self.backward(self.loss_G)
-        self.step(self.optimizer_G)
+        self.conditional_gan_step(self.netD if self.gan else None)
