@@ -162,6 +162,11 @@ class Patch3dDataset(TriplanarAlignedDataset):
             raise RuntimeError(f'store of subject {name}: {exc} (changed while this run read it); run again and it '
                                f'is stored anew') from None
 
+    def native_arrays(self, name: str) -> dict[str, np.ndarray]:
+        """:meth:`arrays` on the subject's own voxel grid (the slice store's), on which test.py scores whatever
+        grid --target_spacing trained on."""
+        return self.views(super().volumes(name))
+
     def __len__(self) -> int:
         return len(self.subjects) * (self.opt.patches_per_subject if self.patches else 1)
 

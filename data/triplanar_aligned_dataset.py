@@ -194,7 +194,10 @@ class TriplanarAlignedDataset(BaseDataset):
 
     def arrays(self, name: str) -> dict[str, np.ndarray]:
         """Canonical (X, Y, Z) views of subject ``name``: source and target modality in [-1, 1], 'mask' (0/1)."""
-        v = self.volumes(name)
+        return self.views(self.volumes(name))
+
+    def views(self, v: np.ndarray) -> dict[str, np.ndarray]:
+        """The named channels of a stored (X, Y, Z, 3) array: source, target, 'mask'."""
         return {self.source: v[..., self._order[0]], self.target: v[..., self._order[1]], 'mask': v[..., 2]}
 
     def slice_counts(self) -> dict[str, dict[str, int]]:

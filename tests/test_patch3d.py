@@ -155,6 +155,17 @@ def test_a_patch_the_strides_cannot_take_is_refused_at_parse_time(tmp_path, caps
     assert not (root / '.cache').exists()                       # refused before any volume was read
 
 
+def test_target_spacing_trains_on_its_grid_and_scores_on_the_native_one(tmp_path):
+    shape = (30, 20, 18)
+    mask = np.ones(shape, np.uint8)
+    root = subject_root(tmp_path, {'ct': ramp(shape), 'mr': ramp(shape), 'mask': mask})
+    ds = patch_dataset(root, '--patch_size', '8', '--target_spacing', '2')
+    assert ds.arrays('s')['ct'].shape == (15, 10, 9)             # 1 mm voxels at 2 mm
+    native = ds.native_arrays('s')                               # what test.py scores against
+    assert native['mask'].shape == shape
+    np.testing.assert_allclose(hu(torch.from_numpy(np.asarray(native['ct'], np.float64))), ramp(shape), atol=0.05)
+
+
 class Crash(Exception):
     pass
 
