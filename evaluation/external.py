@@ -86,10 +86,11 @@ def select_split(pred: dict[str, str], gt_dir: str, split: str) -> dict[str, str
 
 
 def evaluate(pred: dict[str, str], gt_dir: str, mask_dir: str | None, modality: str, plane: str,
-             affine_tol: float = 1e-3, metrics: str = 'synthrad2023') -> tuple[list[dict], dict[str, str]]:
+             affine_tol: float = 1e-3, metrics: str = 'synthrad2023', dose=None) -> tuple[list[dict], dict[str, str]]:
     """Rows in metrics.csv form (level 'volume', subject, plane, then the ``metrics`` set: mae, psnr, ssim or
-    ms_ssim), one per scored subject, and subject -> why it could not be scored. Missing files raise
-    FileNotFoundError before anything is scored."""
+    ms_ssim, then with ``dose`` (evaluation.dose.subject_dose.DoseScorer) its dose columns), one per scored
+    subject, and subject -> why it could not be scored. Missing files raise FileNotFoundError before anything is
+    scored."""
     files = {}
     for subject, pred_path in pred.items():
         gt_path = find_subject_file(gt_dir, subject, modality)
@@ -111,7 +112,10 @@ def evaluate(pred: dict[str, str], gt_dir: str, mask_dir: str | None, modality: 
     for subject, (pred_path, gt_path, mask_path) in files.items():
         try:
             scores, problems = score_subject(pred_path, gt_path, mask_path, modality, affine_tol, metrics)
-        except (OSError, ValueError) as exc:
+            if dose is not None:
+                folder = os.path.join(gt_dir, subject)
+                scores.update(dose(subject, pred_path, gt_path, folder if os.path.isdir(folder) else None))
+        except (OSError, ValueError, RuntimeError) as exc:
             failed[subject] = str(exc)
             print(f'ERROR: subject {subject}: {exc}; going on with the others', file=sys.stderr)
             continue

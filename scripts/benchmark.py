@@ -17,6 +17,9 @@
     python scripts/benchmark.py sam --device cuda --sam_size 1024 --sam_batch 8
                                                                  # SAM encoder images/s: segment_anything's
                                                                  # and ours (SDPA), bf16, with/without compile
+    python scripts/benchmark.py dose                             # seconds per subject, photons and protons:
+                                                                 # planning on the CT, recomputing on an sCT;
+                                                                 # demo and SynthRAD brain size (--quick: demo)
 
 Each configuration runs in a fresh process so its peak memory is its own (CPU: peak RSS; GPU: peak allocated).
 Add ``--device cuda`` on a machine with a GPU; ``--quick`` shortens every run for a smoke check.
@@ -31,15 +34,15 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from scripts.benchmarks import cache, data_loader, predict, sam, train  # noqa: E402
+from scripts.benchmarks import cache, data_loader, dose, predict, sam, train  # noqa: E402
 from scripts.benchmarks.train import TRAIN_ROWS  # noqa: E402
 
 
 # what ``_one KIND CFG`` runs (in a fresh process, see scripts/benchmarks/timing.py), and each benchmark
 RUNNERS = {'train': train.run_train_config, 'data': data_loader.run_data_config, 'predict': predict.run_predict_config,
-           'epoch': cache.run_epoch_config, 'sam': sam.run_sam_config}
+           'epoch': cache.run_epoch_config, 'sam': sam.run_sam_config, 'dose': dose.run_dose_config}
 BENCHES = {'train': train.bench_train, 'data': data_loader.bench_data, 'predict': predict.bench_predict,
-           'cache': cache.bench_cache, 'sam': sam.bench_sam}
+           'cache': cache.bench_cache, 'sam': sam.bench_sam, 'dose': dose.bench_dose}
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ row to a comparison made by scripts/compare.py.
     python scripts/evaluate.py --pred sub/ --pred_pattern '{subject}/sct.mha' --gt /data/synthrad2025 \
         --metrics synthrad2025 --split all                                        # every subject must be there
     python scripts/evaluate.py --pred DIR --gt DIR --append TAG --label "Method X"   # a row in compare_TAG
+    python scripts/evaluate.py --pred DIR --gt DIR --dose photon,proton --out scores.csv     # + dose (docs/dose.md)
 
 Predictions: files ``--pred_pattern`` (default ``{subject}.nii.gz``; NIfTI, .mha, .mhd or .nrrd) under --pred.
 Ground truth: the ``--modality`` volume of each subject under --gt, either in a subject folder in any dataset layout
@@ -36,8 +37,10 @@ from evaluation.comparison.results import VOLUME_PLANES, Stat  # noqa: E402
 from evaluation.external import append_to_comparison, evaluate, find_predictions, select_split  # noqa: E402
 from evaluation.metrics import METRIC_SETS  # noqa: E402
 from evaluation.scoring import write_csv  # noqa: E402
+from options.dose_options import add_dose_arguments, dose_record_path, make_dose_scorer  # noqa: E402
 from util.cli import run_cli  # noqa: E402
 from util.intensity import modality_kind  # noqa: E402
+from util.json_file import write_json  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--append', default=None, metavar='TAG', help='add the scores as a row of results/compare_TAG')
     p.add_argument('--label', default=None, help='row name for --append (default: the --pred folder name)')
     p.add_argument('--results_dir', default='./results', help='where compare_TAG is (with --append)')
-    return p
+    return add_dose_arguments(p)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -67,9 +70,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     pred = find_predictions(args.pred, args.pred_pattern)
     if args.split:
         pred = select_split(pred, args.gt, args.split)
-    rows, failed = evaluate(pred, args.gt, args.mask, args.modality, args.plane, args.affine_tol, args.metrics)
+    dose = make_dose_scorer(args, modality_kind(args.modality), args.gt)   # refused now: no CT, no pyRadPlan
+    rows, failed = evaluate(pred, args.gt, args.mask, args.modality, args.plane, args.affine_tol, args.metrics,
+                            dose)
     unit = ' (HU)' if modality_kind(args.modality) == 'ct' else ''
-    names = METRIC_SETS[args.metrics]
+    names = METRIC_SETS[args.metrics] + (tuple(dose.columns) if dose else ())
     print(f'{"subject":<24}' + ''.join(f'{m.upper() + (unit if m == "mae" else ""):>22}' for m in names))
     for r in rows:
         print(f'{r["subject"]:<24}' + ''.join(f'{r[m]:>22.4f}' for m in names))
@@ -79,6 +84,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         write_csv(args.out, rows)
+        if dose:
+            write_json(dose_record_path(args.out), dose.record())
     if failed:
         raise ValueError(f'{len(failed)} of {len(pred)} subject(s) could not be scored: '
                          + '; '.join(f'{s}: {why}' for s, why in failed.items())
@@ -88,7 +95,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         meta = {'pred': os.path.abspath(args.pred), 'pattern': args.pred_pattern, 'gt': os.path.abspath(args.gt),
                 'metrics': args.metrics,
                 'mask': os.path.abspath(args.mask) if args.mask else None, 'modality': args.modality,
-                'plane': args.plane, 'files': {s: os.path.abspath(p) for s, p in pred.items()}}
+                'plane': args.plane, 'files': {s: os.path.abspath(p) for s, p in pred.items()},
+                'dose': dose.record() if dose else None}
         page = append_to_comparison(args.results_dir, args.append, label, rows, meta)
         print(f'added "{label}" to {page}')
     return rows

@@ -10,4 +10,8 @@ $PY -m pip install --quiet -r requirements.txt
 # pin setuptools in this environment and build visdom without build isolation.
 $PY -m pip install --quiet 'setuptools<81' wheel
 $PY -m pip install --quiet --no-build-isolation visdom==0.2.4
+# pyRadPlan (the dose engine of --dose) without its declared dependencies: requirements.txt pins what its photon and
+# proton dose path imports; the rest (pydantic_ai, huggingface_hub, their LLM and cloud clients) it never uses
+$PY -m pip install --quiet --no-deps pyradplan==0.5.0
 $PY -c "import torch, torchvision, visdom, dominate, nibabel, segment_anything; print('setup ok: torch', torch.__version__)"
+$PY -c "from evaluation.dose.engine import check_engine; print('dose engine ok: pyRadPlan', check_engine())"
