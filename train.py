@@ -20,6 +20,7 @@ from util import distributed
 from util.cli import run_cli
 from util.seed import seed_everything
 from evaluation.validation import Validator
+from options.training_budget import TrainingBudget
 
 
 def main(args: list[str] | None = None) -> None:
@@ -46,6 +47,7 @@ def main(args: list[str] | None = None) -> None:
     if validator is not None:
         validator.load_state(counters.get('validation'))
     last_epoch = opt.n_epochs + opt.n_epochs_decay
+    budget = TrainingBudget(opt.time_budget_min, counters.get('train_seconds', 0.0))    # --time_budget_min
     batches_per_epoch = -(-len(dataset) // opt.batch_size)
     total_iters = counters['total_iters']
 
@@ -61,7 +63,10 @@ def main(args: list[str] | None = None) -> None:
         progress = tqdm(total=batches_per_epoch, initial=skip, desc=f'epoch {epoch}/{last_epoch}', unit='it',
                         disable=not main_process, dynamic_ncols=True, leave=False)
         iter_data_time = time.time()
+        budget.run()
         for data in dataset:
+            if budget.spent():
+                break
             iter_start = time.time()
             t_data = iter_start - iter_data_time
             n = data['A'].shape[0] * opt.world_size
@@ -83,7 +88,8 @@ def main(args: list[str] | None = None) -> None:
                 visualizer.display_current_results(model.get_current_visuals(), epoch, save_result)
             if main_process and total_iters % opt.save_latest_freq < n:
                 label = f'iter_{total_iters}' if opt.save_by_iter else 'latest'
-                state = {'epoch': epoch, 'epoch_iter': epoch_iter // opt.world_size, 'total_iters': total_iters}
+                state = {'epoch': epoch, 'epoch_iter': epoch_iter // opt.world_size, 'total_iters': total_iters,
+                         'train_seconds': budget.seconds()}
                 if validator is not None:
                     state['validation'] = validator.state()
                 model.save_training_state(label, state)
@@ -91,9 +97,15 @@ def main(args: list[str] | None = None) -> None:
                     model.save_training_state('latest', state)
             iter_data_time = time.time()
         progress.close()
+        budget.pause()
+        if budget.stopped:          # mid-epoch: the latest state says where, and that the budget is spent
+            if main_process:
+                model.save_training_state('latest', budget.counters(epoch, epoch_iter // opt.world_size, total_iters))
+                print(budget.describe(total_iters))
+            break
 
         model.update_learning_rate()
-        counters = {'epoch': epoch + 1, 'epoch_iter': 0, 'total_iters': total_iters}
+        counters = {'epoch': epoch + 1, 'epoch_iter': 0, 'total_iters': total_iters, 'train_seconds': budget.seconds()}
         if main_process:
             if validator is not None:
                 if validator.due(epoch, last_epoch):

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from data.patch3d_dataset import parse_patch_size
+from data.resampling import parse_spacing
+from models.generators.unet3d import is_volume_generator
 from models.networks import define_G, load_network_state
 from util.checkpoint import read_network_file
 from util.direction import source_target
@@ -23,7 +26,7 @@ MR_TARGET_MAP = IntensityMap(-1.0, 1.0)   # an MR target has no absolute unit: w
 
 # settings ensemble members must share (what their slices and units are)
 ENSEMBLE_SHARED = ('modality_A', 'modality_B', 'direction', 'context_slices', 'crop_size', 'preprocess',
-                   'ct_window', 'mr_percentiles', 'input_nc', 'output_nc')
+                   'ct_window', 'mr_percentiles', 'input_nc', 'output_nc', 'target_spacing')
 
 
 # options a checkpoint without stored options (the classic toolkit's) must be given on the command line
@@ -53,7 +56,9 @@ class PredictSettings:
     mr_percentiles: tuple[float, float]
     affine_tol: float
     context: int = 0                      # --context_slices K: 2K+1 neighbouring slices as channels
-    tta: str = 'none'                     # --tta: 'flip' averages the in-plane flips
+    tta: str = 'none'                     # --tta: 'flip' averages the in-plane flips (3D: the 8 mirrorings)
+    patch: tuple[int, int, int] | None = None   # a 3D network's --patch_size, its sliding window; None: slice-wise
+    spacing: tuple[float, float, float] | None = None   # a 3D network's --target_spacing (mm); None: native grid
 
     @property
     def target_map(self) -> IntensityMap:
@@ -98,10 +103,27 @@ def generator_path(checkpoints_dir: str, name: str, epoch: str) -> str:
     raise FileNotFoundError(f'checkpoint {wanted} does not exist; {folder} has generator checkpoints for --epoch '
                             f'{", ".join(epochs) if epochs else "(none)"}')
 
+def is_volume_checkpoint(options: dict) -> bool:
+    """Whether stored training ``options`` are a 3D network's (--netG unet3d on 3D patches: sliding windows,
+    inference/sliding_window.py) rather than a slice-wise one's."""
+    return is_volume_generator(str(options.get('netG', '')))
+
+
+def describe_kind(name: str, options: dict) -> str:
+    """'NAME (a 3D network, --netG unet3d)' or 'NAME (slice-wise, --netG sam_unet)', for refusals."""
+    kind = 'a 3D network' if is_volume_checkpoint(options) else 'slice-wise'
+    return f'{name} ({kind}, --netG {options.get("netG", "?")})'
+
+
 def member_settings_conflict(names: list[str], options: list[dict]) -> str | None:
-    """The first ENSEMBLE_SHARED setting two members differ in, as a sentence naming both; None when they agree."""
+    """The first ENSEMBLE_SHARED setting two members differ in, as a sentence naming both; None when they agree.
+    A 3D member beside a slice-wise one is refused first."""
     first, ref = names[0], options[0]
     for name, opts in zip(names[1:], options[1:]):
+        if is_volume_checkpoint(ref) != is_volume_checkpoint(opts):
+            return (f'ensemble members {describe_kind(first, ref)} and {describe_kind(name, opts)} cannot be '
+                    f'fused: one predicts whole volumes by sliding windows, the other slice by slice; ensemble '
+                    f'3D checkpoints with 3D ones and slice-wise with slice-wise')
         for key in ENSEMBLE_SHARED:
             a, b = ref.get(key, 0 if key == 'context_slices' else None), opts.get(key, 0 if key == 'context_slices'
                                                                                    else None)
@@ -174,9 +196,12 @@ def load_generator(checkpoints_dir: str, name: str, epoch: str = 'latest', devic
                            f'{opt.norm}: {str(exc).splitlines()[0]}') from None
     net.to(device).eval()
     source, target = source_target(opt)
+    volume = is_volume_checkpoint(vars(opt))
     settings = PredictSettings(source, target, int(opt.crop_size), opt.preprocess, opt.planes, opt.fuse,
                                int(opt.input_nc), tuple(opt.ct_window), tuple(opt.mr_percentiles),
-                               float(opt.affine_tol), int(opt.context_slices), opt.tta)
+                               float(opt.affine_tol), int(opt.context_slices), opt.tta,
+                               parse_patch_size(opt.patch_size) if volume else None,
+                               parse_spacing(getattr(opt, 'target_spacing', '')) if volume else None)
     return TrainedGenerator(net, settings, device, path, vars(opt))
 
 

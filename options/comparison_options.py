@@ -19,6 +19,7 @@ from evaluation.comparison.plan import (
     TRAIN_ONLY,
     Run,
     check_slice_names,
+    row_shared,
     data_record,
     flatten,
     group_flags,
@@ -41,10 +42,19 @@ def test_parser(tokens: list[str]) -> argparse.ArgumentParser:
 
 
 def ablation_runs(spec: str, model: str, own: list[str], base: list[str]) -> list[Run]:
-    """The runs of --ablation ``spec`` for ``model``."""
-    if spec in ABLATIONS:
+    """The runs of --ablation ``spec`` for ``model``; ``NAME=KEY1,KEY2`` keeps only those rows of the named
+    ablation NAME (e.g. synthrad2025=mrnet,pix2pix,recipe)."""
+    name, _, picked = spec.partition('=')
+    if name in ABLATIONS:
+        keys = [k.strip() for k in picked.split(',') if k.strip()]
+        unknown = [k for k in keys if k not in [row[0] for row in ABLATIONS[name]]]
+        if unknown:
+            raise ValueError(f'--ablation "{spec}": {", ".join(unknown)} is not a row of {name} '
+                             f'({", ".join(row[0] for row in ABLATIONS[name])})')
         runs = []
-        for key, label, flags, *extra in ABLATIONS[spec]:
+        for key, label, flags, *extra in ABLATIONS[name]:
+            if keys and key not in keys:
+                continue
             other = extra[0] if extra and extra[0] and extra[0] != model else None
             runs.append(Run(key, label, other or model, flags if other else own + flags,
                             folds=extra[1] if len(extra) > 1 else 0))
@@ -125,26 +135,27 @@ def plan(args: argparse.Namespace, shared_tokens: list[str]) -> tuple[list[Run],
         common = ['--model', run.model, '--name', run.name, '--checkpoints_dir', args.checkpoints_dir]
         if dataroot:
             common += ['--dataroot', dataroot]
-        tp = train_parser(common + flatten(groups) + run.args)
-        sp = test_parser(common + flatten(groups) + run.args)
+        shared = row_shared(groups, user, run.model)
+        tp = train_parser(common + flatten(shared) + run.args)
+        sp = test_parser(common + flatten(shared) + run.args)
         unknown = [f for f in group_flags(run.args) if not has_option(tp, f) and not has_option(sp, f)]
         if unknown:
             raise ValueError(f'{run.label}: {", ".join(unknown)} is not an option of --model {run.model}')
         own = group_flags(run.args)
-        run.train_args = common + route(groups, tp, TEST_ONLY) + route(own, tp, TEST_ONLY)
+        run.train_args = common + route(shared, tp, TEST_ONLY) + route(own, tp, TEST_ONLY)
         run.test_epoch = 'best' if tp.parse_args(run.train_args).val_freq > 0 else 'latest'
         test_common = [t if t != run.name else ','.join(run.members) for t in common]
         run.test_args = (test_common + ['--results_dir', args.results_dir, '--epoch', run.test_epoch, '--phase',
-                                        'test'] + route(groups, sp, TRAIN_ONLY) + route(own, sp, TRAIN_ONLY))
+                                        'test'] + route(shared, sp, TRAIN_ONLY) + route(own, sp, TRAIN_ONLY))
         parsers += [tp, sp]
     unknown = [f for f in groups if not any(has_option(p, f) for p in parsers)]
     if unknown:
         raise ValueError(f'{", ".join(unknown)}: not an option of train.py or test.py for '
                          f'{", ".join(sorted({r.model for r in runs}))} (give full flag names)')
     opt = train_parser(runs[0].train_args).parse_args(runs[0].train_args)
-    if opt.dataset_mode != 'triplanar_aligned':
-        raise ValueError(f'compare.py scores volumes: it needs --dataset_mode triplanar_aligned '
-                         f'(got {opt.dataset_mode})')
+    if opt.dataset_mode not in ('triplanar_aligned', 'patch3d'):
+        raise ValueError(f'compare.py scores volumes: it needs --dataset_mode triplanar_aligned (or the 3D row\'s '
+                         f'patch3d; got {opt.dataset_mode})')
     record = {'tag': args.name, 'mode': 'ablation' if args.ablation else 'models',
               'shared': {k: v for k, v in typed_values(groups, parsers).items() if k not in NOT_COMPARED},
               'data': data_record(opt, dataroot), 'external': [],

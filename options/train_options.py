@@ -4,6 +4,7 @@ import argparse
 from models.amp import add_amp_options
 from evaluation.validation import add_validation_options
 from .base_options import BaseOptions
+from .training_budget import add_budget_option
 
 
 class TrainOptions(BaseOptions):
@@ -55,4 +56,4 @@ class TrainOptions(BaseOptions):
                             help='learning rate policy. [linear | step | plateau | cosine]')
         parser.add_argument('--lr_decay_iters', type=int, default=50,
                             help='multiply by a gamma every lr_decay_iters iterations')
-        return add_amp_options(add_validation_options(parser))
+        return add_budget_option(add_amp_options(add_validation_options(parser)))

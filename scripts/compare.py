@@ -6,6 +6,7 @@ section needs (the paper's Tables II-V and Figs. 3-4).
     python scripts/compare.py --dataroot DIR --models mrnet --ablation n_masks=1,2,3,4,6,7 --name TAG   # Table IV
     python scripts/compare.py --dataroot DIR --ablation losses --name TAG   # Table V: GAN + L1 vs + feature + mask
     python scripts/compare.py --dataroot DIR --ablation sam --name TAG      # with and without the SAM branch
+    python scripts/compare.py --dataroot DIR --models mrnet,pix2pix --dose photon,proton --name TAG   # + dose
 
 Every run trains with the same shared options: the paper's settings (section IV-B: triplanar 3x256x256 slices,
 batch 4, Adam lr 1e-4 and beta1 0.5, 40 epochs, seed 2024, 70x70 PatchGAN with the LSGAN objective, and the
@@ -46,8 +47,11 @@ if ROOT not in sys.path:
 
 from evaluation.comparison.plan import Run, merge_record  # noqa: E402
 from evaluation.comparison.results import options_path, run_record_path, tag_dir  # noqa: E402
+from evaluation.comparison.flops import trained_images, training_step_flops  # noqa: E402
 from evaluation.comparison.timing import measure_generator  # noqa: E402
 from options.comparison_options import plan, reuse_training, train_parser  # noqa: E402
+from options.training_budget import budget_spent  # noqa: E402
+from options.dose_options import add_dose_arguments, dose_outdated, dose_tokens  # noqa: E402
 from util.checkpoint import training_done  # noqa: E402
 from util.cli import run_cli, run_logged  # noqa: E402
 from util.json_file import read_json, write_json  # noqa: E402
@@ -69,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                         'mrnet,pix2pix,cycle_gan; with --ablation: mrnet)')
     p.add_argument('--ablation', default=None,
                    help='instead of several models, variants of one: "losses" (Table V), "sam" (with and without '
-                        'SAM) or FLAG=V1,V2,... (e.g. n_masks=1,2,3,4,6,7 for Table IV; true/false for switches)')
+                        'SAM), "synthrad2025" (docs/beyond_the_paper.md), NAME=ROW1,ROW2 (only those rows of one of '
+                        'them, e.g. synthrad2025=mrnet,pix2pix,recipe) or FLAG=V1,V2,... (e.g. '
+                        'n_masks=1,2,3,4,6,7 for Table IV; true/false for switches)')
     p.add_argument('--dataroot', default=None, help='one folder per subject (default: the demo dataset)')
     p.add_argument('--checkpoints_dir', default='./checkpoints')
     p.add_argument('--results_dir', default='./results')
@@ -85,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                         '--fold i) and test the ensemble of its K checkpoints (test.py --name a,b,c)')
     p.add_argument('--force', action='store_true', help='train and test the runs of this call again')
     p.add_argument('--quiet', action='store_true', help='do not echo train.py/test.py output (logs/ keeps it)')
-    return p
+    return add_dose_arguments(p)        # --dose ...: passed to test.py; a row tested without them is tested again
 
 
 
@@ -113,6 +119,14 @@ def measure_test_cost(test_args: list[str], n_slices: int) -> dict:
     return measure_generator(opt, ensemble_names(opt.name), n_slices)
 
 
+def measure_step_flops(train_args: list[str]) -> float:
+    """:func:`evaluation.comparison.flops.training_step_flops` for a run's train.py arguments."""
+    from options.train_options import TrainOptions
+    with contextlib.redirect_stdout(io.StringIO()):
+        opt = TrainOptions().parse(train_args, setup_device=False)
+    return training_step_flops(opt)
+
+
 def execute(run: Run, folder: str, args: argparse.Namespace, trained_runs: dict | None = None) -> dict:
     """Train (or resume, or reuse), test (or reuse) and measure one run (every fold of a --folds row); returns its
     record. ``trained_runs`` (training flags -> experiment) lets a row that differs in test flags only reuse an
@@ -135,8 +149,9 @@ def execute(run: Run, folder: str, args: argparse.Namespace, trained_runs: dict 
     trained = False
     for i, member in enumerate(run.members):
         checkpoint_dir = os.path.join(args.checkpoints_dir, member)
-        if training_done(checkpoint_dir, last_epoch):
-            print(f'[compare] {run.label}: reusing the trained {member} (epoch {last_epoch} done)', flush=True)
+        if training_done(checkpoint_dir, last_epoch) or budget_spent(checkpoint_dir, opt.time_budget_min):
+            print(f'[compare] {run.label}: reusing the trained {member} (epoch {last_epoch} or the time budget done)',
+                  flush=True)
             continue
         resume = os.path.isfile(os.path.join(checkpoint_dir, 'latest_state.pth'))
         print(f'[compare] {run.label}: {"resuming" if resume else "training"} {member}', flush=True)
@@ -151,10 +166,14 @@ def execute(run: Run, folder: str, args: argparse.Namespace, trained_runs: dict 
             write_json(record_path, record)
         trained = True
     record['iteration_seconds'] = run_iteration_seconds(run, args.checkpoints_dir)
+    if trained or not math.isfinite(record.get('step_flops', math.nan)):
+        record['step_flops'] = measure_step_flops(run.member_train_args(0))
+    images = sum(trained_images(os.path.join(args.checkpoints_dir, m)) for m in run.members)
+    record['train_flops'] = record['step_flops'] * images / opt.batch_size
     metrics = os.path.join(result_dir, f'test_{run.test_epoch}', 'metrics.csv')
-    if trained or not os.path.isfile(metrics):
+    if trained or not os.path.isfile(metrics) or dose_outdated(args, os.path.dirname(metrics)):
         print(f'[compare] {run.label}: testing {",".join(run.members)}', flush=True)
-        record['test_seconds'] = run_logged([sys.executable, TEST, *run.test_args],
+        record['test_seconds'] = run_logged([sys.executable, TEST, *run.test_args, *dose_tokens(args)],
                                             os.path.join(logs, f'{run.key}_test.log'), args.quiet)
     else:
         print(f'[compare] {run.label}: reusing the test results {metrics}', flush=True)

@@ -1,6 +1,7 @@
 """The docs/beyond_the_paper.md rows of a compare.py ``--ablation synthrad2025`` folder: each row's fused-volume MAE
 (HU), PSNR, SSIM (its metrics.csv) and SynthRAD2025 MS-SSIM (scored here from the fused volume and the subject's CT
-and mask), with its training and prediction cost as ratios to plain MRNet of the same call."""
+and mask), the PSNR and SSIM of the whole volume (no mask: what a planning system sees, air included), with its
+training and prediction cost as ratios to plain MRNet of the same call."""
 from __future__ import annotations
 
 import csv
@@ -12,14 +13,25 @@ import numpy as np
 from data.layouts import MASK_NAME, find_modality
 from evaluation.comparison.results import options_path, run_record_path
 from evaluation.external import score_subject
+from evaluation.metrics import metric_window, volume_metrics
+from util.image_io import read_image
 from util.json_file import read_json
 from util.training_log import LOG_NAME, iteration_seconds
 
 REFERENCE = 'mrnet'
 
 
+def whole_volume_scores(pred_path: str, truth_path: str) -> dict[str, float]:
+    """{'psnr_whole', 'ssim_whole'}: SynthRAD2023's PSNR and SSIM of a synthetic CT (HU) against its CT over the
+    whole volume (every voxel counts, the air around the body too), both clipped to [-1024, 3000] HU."""
+    pred, truth = read_image(pred_path)[0], read_image(truth_path)[0]
+    scores = volume_metrics(pred, truth, np.ones(truth.shape, bool), metric_window('synthrad2023', 'ct'))
+    return {'psnr_whole': scores['psnr'], 'ssim_whole': scores['ssim']}
+
+
 def fused_scores(folder: str, run: dict, dataroot: str) -> dict[str, float] | None:
-    """Mean over test subjects of the fused volume's MAE, PSNR, SSIM (metrics.csv) and MS-SSIM (computed)."""
+    """Mean over test subjects of the fused volume's MAE, PSNR, SSIM (metrics.csv, inside the body mask), MS-SSIM
+    (computed, in the mask) and whole-volume PSNR and SSIM (computed, no mask: :func:`whole_volume_scores`)."""
     test_dir = os.path.join(folder, run['test_dir'])
     path = os.path.join(test_dir, 'metrics.csv')
     if not os.path.isfile(path):
@@ -27,14 +39,16 @@ def fused_scores(folder: str, run: dict, dataroot: str) -> dict[str, float] | No
     with open(path) as f:
         rows = [r for r in csv.DictReader(f) if r['level'] == 'volume' and r['plane'] == 'fused']
     scores = {k: float(np.mean([float(r[k]) for r in rows])) for k in ('mae', 'psnr', 'ssim')}
-    ms = []
+    ms, whole = [], []
     for r in rows:
         subject = os.path.join(dataroot, r['subject'])
         pred = os.path.join(test_dir, 'volumes', f"{r['subject']}_fake_B_fused.nii.gz")
         truth = find_modality(subject, r['subject'], 'ct')
         mask = find_modality(subject, r['subject'], MASK_NAME)
         ms.append(score_subject(pred, truth, mask, 'ct', metrics='synthrad2025')[0]['ms_ssim'])
+        whole.append(whole_volume_scores(pred, truth))
     scores['ms_ssim'] = float(np.mean(ms))
+    scores.update({k: float(np.mean([w[k] for w in whole])) for k in ('psnr_whole', 'ssim_whole')})
     return scores
 
 

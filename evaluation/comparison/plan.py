@@ -38,6 +38,16 @@ NOT_COMPARED = ('gpu_ids', 'num_threads', 'display_id', 'display_freq', 'display
                 'save_epoch_freq', 'save_by_iter', 'verbose', 'open_volumes', 'cache_dir', 'display_winsize')
 
 
+# the 3D row (--model unet3d: 3D patches, sliding windows at test time): flags of slices that do not apply to it,
+# and the paper's shared defaults it replaces with its own (batch 2, beta1 0.9, as models/unet3d_model.py sets them;
+# given on the command line they still apply). --max_dataset_size counts slices; a 3D epoch is
+# --patches_per_subject patches per subject: compare rows of both kinds at equal time (--time_budget_min).
+VOLUME_MODELS = ('unet3d',)
+SLICE_ONLY = ('--dataset_mode', '--crop_size', '--load_size', '--input_nc', '--output_nc', '--planes',
+              '--min_foreground', '--context_slices', '--augment', '--preprocess', '--max_dataset_size')
+VOLUME_OWN = ('--batch_size', '--beta1')
+
+
 # the rows of the paper's Tables II and III, MRNet (the reference) first
 PAPER_MODELS = ('mrnet', 'pix2pix', 'cycle_gan', 'tcgan', 'transunet', 'swin_unet', 'resvit', 'ppt')
 
@@ -62,7 +72,8 @@ ABLATIONS = {
                      ('context', 'MRNet + 2.5D (--context_slices 1)', ['--context_slices', '1']),
                      ('sam_perceptual', 'MRNet + SAM perceptual (--lambda_sam_perceptual 10)',
                       ['--lambda_sam_perceptual', '10']),
-                     ('ensemble', 'MRNet, 2-fold ensemble (--folds 2)', [], None, 2)],
+                     ('ensemble', 'MRNet, 2-fold ensemble (--folds 2)', [], None, 2),
+                     ('unet3d', '3D U-Net (--model unet3d: 3D patches, sliding windows)', [], 'unet3d')],
 }
 
 
@@ -129,6 +140,14 @@ def group_flags(tokens: list[str]) -> dict[str, list[str]]:
 
 def flatten(groups: dict[str, list[str]]) -> list[str]:
     return [t for flag, values in groups.items() for t in (flag, *values)]
+
+
+def row_shared(groups: dict[str, list[str]], user: dict[str, list[str]], model: str) -> dict[str, list[str]]:
+    """The shared flags a row of ``model`` gets: all of ``groups`` for a slice model; for a 3D one (VOLUME_MODELS)
+    without SLICE_ONLY, and without the paper's VOLUME_OWN defaults unless the command line (``user``) gave them."""
+    if model not in VOLUME_MODELS:
+        return groups
+    return {f: v for f, v in groups.items() if f not in SLICE_ONLY and (f not in VOLUME_OWN or f in user)}
 
 
 def parse_models(text: str | None, ablation: bool) -> list[str]:

@@ -7,6 +7,7 @@ import functools
 import glob
 import os
 import shlex
+import shutil
 
 from dominate import tags
 
@@ -14,7 +15,8 @@ from util.checkpoint import atomic_write
 from evaluation.comparison.figures import (DataInfo, SubjectFiles, choose_slices, draw_strip, load_subject,
                                            plot_loss_curves, plot_metric_boxes, strip_panels)
 from evaluation.comparison.results import (Result, Section, load_results, markdown_tables, options_path,
-                                           table_sections, write_table_csv)
+                                           safe_label, table_sections, write_table_csv)
+from evaluation.dose.columns import figure_files
 from util.json_file import read_json
 from util.html import HTML
 from util.intensity import modality_kind
@@ -75,6 +77,30 @@ def html_table(section: Section) -> tags.table:
     return table
 
 
+def add_dose_figures(page: HTML, results: list[Result]) -> None:
+    """Per row with dose columns and per subject, its DVH and dose slice pictures (drawn beside its fused volume
+    by evaluation/dose/subject_dose.py), copied into the report's images/ as dose_<row>_<file>."""
+    image_dir = page.get_image_dir()
+    for old in glob.glob(os.path.join(glob.escape(image_dir), 'dose_*.png')):
+        os.remove(old)
+    rows = [r for r in results if r.dose]
+    if rows:
+        page.add_header('Dose per subject: DVH (CT solid, synthetic CT dashed); CT dose, synthetic CT dose, '
+                        'difference and gamma (2 %/2 mm) through the target\'s centre')
+    for r in rows:
+        modalities = tuple(r.dose.get('settings', {}).get('modalities', ()))
+        for subject in sorted({v['subject'] for v in r.volumes if (v['subject'], 'fused') in r.volume_files}):
+            names = []
+            for path in figure_files(r.volume_files[(subject, 'fused')], modalities):
+                if os.path.isfile(path):
+                    names.append(f'dose_{safe_label(r.label)}_{os.path.basename(path)}')
+                    shutil.copyfile(path, os.path.join(image_dir, names[-1]))
+            notes = '; '.join(r.dose.get('subjects', {}).get(subject, {}).get('notes', []))
+            if names:
+                page.add_images(names, [f'{r.label}, {subject}' + (f' ({notes})' if notes else '')] +
+                                [f'{r.label}, {subject}'] * (len(names) - 1), names, width=560)
+
+
 def write_report(folder: str, find_files: SubjectFiles) -> str:
     """Rebuild the report of the comparison in ``folder`` (results/compare_TAG); returns the page's path.
 
@@ -123,4 +149,5 @@ def write_report(folder: str, find_files: SubjectFiles) -> str:
             scores = ', '.join(f'{p.title.splitlines()[0]} {p.psnr:.2f} dB' for p in panels if p.error is not None)
             page.add_images([file], [f'{ref.name} ({ref.reason}); PSNR of this slice: {scores}; error scale 0 to '
                                      f'{vmax:.4g} {unit}'], [file], width=min(1600, 260 * len(panels)))
+    add_dose_figures(page, results)
     return page.save()

@@ -15,11 +15,15 @@ over subjects."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 from dataclasses import dataclass, field
 from typing import Callable
 
+from evaluation.dose.columns import DOSE_RECORD, dose_columns
+from evaluation.dose.columns import DECIMALS as DOSE_DECIMALS, HIGHER_IS_BETTER as DOSE_HIGHER, NOTE as DOSE_NOTE
+from evaluation.dose.columns import TITLES as DOSE_TITLES, split_column
 from evaluation.metrics import finite_stats
 from util.checkpoint import atomic_write
 from util.json_file import read_json
@@ -33,6 +37,9 @@ HIGHER_IS_BETTER = {'psnr': True, 'ssim': True, 'ms_ssim': True, 'mae': False}
 METRIC_TITLES = {'psnr': 'PSNR', 'ssim': 'SSIM', 'ms_ssim': 'MS-SSIM', 'mae': 'MAE'}
 DECIMALS = {'psnr': 2, 'ssim': 4, 'ms_ssim': 4, 'mae': 2}
 PREFIX = 'compare_'
+DOSE_METRICS = tuple(dose_columns())                     # the fused volume's, with test.py / evaluate.py --dose
+HIGHER_IS_BETTER.update({c: DOSE_HIGHER[split_column(c)[0]] for c in DOSE_METRICS})
+DECIMALS.update({c: DOSE_DECIMALS[split_column(c)[0]] for c in DOSE_METRICS})
 
 
 def tag_dir(results_dir: str, tag: str) -> str:
@@ -100,7 +107,7 @@ def read_metrics_csv(path: str) -> list[dict]:
     with open(path, newline='') as f:
         rows = list(csv.DictReader(f))
     for row in rows:
-        for m in dict.fromkeys(VOLUME_METRICS + VOLUME_METRICS_2025):
+        for m in dict.fromkeys(VOLUME_METRICS + VOLUME_METRICS_2025 + DOSE_METRICS):
             row[m] = _number(row.get(m, ''))
         row['slice'] = int(row['slice']) if row.get('slice') not in ('', None) else -1
     return rows
@@ -124,6 +131,8 @@ class Result:
     inference_ms: float = math.nan
     name: str = ''                # experiment name (trained runs) or prediction folder (outside results)
     loss_log: str = ''
+    dose: dict = field(default_factory=dict)   # the dose columns' settings and notes (evaluation/dose/), if any
+    train_flops: float = math.nan # training FLOPs: one step's (FlopCounterMode) x the steps trained
 
     def slice_stat(self, metric: str, plane: str | None = None) -> Stat:
         return Stat.of(r[metric] for r in self.slices if plane is None or r['plane'] == plane)
@@ -156,13 +165,17 @@ def load_results(folder: str) -> list[Result]:
         results.append(Result(run['label'], run['model'], slices, volumes, files,
                               record.get('params_total', math.nan), record.get('params_frozen', math.nan),
                               record.get('train_seconds', math.nan), record.get('inference_ms', math.nan),
-                              run['name'], os.path.join(folder, run['loss_log'])))
+                              run['name'], os.path.join(folder, run['loss_log']),
+                              read_json(os.path.join(test_dir, DOSE_RECORD))
+                              if os.path.isfile(os.path.join(test_dir, DOSE_RECORD)) else {},
+                              record.get('train_flops', math.nan)))
     for key in options.get('external', []):
         meta_path, csv_path = external_paths(folder, key)
         meta = read_json(meta_path)
         _, volumes = split_rows(read_metrics_csv(csv_path))
         results.append(Result(meta['label'], 'outside', [], volumes,
-                              {(s, meta['plane']): p for s, p in meta['files'].items()}, name=meta['pred']))
+                              {(s, meta['plane']): p for s, p in meta['files'].items()}, name=meta['pred'],
+                              dose=meta.get('dose') or {}))
     return results
 
 
@@ -237,6 +250,21 @@ def volume_metric_names(results: list[Result]) -> tuple[str, ...]:
     return VOLUME_METRICS_2025 if has_2025 else VOLUME_METRICS
 
 
+def dose_title(name: str) -> str:
+    """'photon dose MAE' ... of a dose column."""
+    metric, modality = split_column(name)
+    return f'{modality} {DOSE_TITLES[metric]}'
+
+
+def dose_note(results: list[Result]) -> str:
+    """How the dose columns were made: the metrics, and the settings of the rows' dose records (all of them when
+    the rows differ)."""
+    settings = {json.dumps(r.dose.get('settings', {}), sort_keys=True) for r in results if r.dose}
+    shown = '; '.join(', '.join(f'{k} {v}' for k, v in json.loads(text).items()) for text in sorted(settings))
+    differ = ' THE ROWS WERE SCORED WITH DIFFERENT DOSE SETTINGS: ' if len(settings) > 1 else ' Settings: '
+    return f'Fused volume, mean ± std over test subjects. {DOSE_NOTE}.{differ}{shown or "not recorded"}.'
+
+
 def table_sections(results: list[Result], device: str = '') -> list[Section]:
     """The report's tables, each with a row per result: per-slice PSNR/SSIM (the paper's Tables II-V), the
     SynthRAD2023 volume metrics per plane and fused, and cost (parameters, training and inference time)."""
@@ -261,17 +289,27 @@ def table_sections(results: list[Result], device: str = '') -> list[Section]:
                  f'and {window} (MR: the target\'s normalisation window), inside the '
                  'body mask; mean ± std over test subjects.', results, volume_stats),
     ]
+    dose = [c for c in DOSE_METRICS if any(math.isfinite(v.get(c, math.nan)) for r in results for v in r.volumes)]
+    if dose:
+        sections.append(_section('Dose: the plan on the CT recomputed on the synthetic CT', dose_note(results),
+                                 results, [(dose_title(c), c, lambda r, c=c: r.volume_stat(c, 'fused'))
+                                           for c in dose]))
     cost_rows = []
     for r in results:
         has_frozen = math.isfinite(r.params_frozen) and r.params_frozen > 0
         frozen = f' ({r.params_frozen / 1e6:.2f} M frozen)' if has_frozen else ''
         params = f'{r.params_total / 1e6:.2f} M{frozen}' if math.isfinite(r.params_total) else '-'
         infer = f'{r.inference_ms:.2f} ms' if math.isfinite(r.inference_ms) else '-'
-        cost_rows.append([Cell(r.label), Cell(params), Cell(format_seconds(r.train_seconds)), Cell(infer)])
+        flops = f'{r.train_flops / 1e12:.3g} T' if math.isfinite(r.train_flops) else '-'
+        cost_rows.append([Cell(r.label), Cell(params), Cell(format_seconds(r.train_seconds)), Cell(flops),
+                          Cell(infer)])
     sections.append(Section('Cost', 'Parameters of the A -> B generator used at test time (trainable + frozen; the '
-                            'frozen part in brackets), training wall time (all sessions), inference time per slice '
-                            f'(generator forward, batch 1{", " + device if device else ""}).',
-                            ['model', 'parameters', 'training time', 'inference / slice'], cost_rows))
+                            'frozen part in brackets), training wall time (all sessions), training FLOPs (one step '
+                            'counted with torch\'s FlopCounterMode, times the steps trained), inference time per '
+                            f'slice (generator forward, batch 1{", " + device if device else ""}; a 3D row: its '
+                            'sliding-window pass over a test volume per slice of that volume).',
+                            ['model', 'parameters', 'training time', 'training FLOPs', 'inference / slice'],
+                            cost_rows))
     return sections
 
 
@@ -311,8 +349,12 @@ def csv_row(result: Result, planes: list[str]) -> dict:
     for p in [*planes, 'fused']:
         for m in volume_metric_names([result]):
             put(f'volume_{m}_{p}', result.volume_stat(m, p))
+    for c in DOSE_METRICS:
+        if any(math.isfinite(r.get(c, math.nan)) for r in result.volumes):
+            put(c, result.volume_stat(c, 'fused'))
     for key, value in (('params_total', result.params_total), ('params_frozen', result.params_frozen),
-                       ('train_seconds', result.train_seconds), ('inference_ms_per_slice', result.inference_ms)):
+                       ('train_seconds', result.train_seconds), ('train_flops', result.train_flops),
+                       ('inference_ms_per_slice', result.inference_ms)):
         row[key] = value if math.isfinite(value) else ''
     return row
 
