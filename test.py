@@ -17,10 +17,14 @@ from data import create_dataset
 from evaluation.result_page import ResultPage
 from evaluation.scoring import make_evaluator, summary_sections
 from evaluation.validation import BEST_LABEL, best_note
+from inference.body_composite import checkpoint_composite
+from inference.volume_model import SlidingWindowModel, check_checkpoint_kind
 from inference.test_time import create_test_model, ensemble_result_name, run_test, write_members
+from options.dose_options import dataset_dose_scorer
 from options.ingredients import ensemble_names
 from options.test_options import TestOptions
 from util.cli import run_cli
+from util.disk import check_writable
 from util.html import HTML
 from util.seed import seed_everything
 from util.util import check_unique_names
@@ -29,21 +33,33 @@ from util.visualizer import save_images
 
 def main(args: list[str] | None = None) -> str:
     """Returns the path of the result page."""
-    opt = TestOptions().parse(args)
+    options = TestOptions()
+    opt = options.parse(args)
+    names = ensemble_names(opt.name)
+    volume = check_checkpoint_kind(opt, names)  # 3D checkpoints: whole volumes by sliding windows; refused mixes
+    if volume:
+        opt.batch_size = 1                      # whole volumes of different shapes, one at a time
+    split = getattr(opt, 'split', '') or opt.phase      # --split all: results/NAME/all_<epoch>
+    label = f'{split}_{opt.epoch}' + (f'_iter{opt.load_iter}' if opt.load_iter > 0 else '')
+    web_dir = os.path.join(opt.results_dir, ensemble_result_name(names), label)
+    check_writable(web_dir, os.path.join(web_dir, 'test_opt.txt'))     # a read-only --results_dir: before any work
     seed_everything(opt.seed)
     dataset = create_dataset(opt)
+    opt.dose_scorer = dataset_dose_scorer(opt, dataset.dataset)     # --dose: no CT or no pyRadPlan refused now
     total = len(dataset) if opt.num_test <= 0 else min(opt.num_test, len(dataset))
     sources = dataset.dataset.item_sources()
     if sources:
         check_unique_names(sources[:total])     # only the items that will be written can clash (--num_test)
-    names = ensemble_names(opt.name)
-    model = create_test_model(opt, names)       # --name a,b,c: an ensemble, fused voxel-wise (--ensemble_fuse)
+    options.save_table(web_dir)                 # test_opt.txt beside the results: the checkpoints may be read-only
+    # --name a,b,c: an ensemble, fused voxel-wise (--ensemble_fuse)
+    model = SlidingWindowModel(opt, names) if volume else create_test_model(opt, names)
     model.prepare_data(dataset)
+    epoch = f'iter_{opt.load_iter}' if opt.load_iter > 0 else opt.epoch
+    opt.body_composite = checkpoint_composite(opt.outside_body, opt.checkpoints_dir, names, epoch)  # the evaluator's
+    if opt.body_composite:
+        print(f'--outside_body {opt.outside_body}: {opt.body_composite.describe()}')
     if opt.epoch == BEST_LABEL:
         print(best_note(model.save_dir))
-    split = getattr(opt, 'split', '') or opt.phase      # --split all: results/NAME/all_<epoch>
-    label = f'{split}_{opt.epoch}' + (f'_iter{opt.load_iter}' if opt.load_iter > 0 else '')
-    web_dir = os.path.join(opt.results_dir, ensemble_result_name(names), label)
     webpage = HTML(web_dir, f'Experiment = {opt.name}, Phase = {opt.phase}, Epoch = {opt.epoch}')
     evaluator = make_evaluator(opt, web_dir, dataset.dataset)
     result_page = ResultPage(webpage, evaluator, opt)

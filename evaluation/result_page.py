@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from evaluation.dose.page import add_dose_section
 from evaluation.metrics import finite_stats, metric_window
 from evaluation.scoring import ScoredSubject, SliceEvaluator, VolumeEvaluator
 from util.drawing import colorize, mid_slice_image
@@ -53,7 +54,10 @@ class ResultPage:
     def shows(self, data: dict, k: int) -> bool:
         """Whether item ``k`` of the batch gets its row of images: every 2D item; with ``--page_slices N`` the N
         slices of each subject and plane at 1/(N+1) .. N/(N+1) of the body's extent (the central one included for
-        odd N; edge slices hold little body), every slice with 0. Volumes and metrics use them all."""
+        odd N; edge slices hold little body), every slice with 0. Volumes and metrics use them all. A whole volume
+        (a 3D network's item) gets none: its subject's mid-slice figure shows it."""
+        if self.volumes and 'plane' not in data:
+            return False
         if self.page_slices <= 0:
             return True
         key = (data['subject'][k], data['plane'][k])
@@ -85,8 +89,9 @@ class ResultPage:
         error_rgb = colorize(montage(error / error_max * 2 - 1, zooms))
         ssim_name = ev.metric_names[2]
         scores = scored.scores
+        how = f'{ev.fuse} of {"".join(scored.planes)}' if scored.planes else 'whole volume, 3D'
         captions = [f'{scored.name}: input {source}',
-                    f'synthesized {target} ({ev.fuse} of {"".join(scored.planes)}): MAE {scores["mae"]:.2f} '
+                    f'synthesized {target} ({how}): MAE {scores["mae"]:.2f} '
                     f'{self.unit}, PSNR {scores["psnr"]:.2f} dB, {ssim_name.upper().replace("_", "-")} '
                     f'{scores[ssim_name]:.4f}',
                     f'ground truth {target}', f'|error|, 0 to {error_max:.0f} {self.unit}']
@@ -136,6 +141,9 @@ class ResultPage:
         for name, problems in ev.problems.items():
             webpage.add_text(f'{name}: ' + '; '.join(f'{m.upper()} not computed ({why})'
                                                      for m, why in problems.items()), top=True)
+        if ev.dose is not None:       # test.py --dose
+            add_dose_section(webpage, ev.rows, ev.dose,
+                             lambda name: os.path.join(ev.volume_dir, f'{name}_{ev.pred}_fused.nii.gz'))
         for name, images, captions in self.figures:
             files = [f'{name}_volume_{label}.png' for label in FIGURE_LABELS]
             for file, image in zip(files, images):

@@ -23,12 +23,14 @@ import numpy as np
 import torch
 
 from data.slice_store import Subject
+from evaluation.dose.columns import DOSE_RECORD
 from evaluation.metrics import METRIC_SETS, finite_stats, metric_window, slice_metrics, volume_metrics_or_nan, \
     volume_problems
 from inference.reassembly import VolumeAssembler, save_canonical
 from util.checkpoint import atomic_write
 from util.image_io import read_image
 from util.intensity import modality_kind
+from util.json_file import write_json
 from util.slicing import PLANES
 from util.util import output_name
 
@@ -136,6 +138,8 @@ class VolumeEvaluator:
         subject's canonical target volume (source units) once read, shared between evaluators."""
         self.dataset, self.preds, self.pred, self.fuse = dataset, preds, preds[0], opt.fuse
         self.metrics = opt.metrics
+        self.composite = getattr(opt, 'body_composite', None)     # test.py --outside_body: air outside the body
+        self.dose = getattr(opt, 'dose_scorer', None) if write else None   # test.py --dose (evaluation/dose/)
         self.metric_names = METRIC_SETS[self.metrics]
         self.result_dir, self.write = result_dir, write
         self.truths = {} if truths is None else truths
@@ -171,20 +175,29 @@ class VolumeEvaluator:
                 raise ValueError(f'no prediction to put back into volumes: the model shows {", ".join(visuals)}, '
                                  f'none of {", ".join(self.preds)}')
             self.slices.pred = self.pred
-        self.slices.add(data, visuals)
         pred = visuals[self.pred].detach().float().cpu()
+        whole = pred.dim() == 5         # whole volumes (N, C, X, Y, Z) of a 3D network: inference/volume_model.py
+        if not whole:
+            self.slices.add(data, visuals)
         scored = []
         for k, name in enumerate(data['subject']):
             if name not in self.assemblers:
                 geometry = self.dataset.subjects[name].geometry
                 self.assemblers[name] = VolumeAssembler(geometry.canonical_shape, geometry.zooms, self.dataset.mode)
             assembler = self.assemblers[name]
-            assembler.add(data['plane'][k], int(data['slice_index'][k]), pred[k])
+            if whole:
+                assembler.put_volume(pred[k])
+            else:
+                assembler.add(data['plane'][k], int(data['slice_index'][k]), pred[k])
             if spread is not None:
                 if name not in self.spreads:
                     self.spreads[name] = VolumeAssembler(assembler.shape, assembler.zooms, self.dataset.mode, fill=0.0)
-                self.spreads[name].add(data['plane'][k], int(data['slice_index'][k]), spread[k].detach().float().cpu())
-            if assembler.n_slices == self.expected[name]:
+                if whole:
+                    self.spreads[name].put_volume(spread[k].detach().float().cpu())
+                else:
+                    self.spreads[name].add(data['plane'][k], int(data['slice_index'][k]),
+                                           spread[k].detach().float().cpu())
+            if whole or assembler.n_slices == self.expected[name]:
                 try:
                     scored += self._finish_subject(name)
                 except (OSError, ValueError, RuntimeError) as exc:
@@ -209,8 +222,13 @@ class VolumeEvaluator:
             truth, reference = read_image(path)
             self.truths[name] = truth = subject.geometry.to_canonical(truth)
         truth = self.truths[name]
-        mask = np.asarray(self.dataset.arrays(name)['mask']) > 0
+        mask = np.asarray(getattr(self.dataset, 'native_arrays', self.dataset.arrays)(name)['mask']) > 0
         window = self.window(subject)
+        if self.composite is not None:        # inference/body_composite.py
+            keep = self.composite.keep(mask, subject.geometry.zooms)
+            for volumes in (assembler, spreads):
+                if volumes is not None:
+                    volumes.clear_outside(keep)
         volumes = {p: assembler.volumes[p] for p in assembler.planes}
         volumes['fused'] = assembler.fused(self.fuse)
         scores, rows = {}, []
@@ -228,6 +246,11 @@ class VolumeEvaluator:
             if disagreement is not None:
                 save_canonical(disagreement, subject.geometry, reference,
                                os.path.join(self.volume_dir, f'{name}_{self.pred}_disagreement.nii.gz'))
+        if self.dose is not None:       # the fused volume's dose columns
+            dose = self.dose(name, os.path.join(self.volume_dir, f'{name}_{self.pred}_fused.nii.gz'), path,
+                             os.path.dirname(path))
+            scores['fused'].update(dose)
+            rows[-1].update(dose)
         self.rows += rows     # only a subject that went through completely gets rows
         if not self.write:
             return []
@@ -241,14 +264,19 @@ class VolumeEvaluator:
                   f'its volume is not written (run the whole test set to get it)', file=sys.stderr)
         if self.write:
             write_csv(os.path.join(self.result_dir, 'metrics.csv'), self.slices.rows + self.rows)
+        if self.dose is not None:       # the dose columns' settings and notes beside them
+            write_json(os.path.join(self.result_dir, DOSE_RECORD), self.dose.record())
         return self.summary()
 
     def summary(self) -> dict:
         """{'slice': {'n', 'psnr', 'ssim'}, 'x' | 'y' | 'z' | 'fused': {'n', 'mae', 'psnr', 'ssim' or 'ms_ssim'}}
         (means of the finite values over the finished subjects)."""
-        out = {'slice': self.slices.summary()}
+        out = {'slice': self.slices.summary()} if self.slices.rows or not self.rows else {}   # 3D: no slices
         for label in [*PLANES, 'fused']:
             rows = [r for r in self.rows if r['plane'] == label]
             if rows:
                 out[label] = {'n': len(rows), **{m: finite_stats([r[m] for r in rows])[0] for m in self.metric_names}}
+        fused = [r for r in self.rows if r['plane'] == 'fused']
+        if self.dose is not None and fused:     # the fused volumes' dose columns (test.py --dose)
+            out['dose'] = {'n': len(fused), **{c: finite_stats([r[c] for r in fused])[0] for c in self.dose.columns}}
         return out

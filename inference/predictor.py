@@ -23,11 +23,13 @@ import numpy as np
 import torch
 
 from data.context import check_context, context_stack
+from inference.body_composite import BodyComposite, composite_for
 from inference.export.handoff import DICOM_FORMAT, HandOff, write_qa, write_series
 from inference.inputs import VolumeInput, modality_warning, read_mask
 from inference.loading import TrainedGenerator
 from inference.outputs import OutputPlan, members_path
 from inference.reassembly import VolumeAssembler
+from inference.sliding_window import DEFAULT_OVERLAP, predict_canonical
 from inference.test_time import flip_outputs, fuse, write_members
 from util.body_mask import body_mask
 from util.geometry import Geometry
@@ -46,6 +48,7 @@ class Prediction:
     disagreement: np.ndarray | None
     n_slices: int
     mask: np.ndarray | None = None        # the body mask used (file voxel order)
+    composite: BodyComposite | None = None  # --outside_body: air outside the grown mask (None: output kept)
 
 
 def slice_batches(volume: np.ndarray, mask: np.ndarray, zooms: tuple[float, float, float], planes: str, size: int,
@@ -77,10 +80,14 @@ def count_slices(mask: np.ndarray, planes: str) -> int:
 
 def predict_volume(generator: TrainedGenerator, data: np.ndarray, reference, mask: np.ndarray | None = None,
                    label: str = 'volume', planes: str | None = None, fusion: str | None = None,
-                   batch_size: int = 8, progress: bool = True) -> Prediction:
+                   batch_size: int = 8, progress: bool = True, outside_body: str = 'auto',
+                   overlap: float = DEFAULT_OVERLAP) -> Prediction:
     """Synthesise the target of one volume ``data`` (file voxel order, source units) with the geometry of
     ``reference``; ``mask`` a canonical body mask (None: computed as the dataset does). Slices without body are
-    not translated (their voxels are air in the plane volumes: -1 before mapping to target units)."""
+    not translated (their voxels are air in the plane volumes: -1 before mapping to target units); voxels outside
+    the mask grown by the training margin are air too when ``outside_body`` asks (inference/body_composite.py).
+    A 3D network predicts the whole volume by sliding windows overlapping by ``overlap`` (a fraction of its patch;
+    inference/sliding_window.py) instead of slices."""
     s = generator.settings
     planes = planes or s.planes
     fusion = fusion or s.fuse
@@ -99,21 +106,19 @@ def predict_volume(generator: TrainedGenerator, data: np.ndarray, reference, mas
     normalised = source_map.normalise(volume)
     assembler = VolumeAssembler(geometry.canonical_shape, geometry.zooms, s.mode)
     spreads = VolumeAssembler(geometry.canonical_shape, geometry.zooms, s.mode, fill=0.0)  # TTA/ensemble spread
-    total = count_slices(mask, planes)
-    from tqdm import tqdm
-    bar = tqdm(total=total, desc=label, unit='slice', disable=True if not progress else None,   # None: TTY only
-               file=sys.stderr, leave=False)
-    with torch.no_grad():
-        for keys, batch in slice_batches(normalised, mask, geometry.zooms, planes, s.crop_size, s.mode, s.input_nc,
-                                         batch_size, s.context):
-            out, spread = translate(generator, batch.to(generator.device))
-            for (plane, index), image in zip(keys, out):
-                assembler.add(plane, index, image)
-            if spread is not None:
-                for (plane, index), image in zip(keys, spread):
-                    spreads.add(plane, index, image)
-            bar.update(len(keys))
-    bar.close()
+    if s.patch:
+        whole, spread = predict_canonical(generator, normalised, geometry.zooms, overlap)
+        assembler.put_volume(whole)
+        if spread is not None:
+            spreads.put_volume(spread)
+    else:
+        translate_slices(generator, normalised, mask, geometry.zooms, planes, batch_size, label, progress,
+                         assembler, spreads)
+    composite = composite_for(outside_body, [m.options for m in generator.members or [generator]])
+    if composite is not None:
+        keep = composite.keep(mask, geometry.zooms)
+        assembler.clear_outside(keep)
+        spreads.clear_outside(keep)
     target = s.target_map
 
     def to_target(canonical: np.ndarray) -> np.ndarray:
@@ -125,7 +130,29 @@ def predict_volume(generator: TrainedGenerator, data: np.ndarray, reference, mas
         disagreement = geometry.from_canonical(disagreement)
     return Prediction(to_target(assembler.fused(fusion)),
                       {p: to_target(assembler.volumes[p]) for p in assembler.planes},
-                      disagreement, assembler.n_slices, geometry.from_canonical(mask))
+                      disagreement, assembler.n_slices, geometry.from_canonical(mask), composite)
+
+
+def translate_slices(generator: TrainedGenerator, normalised: np.ndarray, mask: np.ndarray,
+                     zooms: tuple[float, float, float], planes: str, batch_size: int, label: str, progress: bool,
+                     assembler: VolumeAssembler, spreads: VolumeAssembler) -> None:
+    """The body's slices of a canonical ``normalised`` volume along ``planes``, translated in batches into
+    ``assembler`` (their TTA / ensemble spread into ``spreads``), with a progress bar."""
+    s = generator.settings
+    from tqdm import tqdm
+    bar = tqdm(total=count_slices(mask, planes), desc=label, unit='slice',
+               disable=True if not progress else None, file=sys.stderr, leave=False)   # None: TTY only
+    with torch.no_grad():
+        for keys, batch in slice_batches(normalised, mask, zooms, planes, s.crop_size, s.mode, s.input_nc,
+                                         batch_size, s.context):
+            out, spread = translate(generator, batch.to(generator.device))
+            for (plane, index), image in zip(keys, out):
+                assembler.add(plane, index, image)
+            if spread is not None:
+                for (plane, index), image in zip(keys, spread):
+                    spreads.add(plane, index, image)
+            bar.update(len(keys))
+    bar.close()
 
 
 def translate(generator: TrainedGenerator, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -148,7 +175,8 @@ def translate(generator: TrainedGenerator, batch: torch.Tensor) -> tuple[torch.T
 
 def predict_file(generator: TrainedGenerator, item: VolumeInput, plan: OutputPlan, mask_path: str | None = None,
                  planes: str | None = None, fusion: str | None = None, batch_size: int = 8,
-                 progress: bool = True, handoff: HandOff | None = None) -> str:
+                 progress: bool = True, handoff: HandOff | None = None, outside_body: str = 'auto',
+                 overlap: float = DEFAULT_OVERLAP) -> str:
     """Read ``item``, predict, write the files of ``plan`` (each atomically; the DICOM series and QA page of
     ``handoff``, see inference.export.handoff); returns the summary line."""
     start = time.perf_counter()
@@ -156,7 +184,8 @@ def predict_file(generator: TrainedGenerator, item: VolumeInput, plan: OutputPla
     geometry = Geometry.of(reference)
     mask_path = mask_path or item.mask
     mask = read_mask(mask_path, geometry, item.path, generator.settings.affine_tol) if mask_path else None
-    result = predict_volume(generator, data, reference, mask, item.name, planes, fusion, batch_size, progress)
+    result = predict_volume(generator, data, reference, mask, item.name, planes, fusion, batch_size, progress,
+                            outside_body, overlap)
     notes = ''
     if plan.fmt == DICOM_FORMAT:
         notes = write_series(handoff, plan.fused, item.name, reference, result.fused)
@@ -173,6 +202,10 @@ def predict_file(generator: TrainedGenerator, item: VolumeInput, plan: OutputPla
         notes += write_qa(handoff, plan.qa, item.name, data, reference, result.fused, result.disagreement,
                           result.mask)
     seconds = time.perf_counter() - start
+    if result.composite:
+        notes += f'; {result.composite.describe()}'
     shape = 'x'.join(str(n) for n in data.shape)
-    return (f'{item.name}: {shape} voxels, {result.n_slices} slices ({"".join(result.planes)}), {seconds:.1f} s -> '
-            f'{plan.fused}{notes}')
+    patch = generator.settings.patch
+    done = (f'{result.n_slices} slices ({"".join(result.planes)})' if patch is None else
+            f'sliding {"x".join(map(str, patch))} windows (overlap {overlap:g})')
+    return f'{item.name}: {shape} voxels, {done}, {seconds:.1f} s -> {plan.fused}{notes}'

@@ -3,15 +3,16 @@ written back at its source geometry.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 
+from inference.export.volume_file import write_image
+from data.resampling import resample
 from util.geometry import Geometry
 from util.intensity import IntensityMap
-from util.nifti import save_nifti
 from util.slicing import PLANES, from_square, in_plane_axes, plane_axis, put_slice, slice_spacing
+
+WHOLE = 'whole'             # the key of a volume predicted whole (3D network) in VolumeAssembler.volumes
 
 
 def disagreement_map(planes: list[np.ndarray], spreads: list[np.ndarray], scale: float) -> np.ndarray | None:
@@ -19,10 +20,11 @@ def disagreement_map(planes: list[np.ndarray], spreads: list[np.ndarray], scale:
     ``planes`` (target units, already clipped to the target's window) plus the mean over planes of the TTA /
     ensemble variance, ``spreads`` being per-plane volumes of that standard deviation in [-1, 1] units and
     ``scale`` (high - low) / 2 of the target window: sqrt(var_planes + mean_planes((spread * scale)^2)).
-    None when there is nothing to disagree (one plane, no spread)."""
+    None when there is nothing to disagree (one plane, no spread). A volume predicted whole (no planes) has only
+    its spread."""
     if len(planes) < 2 and not spreads:
         return None
-    variance = np.stack(planes).var(axis=0)
+    variance = np.stack(planes).var(axis=0) if planes else 0.0
     if spreads:
         variance = variance + np.mean([(v * scale) ** 2 for v in spreads], axis=0)
     return np.sqrt(variance).astype(np.float32)
@@ -32,6 +34,8 @@ class VolumeAssembler:
     """Puts predicted slices (size x size, [-1, 1]) of one subject back into canonical volumes, one per plane.
 
     Slices never added (e.g. skipped by --min_foreground) keep ``fill`` (-1: air, the low end of the target's window).
+    A volume a 3D network predicted whole (inference/sliding_window.py) is :meth:`put_volume`'s: it is then the
+    fused volume, with no plane volumes.
     """
 
     def __init__(self, shape: tuple[int, int, int], zooms: tuple[float, float, float], mode: str,
@@ -54,6 +58,14 @@ class VolumeAssembler:
         put_slice(self.volumes[plane], axis, index, out)
         self.filled[plane].add(int(index))
 
+    def put_volume(self, volume: torch.Tensor | np.ndarray) -> None:
+        """A whole canonical volume (C, X, Y, Z) or (X, Y, Z) in [-1, 1] (or a spread), predicted at once by a 3D
+        network: channels averaged, resampled onto this grid when it was predicted on another (--target_spacing;
+        data/resampling.py, antialiased)."""
+        t = torch.as_tensor(np.asarray(volume, np.float32))
+        t = t.reshape(-1, *t.shape[-3:]).mean(0, keepdim=True)
+        self.volumes[WHOLE] = np.array(resample(t, self.shape)[0].numpy(), np.float32)
+
     @property
     def planes(self) -> list[str]:
         return [p for p in PLANES if p in self.volumes]
@@ -63,10 +75,18 @@ class VolumeAssembler:
         """Distinct slices added so far (a slice added twice counts once)."""
         return sum(len(s) for s in self.filled.values())
 
+    def clear_outside(self, keep: np.ndarray) -> None:
+        """Voxels outside the canonical bool ``keep`` become ``fill`` in every plane volume (air; no spread):
+        inference/body_composite.py."""
+        for volume in self.volumes.values():
+            volume[~keep] = self.fill
+
     def fused(self, method: str = 'mean') -> np.ndarray:
         """Voxel-wise mean or median of the plane volumes present."""
         if not self.volumes:
             raise ValueError('no slices were added, nothing to fuse')
+        if WHOLE in self.volumes:
+            return self.volumes[WHOLE]
         stack = np.stack([self.volumes[p] for p in self.planes])
         if method == 'mean':
             return stack.mean(0)
@@ -85,6 +105,7 @@ class VolumeAssembler:
 
 def save_canonical(volume: np.ndarray, geometry: Geometry, reference, path: str) -> None:
     """Write a canonical (RAS) ``volume`` as float32 NIfTI at ``path`` (its folder made when missing), back in the
-    voxel order, affine and header of ``reference``, the source file's image whose ``geometry`` this is."""
-    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    save_nifti(geometry.from_canonical(volume), reference, path)
+    voxel order, affine and header of ``reference``, the source file's image whose ``geometry`` this is; atomically
+    (:func:`inference.export.volume_file.write_image`: a full or read-only disk is a util.disk.WriteError naming
+    ``path``, and leaves no file under that name)."""
+    write_image(geometry.from_canonical(volume), reference, path)

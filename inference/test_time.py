@@ -37,8 +37,9 @@ def check_tta_input(model, x) -> None:
 
 def run_test(model) -> None:
     """``model.test()``, averaged over the in-plane flips when its options ask for --tta flip (test.py, validation,
-    ensemble members, compare.py's timing); an :class:`EnsembleModel` runs each member so."""
-    if isinstance(model, EnsembleModel) or model.opt.tta != 'flip':
+    ensemble members, compare.py's timing); an :class:`EnsembleModel` runs each member so, and a model that
+    applies --tta itself (``applies_tta``: inference/volume_model.py's 3D mirroring) as it is."""
+    if isinstance(model, EnsembleModel) or model.opt.tta != 'flip' or getattr(model, 'applies_tta', False):
         model.test()
         return
     with torch.no_grad(), model.autocast():
@@ -170,7 +171,7 @@ def create_test_model(opt: argparse.Namespace, names: list[str]):
 
 def write_members(path: str, checkpoints: list[str], fuse: str, **extra) -> None:
     """The ensemble's record at ``path`` (JSON, atomically): ``extra`` fields, the fusion and each member's
-    checkpoint file (absolute) with its sha256 (test.py's ``ensemble.json``, predict's ``<stem>_members.json``)."""
+    checkpoint file (absolute) with its sha256 (test.py's ``ensemble.json``, predict's ``<output>_members.json``)."""
     write_json(path, {**extra, 'fuse': fuse, 'members': [{'checkpoint': os.path.abspath(p), 'sha256': file_sha256(p)}
                                                          for p in checkpoints]})
 

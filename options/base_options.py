@@ -51,7 +51,7 @@ class BaseOptions:
                             help='[basic | n_layers | pixel]; basic is a 70x70 PatchGAN')
         parser.add_argument('--netG', type=str, default='resnet_9blocks',
                             help='[resnet_9blocks | resnet_6blocks | unet_256 | unet_128 | sam_unet | transunet | '
-                                 'swin_unet | resvit | res_cnn | tcgan | ppt]')
+                                 'swin_unet | resvit | res_cnn | tcgan | ppt | unet3d]')
         parser.add_argument('--n_layers_D', type=int, default=3, help='only used if netD==n_layers')
         parser.add_argument('--norm', type=str, default='instance',
                             help='instance, batch, syncbatch or none normalization')
@@ -145,13 +145,23 @@ class BaseOptions:
             distributed.setup(opt)
         else:
             opt.device, opt.rank, opt.world_size, opt.distributed = torch.device('cpu'), 0, 1, False
+        self.opt, self.table = opt, table
         if opt.rank == 0:
             print(table)
-            expr_dir = os.path.join(opt.checkpoints_dir, ingredients.ensemble_names(opt.name)[0])
-            with writing(expr_dir):
-                mkdirs(expr_dir)
-            if lock_run:
-                self.run_lock = RunLock(expr_dir).acquire()
-            atomic_write(lambda f: f.write(table + '\n'), os.path.join(expr_dir, f'{opt.phase}_opt.txt'), binary=False)
-        self.opt = opt
+            if self.is_train:         # test.py writes its table beside its results (the checkpoints may be read-only)
+                expr_dir = os.path.join(opt.checkpoints_dir, ingredients.ensemble_names(opt.name)[0])
+                with writing(expr_dir):
+                    mkdirs(expr_dir)
+                if lock_run:
+                    self.run_lock = RunLock(expr_dir).acquire()
+                self.save_table(expr_dir)
         return opt
+
+    def save_table(self, folder: str) -> str:
+        """Write the parsed options' table as ``<folder>/<phase>_opt.txt`` (the folder made when missing),
+        atomically; returns its path."""
+        path = os.path.join(folder, f'{self.opt.phase}_opt.txt')
+        with writing(path):
+            mkdirs(folder)
+        atomic_write(lambda f: f.write(self.table + '\n'), path, binary=False)
+        return path

@@ -26,7 +26,7 @@ RECIPES = {
 }
 TTA_MODES = ('none', 'flip')
 # options test.py, compare.py and predict take from the checkpoint when the command line does not give them
-INHERITED = ('context_slices', 'tta', 'recipe')
+INHERITED = ('context_slices', 'tta', 'recipe', 'patch_size', 'target_spacing', 'unet3d_max_pool')
 
 
 def add_ingredient_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

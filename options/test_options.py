@@ -1,7 +1,10 @@
 """Test options: where results go and how many inputs to run."""
 import argparse
 
+from inference.body_composite import add_outside_body_option
+from inference.sliding_window import DEFAULT_OVERLAP
 from models.amp import SPEED_DEFAULTS
+from .dose_options import add_dose_arguments
 from .base_options import BaseOptions
 
 
@@ -18,6 +21,11 @@ class TestOptions(BaseOptions):
                             help='how many test batches to run; 0 (default) runs the whole set')
         parser.add_argument('--ensemble_fuse', default='mean', choices=['mean', 'median'],
                             help='with --name a,b,c (an ensemble of experiments): voxel-wise fusion of the members')
+        parser.add_argument('--sw_overlap', type=float, default=DEFAULT_OVERLAP,
+                            help='3D checkpoints (--model unet3d): overlap of the sliding windows over each volume, '
+                                 'a fraction of the window (the training patch) in [0, 1)')
+        add_outside_body_option(parser)
+        add_dose_arguments(parser)                  # --dose photon,proton ... (docs/dose.md)
         # the test loader reads in order, one image at a time, without flips
         parser.set_defaults(model='test', load_size=parser.get_default('crop_size'))
         return parser

@@ -1,6 +1,7 @@
 """The docs/beyond_the_paper.md tables from compare.py runs of ``--ablation synthrad2025``: per budget, each row's
 fused-volume MAE (HU), PSNR, SSIM (from its metrics.csv) and MS-SSIM (SynthRAD2025's, computed here from the fused
-volume and the subject's CT and mask), the MAE change against plain MRNet, and the training and prediction cost as
+volume and the subject's CT and mask), all inside the body mask, beside the PSNR and SSIM of the whole volume (no
+mask: the air around the body counts), the MAE change against plain MRNet, and the training and prediction cost as
 ratios to plain MRNet of the same call (training: mean computation time per image from each run's loss_log.jsonl,
 summed over the folds of an ensemble, '-' for runs trained before that log existed; prediction: compare.py's
 per-slice time of the whole test-time path).
@@ -34,16 +35,18 @@ def markdown(dataset: str, budgets: dict[str, str]) -> str:
         slices = options['shared'].get('max_dataset_size', '?')
         ref = next((r['scores'] for r in rows if r['key'] == REFERENCE and r['scores']), None)
         lines += [f'**{dataset}, {budget} budget ({slices} training slices)**', '',
-                  '| row | MAE (HU) | vs MRNet | PSNR (dB) | SSIM | MS-SSIM | training time x | prediction time x |',
-                  '|---|---:|---:|---:|---:|---:|---:|---:|']
+                  '| row | MAE (HU) | vs MRNet | PSNR (dB) | SSIM | MS-SSIM | whole PSNR (dB) | whole SSIM | '
+                  'training time x | prediction time x |',
+                  '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
         for r in rows:
             s = r['scores']
             if s is None:
-                lines.append(f"| {r['label']} | not measured | | | | | | |")
+                lines.append(f"| {r['label']} | not measured | | | | | | | | |")
                 continue
             change = f"{100 * (s['mae'] / ref['mae'] - 1):+.1f} %" if ref else '-'
             lines.append(f"| {r['label']} | {s['mae']:.1f} | {change} | {s['psnr']:.2f} | {s['ssim']:.4f} | "
-                         f"{s['ms_ssim']:.4f} | {ratio(r['train'])} | {ratio(r['predict'])} |")
+                         f"{s['ms_ssim']:.4f} | {s['psnr_whole']:.2f} | {s['ssim_whole']:.4f} | {ratio(r['train'])} | "
+                         f"{ratio(r['predict'])} |")
         unknown = [r['label'] for r in rows if r['scores'] is not None and not math.isfinite(r['train'])]
         if unknown:
             lines += ['', f"Training time '-': unknown for {', '.join(unknown)} (a run of the row, or of MRNet, has "

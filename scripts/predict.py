@@ -9,7 +9,7 @@ in any dataset layout (SynthRAD ``mr.mha``, BraTS ``<subject>-t2f.nii.gz`` ...; 
 folder's ``mask`` are taken), or folders of these. --output: a file (one input; its extension picks the format) or
 a folder receiving ``<name>_s<target>.<input's extension>`` (--format overrides). A DICOM input gives a DICOM CT
 series folder ``<name>_s<target>/`` in the MR's study and frame of reference (--format dicom also from a file,
-then in a new study: --patient_id, --patient_name). Every patient gets a QA page ``<stem>_qa/index.html`` and a row
+then in a new study: --patient_id, --patient_name). Every patient gets a QA page ``<output>_qa/index.html`` and a row
 in ``predict_summary.csv`` (CT targets; --no_qa leaves them out).
 
 The network and its data settings come from what the checkpoint stored at training time; a frozen SAM is rebuilt
@@ -34,12 +34,14 @@ import torch  # noqa: E402
 
 from data.triplanar_aligned_dataset import parse_planes  # noqa: E402
 from util.cli import run_cli  # noqa: E402
+from inference.body_composite import add_outside_body_option  # noqa: E402
 from inference.export.volume_file import WRITABLE_EXTENSIONS  # noqa: E402
 from inference.export.handoff import DICOM_FORMAT, prepare_handoffs  # noqa: E402
 from inference.inputs import find_inputs, mask_for  # noqa: E402
 from inference.loading import REQUIRED_OPTIONS, load_ensemble  # noqa: E402
 from inference.outputs import check_outputs_free, check_outputs_writable, plan_outputs  # noqa: E402
 from inference.predictor import predict_file  # noqa: E402
+from inference.sliding_window import DEFAULT_OVERLAP, check_overlap, slice_flags_problem  # noqa: E402
 from options.ingredients import ensemble_names  # noqa: E402
 from util.intensity import modality_kind  # noqa: E402
 
@@ -48,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--name', required=True, help='experiment name: the checkpoint is <checkpoints_dir>/<name>/; '
                    'several, comma-separated (a,b,c), make an ensemble fused voxel-wise (--ensemble_fuse), its '
-                   'members\' spread in the disagreement map and their checkpoints in <stem>_members.json')
+                   'members\' spread in the disagreement map and their checkpoints in <output>_members.json')
     p.add_argument('--input', required=True, nargs='+', help='files, DICOM series folders, subject folders, or '
                    'folders of these')
     p.add_argument('--output', required=True, help='output file (one input) or folder')
@@ -66,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
                         'flips, their spread added to the disagreement map')
     p.add_argument('--ensemble_fuse', default='mean', choices=['mean', 'median'],
                    help='voxel-wise fusion of an ensemble\'s members (--name a,b,c)')
+    add_outside_body_option(p)
+    p.add_argument('--sw_overlap', type=float, default=DEFAULT_OVERLAP,
+                   help='3D checkpoints (--netG unet3d): overlap of the sliding windows, a fraction of the window '
+                        '(the training patch) in [0, 1)')
     p.add_argument('--batch_size', type=int, default=8, help='slices per forward pass (SAM and U-Net)')
     p.add_argument('--compile', action='store_true', help='torch.compile the SAM encoder: worth it on a GPU for '
                    'several volumes (the first batches are slow while it compiles)')
@@ -108,15 +114,22 @@ def main(argv: list[str] | None = None) -> list[str]:
     generator = load_ensemble(args.checkpoints_dir, ensemble_names(args.name), args.epoch, device,
                               args.sam_checkpoint, given, args.ensemble_fuse)
     s = generator.settings
+    spread = s.tta == 'flip' or len(generator.paths) > 1
+    check_overlap(args.sw_overlap)
+    why = s.patch and slice_flags_problem(generator.path, spread, args.planes, args.fusion, args.save_planes,
+                                          args.disagreement)
+    if why:
+        raise ValueError(why)
     extras = (f', 2.5D context {s.context}' if s.context else '') + (f', TTA {s.tta}' if s.tta != 'none' else '') + \
         (f', ensemble of {len(generator.paths)} ({generator.fuse})' if len(generator.paths) > 1 else '')
-    print(f'{", ".join(generator.paths)}: {s.source} -> {s.target} ({s.unit}), planes {args.planes or s.planes}, '
-          f'{args.fusion or s.fuse} fusion, {s.crop_size}x{s.crop_size} slices{extras}, {device}')
+    path = (f'planes {args.planes or s.planes}, {args.fusion or s.fuse} fusion, {s.crop_size}x{s.crop_size} slices'
+            if s.patch is None else f'{"x".join(map(str, s.patch))} sliding windows, overlap {args.sw_overlap:g}')
+    print(f'{", ".join(generator.paths)}: {s.source} -> {s.target} ({s.unit}), {path}{extras}, {device}')
     inputs = find_inputs(args.input, s.source, args.series)
-    planes = args.planes or s.planes
+    planes = '' if s.patch else args.planes or s.planes
     qa = not args.no_qa and modality_kind(s.target) == 'ct'
     plans = plan_outputs(inputs, args.output, s.target, planes, args.save_planes, args.disagreement, args.format, qa,
-                         spread=s.tta == 'flip' or len(generator.paths) > 1)
+                         spread=spread)
     check_outputs_free(plans, args.overwrite)
     check_outputs_writable(plans)       # before the first slice: a prediction is never computed to be lost
     masks = [mask_for(item, args.mask, len(inputs)) for item in inputs]
@@ -125,7 +138,8 @@ def main(argv: list[str] | None = None) -> list[str]:
     lines = []
     for item, plan, mask, handoff in zip(inputs, plans, masks, handoffs):
         line = predict_file(generator, item, plan, mask, args.planes, args.fusion, args.batch_size,
-                            progress=not args.no_progress, handoff=handoff)
+                            progress=not args.no_progress, handoff=handoff, outside_body=args.outside_body,
+                            overlap=args.sw_overlap)
         print(line, flush=True)
         lines.append(line)
     return lines

@@ -316,7 +316,7 @@ def test_an_ensemble_of_two_copies_equals_its_checkpoint_in_test_and_predict(tra
     one = nib.load(str(out / 'ing' / 'b_sct.nii.gz')).get_fdata()
     two = nib.load(str(out / 'ing+ing_copy' / 'b_sct.nii.gz')).get_fdata()
     assert np.allclose(one, two, atol=1e-3)
-    members = json.loads((out / 'ing+ing_copy' / 'b_sct_members.json').read_text())
+    members = json.loads((out / 'ing+ing_copy' / 'b_sct.nii.gz_members.json').read_text())
     assert [Path(m['checkpoint']).parent.name for m in members['members']] == ['ing', 'ing_copy']
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import tempfile
 from typing import Iterator
@@ -49,11 +50,27 @@ def no_space(exc: BaseException) -> bool:
     return err is not None and err.errno in NO_SPACE
 
 
+def mounts() -> list[str]:
+    """The mount points of /proc/self/mounts (octal escapes such as ``\\040`` decoded); [] where there is none."""
+    try:
+        with open('/proc/self/mounts') as f:
+            fields = [line.split() for line in f]
+    except OSError:
+        return []
+    return [re.sub(r'\\([0-7]{3})', lambda m: chr(int(m.group(1), 8)), f[1]) for f in fields if len(f) > 1]
+
+
 def mount_point(path: str) -> str:
-    """The mount point of the file system holding ``path`` (or its nearest existing parent)."""
+    """The mount point of the file system holding ``path`` (or its nearest existing parent): the deepest one of
+    :func:`mounts` above it (a read-only bind mount of a folder, which os.path.ismount cannot tell from its
+    parent's file system, included), else the nearest folder that os.path.ismount recognises."""
     path = os.path.abspath(path)
     while not os.path.exists(path):
         path = os.path.dirname(path)
+    real = os.path.realpath(path)
+    above = [m for m in mounts() if real == m or real.startswith(m.rstrip('/') + '/')]
+    if above:
+        return max(above, key=len)
     while not os.path.ismount(path):
         path = os.path.dirname(path)
     return path
