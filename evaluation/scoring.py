@@ -148,6 +148,7 @@ class VolumeEvaluator:
         self.expected = {name: sum(c.values()) for name, c in dataset.slice_counts().items()}
         self.kind = modality_kind(dataset.target)
         self.assemblers: dict[str, VolumeAssembler] = {}
+        self.whole = False      # predictions came as whole volumes (a 3D network): no slices to summarise
         self.spreads: dict[str, VolumeAssembler] = {}      # TTA / ensemble spread, per subject
         self.rows: list[dict] = []
         self.failed: dict[str, str] = {}
@@ -177,6 +178,7 @@ class VolumeEvaluator:
             self.slices.pred = self.pred
         pred = visuals[self.pred].detach().float().cpu()
         whole = pred.dim() == 5         # whole volumes (N, C, X, Y, Z) of a 3D network: inference/volume_model.py
+        self.whole |= whole
         if not whole:
             self.slices.add(data, visuals)
         scored = []
@@ -271,7 +273,7 @@ class VolumeEvaluator:
     def summary(self) -> dict:
         """{'slice': {'n', 'psnr', 'ssim'}, 'x' | 'y' | 'z' | 'fused': {'n', 'mae', 'psnr', 'ssim' or 'ms_ssim'}}
         (means of the finite values over the finished subjects)."""
-        out = {'slice': self.slices.summary()} if self.slices.rows or not self.rows else {}   # 3D: no slices
+        out = {} if self.whole else {'slice': self.slices.summary()}
         for label in [*PLANES, 'fused']:
             rows = [r for r in self.rows if r['plane'] == label]
             if rows:

@@ -299,7 +299,8 @@ def test_tables_summarise_per_plane_and_fused():
     ours = Result('ours', 'mrnet', slices=[_slice('x', 0, 20.0), _slice('x', 1, 30.0), _slice('z', 0, 40.0, 0.9)],
                   volumes=[_volume('x', 100.0), _volume('z', 80.0), _volume('fused', 60.0),
                            _volume('fused', 100.0, 's2')],
-                  params_total=2.5e6, params_frozen=0.5e6, train_seconds=300.0, inference_ms=3.5)
+                  params_total=2.5e6, params_frozen=0.5e6, train_seconds=300.0, inference_ms=3.5,
+                  train_flops=1.25e12)
     outside = Result('outside', 'outside', volumes=[_volume('fused', 50.0), _volume('fused', 70.0, 's2')])
     slice_table, volume_table, cost = table_sections([ours, outside], device='cpu')
     assert slice_table.header == ['model', 'PSNR', 'SSIM', 'PSNR x', 'SSIM x', 'PSNR z', 'SSIM z']
@@ -311,8 +312,8 @@ def test_tables_summarise_per_plane_and_fused():
     mae_fused = volume_table.header.index('MAE (HU) fused')
     assert [(r[mae_fused].text, r[mae_fused].mark) for r in volume_table.rows] == \
         [('80.00 ± 20.00', 'second'), ('60.00 ± 10.00', 'best')]
-    assert [c.text for c in cost.rows[0]] == ['ours', '2.50 M (0.50 M frozen)', '5.0 min', '3.50 ms']
-    assert [c.text for c in cost.rows[1]] == ['outside', '-', '-', '-'] and 'cpu' in cost.note
+    assert [c.text for c in cost.rows[0]] == ['ours', '2.50 M (0.50 M frozen)', '5.0 min', '1.25 T', '3.50 ms']
+    assert [c.text for c in cost.rows[1]] == ['outside', '-', '-', '-', '-'] and 'cpu' in cost.note
     md = markdown_tables([slice_table, volume_table, cost])
     assert '| ours | **30.00** ± 8.16 |' in md and '| outside | - | - |' in md
     assert '<u>80.00</u> ± 20.00' in md and '**60.00** ± 10.00' in md
