@@ -70,3 +70,11 @@ def test_the_cost_table_reports_training_flops():
     assert cost.header == ['model', 'parameters', 'training time', 'training FLOPs', 'inference / slice']
     assert [row[3].text for row in cost.rows] == ['2.5 T', '-']
     assert math.isnan(Result('x', 'y').train_flops)
+
+
+def test_an_ablation_keeps_only_the_rows_it_names():
+    keys = [r.key for r in comparison_options.ablation_runs('synthrad2025=recipe, mrnet', 'mrnet', [], [])]
+    assert keys == ['mrnet', 'recipe']                        # the ablation's own order, the rest left out
+    assert len(comparison_options.ablation_runs('synthrad2025', 'mrnet', [], [])) == 9
+    with pytest.raises(ValueError, match=r'--ablation "synthrad2025=mrnet,dose": dose is not a row of synthrad2025'):
+        comparison_options.ablation_runs('synthrad2025=mrnet,dose', 'mrnet', [], [])
