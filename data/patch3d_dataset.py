@@ -32,7 +32,7 @@ from data.triplanar_aligned_dataset import TriplanarAlignedDataset
 from util.checkpoint import atomic_write
 from util.disk import writing
 from util.mapped import TruncatedFileError, check_whole
-from util.parser_flags import add_flag
+from util.parser_flags import add_flag, three_values
 
 VOLUME_GENERATORS = ('unet3d',)     # the --netG names that take (N, C, X, Y, Z) patches
 BODY_SAMPLES = 10_000               # body voxels kept per subject to centre foreground patches on
@@ -42,14 +42,8 @@ SLICE_FLAGS = {'planes': 'xyz', 'context_slices': 0, 'min_foreground': 0.0, 'aug
 
 def parse_patch_size(text: str | int) -> tuple[int, int, int]:
     """``--patch_size``: '64' -> (64, 64, 64); '64x64x32' or '64,64,32' -> (64, 64, 32) voxels along x, y, z."""
-    parts = str(text).replace('x', ',').split(',')
-    try:
-        size = tuple(int(p) for p in parts)
-    except ValueError:
-        size = ()
-    if len(size) == 1:
-        size = size * 3
-    if len(size) != 3 or min(size) < 1:
+    size = three_values(text, int)
+    if size is None or min(size) < 1:
         raise ValueError(f'--patch_size {text}: give one positive size in voxels or three (XxYxZ), e.g. 64 or '
                          f'96x96x64')
     return size

@@ -9,20 +9,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from util.parser_flags import three_values
+
 
 def parse_spacing(text: str | None) -> tuple[float, float, float] | None:
     """``--target_spacing``: '' -> None (the native grid), '1.5' -> (1.5, 1.5, 1.5), '1,1,2.5' or '1x1x2.5' ->
     (1.0, 1.0, 2.5) mm along x, y, z; ValueError for anything else."""
     if not text:
         return None
-    parts = str(text).replace('x', ',').split(',')
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError:
-        values = ()
-    if len(values) == 1:
-        values = values * 3
-    if len(values) != 3 or not all(np.isfinite(v) and v > 0 for v in values):
+    values = three_values(text, float)
+    if values is None or not all(np.isfinite(v) and v > 0 for v in values):
         raise ValueError(f'--target_spacing {text}: give one positive spacing in mm or three (x,y,z), e.g. 1 or '
                          f'1,1,2.5')
     return values

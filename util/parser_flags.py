@@ -7,6 +7,7 @@ argparse offers no public way to ask a parser for the action of a flag (``add_ar
 from __future__ import annotations
 
 import argparse
+from typing import Callable, TypeVar
 
 
 def find_option(parser: argparse.ArgumentParser, flag: str) -> argparse.Action | None:
@@ -25,3 +26,18 @@ def add_flag(parser: argparse.ArgumentParser, flag: str, **kwargs) -> None:
     losses share some flags; the first to add one decides its help)."""
     if not has_option(parser, flag):
         parser.add_argument(flag, **kwargs)
+
+
+T = TypeVar('T')
+
+
+def three_values(text: str | int | float, convert: Callable[[str], T]) -> tuple[T, T, T] | None:
+    """A flag of one or three values along x, y, z: '2' -> (2, 2, 2); '2,2,3' or '2x2x3' -> (2, 2, 3), each
+    through ``convert`` (int, float); None when the text is not one or three such values."""
+    try:
+        values = tuple(convert(p) for p in str(text).replace('x', ',').split(','))
+    except ValueError:
+        return None
+    if len(values) == 1:
+        values *= 3
+    return values if len(values) == 3 else None
