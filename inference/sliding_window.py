@@ -21,7 +21,6 @@ import itertools
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 
 from data.resampling import resample, resampled_shape
 from inference.test_time import fuse
@@ -65,6 +64,7 @@ def sliding_window(net, volume: torch.Tensor, patch: tuple[int, int, int], overl
     """``net`` over the whole ``volume`` (C, X, Y, Z) in [-1, 1], window ``patch`` voxels, Gaussian blending:
     (output (C_out, X, Y, Z), spread (1, X, Y, Z) or None without TTA), float32 on the CPU. ``batch_size`` windows
     go through ``net`` at once, on ``device`` (default: the volume's)."""
+    from monai.inferers import sliding_window_inference     # imported here: MONAI costs 3D runs only its seconds
     device = device or volume.device
     check_overlap(overlap)
     predictor = (lambda x: mirrored(net, x)) if tta == 'flip' else (lambda x: net(x).float())
