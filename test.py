@@ -4,18 +4,23 @@
     python test.py --model mrnet --dataset_mode triplanar_aligned            # + NIfTI volumes and metrics
 
 Writes ``results/NAME/<phase>_<epoch>/index.html`` with ``images/<name>_<visual>.png`` (``--save_raw``: also
-float .npy/.tif), ``metrics.csv`` for paired data, and what the dataset's evaluator adds (volumes). ``<name>`` is
-the input's file name without its extension (other dots kept); two inputs to be written (the first ``--num_test``)
-with the same name are refused before anything runs. A subject that fails does not stop the others: the page and
-metrics.csv cover everything that worked, then the failures are reported (exit status 2).
+float .npy/.tif), ``metrics.csv`` for paired data, what the dataset's evaluator adds (volumes), and ``cost.json``
+(evaluation/test_cost.py: the model's seconds, the volumes scored, the peak memory, which compare.py reports).
+``<name>`` is the input's file name without its extension (other dots kept); two inputs to be written (the first
+``--num_test``) with the same name are refused before anything runs. A subject that fails does not stop the
+others: the page and metrics.csv cover everything that worked, then the failures are reported (exit status 2).
 """
 from __future__ import annotations
 
 import os
+import time
+
+import torch
 
 from data import create_dataset
 from evaluation.result_page import ResultPage
 from evaluation.scoring import make_evaluator, summary_sections
+from evaluation.test_cost import write_test_cost
 from evaluation.validation import BEST_LABEL, best_note
 from inference.body_composite import checkpoint_composite
 from inference.volume_model import SlidingWindowModel, check_checkpoint_kind
@@ -69,13 +74,17 @@ def main(args: list[str] | None = None) -> str:
         model.eval()
     if total < len(dataset):
         print(f'--num_test {opt.num_test}: testing {total} of {len(dataset)} items')
-    done = 0
+    done, volumes, predict_seconds = 0, 0, 0.0
     for data in dataset:
         if done >= total:
             break
+        start = time.perf_counter()
         model.set_input(data)
         run_test(model)
         visuals = model.get_current_visuals()
+        if opt.device.type == 'cuda':
+            torch.cuda.synchronize(opt.device)
+        predict_seconds += time.perf_counter() - start
         items = data.get('name', data['A_paths'])
         for j in range(min(len(items), total - done)):
             if result_page.shows(data, j):
@@ -83,6 +92,7 @@ def main(args: list[str] | None = None) -> str:
                             aspect_ratio=opt.aspect_ratio, width=opt.display_winsize, save_raw=opt.save_raw)
         for scored in evaluator.add(data, visuals, spread=getattr(model, 'spread', None)):  # --tta / ensemble spread
             result_page.add_subject(scored)
+            volumes += 1
         done += len(items)
         if done % 50 < len(items):
             print(f'processing ({done:04d}/{total})-th item... {items[0]}')
@@ -91,6 +101,7 @@ def main(args: list[str] | None = None) -> str:
     for label, scores in summary_sections(summary).items():
         print(f'{label}: ' + ', '.join(f'{k} {v:.4g}' for k, v in scores.items()))
     page = webpage.save()
+    write_test_cost(web_dir, predict_seconds, done, volumes, opt.device)
     print(f'results: {page}')
     failed = evaluator.failed
     if failed:

@@ -18,6 +18,8 @@ from models import create_model
 from options.train_options import TrainOptions
 from util import distributed
 from util.cli import run_cli
+from util.flop_count import count_flops
+from util.peak_memory import peak_memory
 from util.seed import seed_everything
 from evaluation.validation import Validator
 from options.training_budget import TrainingBudget
@@ -52,6 +54,7 @@ def main(args: list[str] | None = None) -> None:
     total_iters = counters['total_iters']
 
     stop = validator is not None and validator.stopped
+    count_first_step = main_process and total_iters == 0 and not opt.compile    # loss_log.jsonl's flops record
     for epoch in range(counters['epoch'], last_epoch + 1):
         if distributed.broadcast_flag(stop):
             break
@@ -73,7 +76,11 @@ def main(args: list[str] | None = None) -> None:
             total_iters += n
             epoch_iter += n
             model.set_input(data)
-            model.train_step()              # optimize_parameters under --amp; no wait for the GPU
+            if count_first_step:            # the same step, its FLOPs counted (compare.py's FLOPs column)
+                visualizer.training_log.flops(count_flops(model.train_step))
+                count_first_step = False
+            else:
+                model.train_step()          # optimize_parameters under --amp; no wait for the GPU
             progress.update(1)
 
             if total_iters % opt.print_freq < n:
@@ -120,6 +127,7 @@ def main(args: list[str] | None = None) -> None:
                   f'learning rate {lr:.7f}')
         distributed.barrier()
     if main_process:
+        visualizer.training_log.end(budget.seconds(), total_iters, peak_memory(opt.device))
         if validator is not None and validator.best is not None:
             print(f'best validation {validator.metric} {validator.best:.4g} at epoch {validator.best_epoch}: '
                   f'{model.network_path("best", "G")} (test.py --epoch best)')

@@ -25,9 +25,10 @@ FIGURE_LABELS = ('input', 'synthesized', 'truth', 'error')
 
 
 def mean_std(values: list[float]) -> str:
-    """'mean ± std' of the finite values (identical images give PSNR = inf and are left out), '-' without any."""
+    """'mean ± std' of the finite values (identical images give PSNR = inf and are left out), the value alone when
+    there is one (a spread of one value says nothing), '-' without any."""
     mean, std, n = finite_stats(values)
-    return f'{mean:.4f} ± {std:.4f}' if n else '-'
+    return '-' if not n else f'{mean:.4f}' if n == 1 else f'{mean:.4f} ± {std:.4f}'
 
 
 def montage(volume: np.ndarray, zooms: tuple[float, float, float]) -> np.ndarray:

@@ -4,6 +4,8 @@ longer improves.
 
 Scores are those of test.py (evaluation/scoring.py): per-slice PSNR/SSIM in [-1, 1] and, for volumes
 (triplanar_aligned), the ``--metrics`` set of the fused volume (MAE in HU for CT, PSNR, SSIM inside the body mask).
+A 3D network (``--model unet3d``) is scored as test.py scores it: each val volume whole, by Gaussian-blended sliding
+windows of its training patch (inference/sliding_window.py, overlap 0.5, ``--tta`` as given).
 ``--val_metric`` picks the one that decides (default: volume MAE for CT, volume PSNR for MR, slice PSNR for 2D data).
 
 What can be cached is: the val dataset (and its slice store) is built once per run, the target volumes are read
@@ -19,14 +21,21 @@ import math
 import os
 import time
 
+import torch
+
 from data import create_dataset
+from evaluation.metrics import METRIC_SETS
 from evaluation.scoring import make_evaluator, summary_sections
+from inference.sliding_window import DEFAULT_OVERLAP, sliding_window
 from inference.test_time import run_test
+from models.generators.unet3d import is_volume_generator
+from data.patch3d_dataset import parse_patch_size
 from util.checkpoint import atomic_write
 
 # name -> (summary section, key, higher is better)
 METRICS = {'mae': ('fused', 'mae', False), 'psnr': ('fused', 'psnr', True), 'ssim': ('fused', 'ssim', True),
-           'slice_psnr': ('slice', 'psnr', True), 'slice_ssim': ('slice', 'ssim', True)}
+           'ms_ssim': ('fused', 'ms_ssim', True), 'slice_psnr': ('slice', 'psnr', True),
+           'slice_ssim': ('slice', 'ssim', True)}
 BEST_LABEL = 'best'
 RECORD_FILE = 'validation.json'
 VAL_BATCH_FACTOR = 4    # validation batch on a GPU, in training batches: no gradients, so memory allows it
@@ -37,9 +46,9 @@ def add_validation_options(parser: argparse.ArgumentParser) -> argparse.Argument
                         help='score the val split every N epochs (and after the last one), keep the best networks as '
                              'best_net_*.pth (test.py --epoch best); 0 turns validation off')
     parser.add_argument('--val_metric', default='auto', choices=['auto', *METRICS],
-                        help='score that picks the best epoch: mae, psnr, ssim (fused volume, SynthRAD2023 set), '
-                             'slice_psnr, slice_ssim; auto: mae for CT volumes, psnr for other volumes, slice_psnr '
-                             'for 2D data')
+                        help='score that picks the best epoch: mae, psnr, ssim (fused volume, --metrics '
+                             'synthrad2023) or ms_ssim (--metrics synthrad2025), slice_psnr, slice_ssim; auto: mae for '
+                             'CT volumes, psnr for other volumes, slice_psnr for 2D data')
     parser.add_argument('--val_batch_size', type=int, default=0,
                         help=f'slices per forward pass in validation (no gradients); 0: --batch_size on the CPU, '
                              f'{VAL_BATCH_FACTOR} x --batch_size on a GPU')
@@ -57,6 +66,8 @@ def validation_options(opt: argparse.Namespace) -> argparse.Namespace:
     val.augment = False
     on_gpu = opt.device.type == 'cuda'
     val.batch_size = opt.val_batch_size or opt.batch_size * (VAL_BATCH_FACTOR if on_gpu else 1)
+    if is_volume_generator(getattr(opt, 'netG', '')):
+        val.batch_size = 1                       # whole volumes of different shapes, as test.py
     if hasattr(val, 'min_foreground'):
         val.min_foreground = 0.0                 # scored like the test split: every slice
     if 'crop' in val.preprocess:
@@ -105,7 +116,11 @@ class Validator:
         if METRICS[self.metric][0] == 'fused' and not volumetric:
             raise ValueError(f'--val_metric {self.metric} scores volumes, which --dataset_mode {opt.dataset_mode} '
                              f'does not have; use slice_psnr or slice_ssim')
-        self.higher = METRICS[self.metric][2]
+        section, key, self.higher = METRICS[self.metric]
+        scored = METRIC_SETS.get(getattr(opt, 'metrics', 'synthrad2023'), ())
+        if section == 'fused' and key not in scored:
+            raise ValueError(f'--val_metric {self.metric}: --metrics {opt.metrics} scores {", ".join(scored)} of '
+                             f'the fused volume, not {key}; choose one of those (or slice_psnr, slice_ssim)')
         self.best: float | None = None
         self.best_epoch = 0
         self.bad_epochs = 0
@@ -129,13 +144,25 @@ class Validator:
         evaluator's summary and the seconds it took."""
         start = time.perf_counter()
         evaluator = self.evaluator()
+        volume = is_volume_generator(getattr(self.opt, 'netG', ''))
         with model.unwrapped_eval():                        # without DDP: only this process validates
             model.prepare_data(self.loader, self.val_opt)   # MRNet: SAM features from the cache, as in training
             for data in self.loader:
+                if volume:
+                    evaluator.add(data, self.whole_volumes(model, data))
+                    continue
                 model.set_input(data)
                 run_test(model)
                 evaluator.add(data, model.get_current_visuals())
         return summary_sections(evaluator.finish()), time.perf_counter() - start
+
+    def whole_volumes(self, model, data: dict) -> dict:
+        """A 3D network's visuals for val items ``data`` of whole volumes ``A`` (N, C, X, Y, Z) in [-1, 1]: its
+        sliding-window output ``fake_B`` (same shape), as test.py makes it."""
+        patch = parse_patch_size(self.opt.patch_size)
+        fake = [sliding_window(model.netG, a.to(model.device), patch, DEFAULT_OVERLAP, self.opt.tta)[0]
+                for a in data['A']]
+        return {'real_A': data['A'], 'fake_B': torch.stack(fake), 'real_B': data['B']}
 
     def update(self, epoch: int, summary: dict, seconds: float) -> bool:
         """Record the scores of ``epoch``; True when it is the best so far. Sets ``stopped`` when --patience

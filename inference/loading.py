@@ -133,13 +133,22 @@ def member_settings_conflict(names: list[str], options: list[dict]) -> str | Non
     return None
 
 
+_STORED_OPTIONS: dict[tuple[str, int, int], dict] = {}
+
+
 def stored_training_options(checkpoints_dir: str, name: str, epoch: str) -> dict:
     """The options stored in the generator checkpoint of :func:`generator_path`; {} when there is no such file
-    (test.py then reports the missing checkpoint itself)."""
+    (test.py then reports the missing checkpoint itself). Read once per file version (path, size, modification
+    time): test.py and compare.py ask for them many times, and each read loads the whole network."""
     try:
-        return read_network_file(generator_path(checkpoints_dir, name, epoch))[2] or {}
+        path = generator_path(checkpoints_dir, name, epoch)
+        stat = os.stat(path)
     except FileNotFoundError:
         return {}
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _STORED_OPTIONS:
+        _STORED_OPTIONS[key] = read_network_file(path)[2] or {}
+    return dict(_STORED_OPTIONS[key])
 
 
 def stored_options(path: str, options: dict, given: dict) -> argparse.Namespace:

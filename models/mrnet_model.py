@@ -46,9 +46,10 @@ class MrnetModel(Pix2PixModel):
                              f'{opt.netG!r}. Use --model pix2pix for other generators.')
         super().__init__(opt)
         self.loss_names = ['G_GAN', 'G_L1', 'G_feature', 'G_mask', 'D_real', 'D_fake']
-        if getattr(self, 'perceptual_sam', None) is not None:
+        if self.perceptual_sam is not None:
             self.loss_names.insert(2, 'G_sam_perceptual')
         self.mask_names = [f'mask_{k}' for k in range(1, opt.n_masks + 1)]
+        self.sam_feature = None         # the batch's cached SAM features, from set_input
         self.visual_names = ['real_A', 'fake_B', 'real_B'] + self.mask_names
 
     def prepare_data(self, dataset, opt=None) -> None:
@@ -69,7 +70,7 @@ class MrnetModel(Pix2PixModel):
 
     def forward(self) -> None:
         """fake_B = y_n; also keeps [y_0..y_n] and [M_1..M_n], and the masks in [-1, 1] for display."""
-        out = self.netG(self.real_A, return_all=True, sam_feature=getattr(self, 'sam_feature', None))
+        out = self.netG(self.real_A, return_all=True, sam_feature=self.sam_feature)
         self.fake_B, self.mask_steps, self.masks = out.image, out.steps, out.masks
         for name, mask in zip(self.mask_names, self.masks):
             setattr(self, name, mask.detach() * 2.0 - 1.0)

@@ -34,6 +34,8 @@ class Pix2PixModel(BaseModel):
         self.model_names = ['G', 'D'] if self.isTrain else ['G']
         self.netG = networks.define_G(opt.input_nc, opt.output_nc, opt.ngf, opt.netG, opt.norm,
                                       not opt.no_dropout, opt.init_type, opt.init_gain, opt=opt)
+        self.perceptual_sam = None      # the frozen SAM of --lambda_sam_perceptual (models/losses/sam_perceptual.py)
+        self.body = None                # the batch's body mask (--loss_region body), from set_input
         if self.isTrain:
             # conditional GAN: D sees input and output stacked along channels
             self.netD = networks.define_D(opt.input_nc + opt.output_nc, opt.ndf, opt.netD, opt.n_layers_D,
@@ -42,8 +44,6 @@ class Pix2PixModel(BaseModel):
             self.optimizer_G = self.adam([p for p in self.netG.parameters() if p.requires_grad])
             self.optimizer_D = self.adam(self.netD.parameters())
             self.optimizers = [self.optimizer_G, self.optimizer_D]
-            # the frozen SAM of --lambda_sam_perceptual (models/losses/sam_perceptual.py)
-            self.perceptual_sam = None
             if opt.lambda_sam_perceptual > 0:
                 self.perceptual_sam = perceptual_encoder(opt, self.unwrap('G')).to(self.device)
                 self.loss_names.insert(2, 'G_sam_perceptual')
@@ -54,14 +54,14 @@ class Pix2PixModel(BaseModel):
         super().set_input(input)
         self.body = input['mask'].to(self.device) if 'mask' in input else None
         self.target_feature = None
-        if getattr(self, 'perceptual_sam', None) is not None:
+        if self.perceptual_sam is not None:
             self.target_feature = batch_features(input['sam_target_feature'], input['sam_target_cached'],
                                                  self.real_B, self.perceptual_sam, self.to_device) \
                 if 'sam_target_feature' in input else self.perceptual_sam(self.real_B)
 
     def prepare_data(self, dataset, opt=None) -> None:
         """With --lambda_sam_perceptual: build (what is missing of) the target slices' SAM feature cache."""
-        if getattr(self, 'perceptual_sam', None) is not None:
+        if self.perceptual_sam is not None:
             prepare(self.perceptual_sam, dataset, opt or self.opt, field='B')
 
     def forward(self) -> None:
@@ -84,10 +84,10 @@ class Pix2PixModel(BaseModel):
         """L_GAN(G, D) + lambda_L1 * L1(G(A), B); subclasses add their own terms."""
         fake_AB = torch.cat((self.real_A, self.fake_B), 1)
         self.loss_G_GAN = self.criterionGAN(self.netD(fake_AB), True)
-        self.loss_G_L1 = pixel_loss(self.fake_B, self.real_B, self.opt, getattr(self, 'body', None)) \
+        self.loss_G_L1 = pixel_loss(self.fake_B, self.real_B, self.opt, self.body) \
             * self.opt.lambda_L1
         loss = self.loss_G_GAN + self.loss_G_L1
-        if getattr(self, 'perceptual_sam', None) is not None:
+        if self.perceptual_sam is not None:
             self.loss_G_sam_perceptual = sam_perceptual_loss(self.perceptual_sam, self.fake_B, self.target_feature) \
                 * self.opt.lambda_sam_perceptual
             loss = loss + self.loss_G_sam_perceptual

@@ -48,9 +48,6 @@ class Unet3dModel(BaseModel):
             return
         if opt.lambda_GAN < 0:
             raise ValueError(f'--lambda_GAN {opt.lambda_GAN}: must be 0 (no discriminator) or more')
-        if opt.val_freq > 0:
-            raise ValueError(f'--val_freq {opt.val_freq}: validation during training scores slices and cannot run '
-                             f'--model unet3d yet; train without it and score checkpoints with test.py --epoch N')
         if opt.body_dilation:
             raise ValueError(f'--body_dilation {opt.body_dilation} counts pixels of a slice; grow the body of 3D '
                              f'patches with --body_margin_voxels')

@@ -49,13 +49,14 @@ from evaluation.comparison.plan import Run, merge_record  # noqa: E402
 from evaluation.comparison.results import options_path, run_record_path, tag_dir  # noqa: E402
 from evaluation.comparison.flops import trained_images, training_step_flops  # noqa: E402
 from evaluation.comparison.timing import measure_generator  # noqa: E402
+from evaluation.test_cost import read_test_cost  # noqa: E402
 from options.comparison_options import plan, reuse_training, train_parser  # noqa: E402
 from options.training_budget import budget_spent  # noqa: E402
 from options.dose_options import add_dose_arguments, dose_outdated, dose_tokens  # noqa: E402
 from util.checkpoint import training_done  # noqa: E402
 from util.cli import run_cli, run_logged  # noqa: E402
 from util.json_file import read_json, write_json  # noqa: E402
-from util.training_log import LOG_NAME, iteration_seconds  # noqa: E402
+from util.training_log import LOG_NAME, iteration_seconds, logged_step_flops, training_summary  # noqa: E402
 
 TRAIN = os.path.join(ROOT, 'train.py')
 TEST = os.path.join(ROOT, 'test.py')
@@ -108,6 +109,14 @@ def run_iteration_seconds(run: Run, checkpoints_dir: str) -> float:
         print(f'[compare] {run.label}: no training log for programs ({", ".join(missing)}; runs trained before it '
               f'existed have only loss_log.txt), so its time per iteration is unknown', flush=True)
     return sum(iteration_seconds(log) for log in logs)
+
+
+def training_memory(run: Run, checkpoints_dir: str) -> dict[str, float]:
+    """{'train_peak_rss_mib', 'train_peak_gpu_mib'}: the largest peak memory of any training session of any
+    member (loss_log.jsonl's end records, MiB); NaN when none recorded it."""
+    peaks = [training_summary(os.path.join(checkpoints_dir, m, LOG_NAME)) for m in run.members]
+    return {f'train_{key}': max((p[key] for p in peaks if not math.isnan(p[key])), default=math.nan)
+            for key in ('peak_rss_mib', 'peak_gpu_mib')}
 
 
 def measure_test_cost(test_args: list[str], n_slices: int) -> dict:
@@ -167,9 +176,12 @@ def execute(run: Run, folder: str, args: argparse.Namespace, trained_runs: dict 
         trained = True
     record['iteration_seconds'] = run_iteration_seconds(run, args.checkpoints_dir)
     if trained or not math.isfinite(record.get('step_flops', math.nan)):
-        record['step_flops'] = measure_step_flops(run.member_train_args(0))
+        record['step_flops'] = logged_step_flops(os.path.join(args.checkpoints_dir, run.members[0], LOG_NAME))
+        if not math.isfinite(record['step_flops']):     # trained before train.py counted it, or --compile
+            record['step_flops'] = measure_step_flops(run.member_train_args(0))
+    record.update(training_memory(run, args.checkpoints_dir))
     images = sum(trained_images(os.path.join(args.checkpoints_dir, m)) for m in run.members)
-    record['train_flops'] = record['step_flops'] * images / opt.batch_size
+    record.update(train_images=images, train_flops=record['step_flops'] * images / opt.batch_size)
     metrics = os.path.join(result_dir, f'test_{run.test_epoch}', 'metrics.csv')
     if trained or not os.path.isfile(metrics) or dose_outdated(args, os.path.dirname(metrics)):
         print(f'[compare] {run.label}: testing {",".join(run.members)}', flush=True)
@@ -177,6 +189,9 @@ def execute(run: Run, folder: str, args: argparse.Namespace, trained_runs: dict 
                                             os.path.join(logs, f'{run.key}_test.log'), args.quiet)
     else:
         print(f'[compare] {run.label}: reusing the test results {metrics}', flush=True)
+    test_cost = read_test_cost(os.path.dirname(metrics))      # test.py's cost.json
+    record.update(volume_seconds=test_cost['seconds_per_volume'], test_peak_rss_mib=test_cost['peak_rss_mib'],
+                  test_peak_gpu_mib=test_cost['peak_gpu_mib'])
     if trained or not math.isfinite(record.get('inference_ms', math.nan)):
         record.update(measure_test_cost(run.test_args, args.time_slices))
     write_json(record_path, record)

@@ -7,6 +7,10 @@ summed over the folds of an ensemble, '-' for runs trained before that log exist
 per-slice time of the whole test-time path).
 
     python scripts/ingredients_table.py --dataset demo short=results/compare_A_40 long=results/compare_A_200
+
+``--absolute``: the cost in each row's own units instead of ratios (images trained, training TFLOPs, the training
+loop's seconds, test.py's seconds per volume, peak memory of training and of test.py), as for rows compared at
+equal training time (compare.py --time_budget_min, the 3D row).
 """
 from __future__ import annotations
 
@@ -26,6 +30,27 @@ from util.cli import run_cli  # noqa: E402
 def ratio(value: float) -> str:
     """A cost ratio with two decimals, '-' when unknown."""
     return f'{value:.2f}' if math.isfinite(value) else '-'
+
+
+def number(value: float, digits: int = 0) -> str:
+    """``value`` with ``digits`` decimals, '-' when unknown."""
+    return f'{value:.{digits}f}' if math.isfinite(value) else '-'
+
+
+def absolute_markdown(dataset: str, budgets: dict[str, str]) -> str:
+    """One table for all budgets: scores and each row's cost in its own units."""
+    lines = ['| budget | row | MAE (HU) | PSNR (dB) | SSIM | MS-SSIM | images trained | training TFLOPs | '
+             'training loop s | prediction s / volume | peak MiB training | peak MiB test.py |',
+             '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+    for budget, folder in budgets.items():
+        for r in budget_rows(folder)[0]:
+            s, c = r['scores'], r['cost']
+            scores = (f"{s['mae']:.1f} | {s['psnr']:.2f} | {s['ssim']:.4f} | {s['ms_ssim']:.4f}" if s
+                      else 'not measured | | |')
+            lines.append(f"| {budget} | {r['label']} | {scores} | {number(c['images'])} | {number(c['tflops'], 3)} | "
+                         f"{number(c['loop_seconds'])} | {number(c['volume_seconds'], 1)} | "
+                         f"{number(c['train_peak_mib'])} | {number(c['test_peak_mib'])} |")
+    return '\n'.join([f'**{dataset}**', '', *lines, ''])
 
 
 def markdown(dataset: str, budgets: dict[str, str]) -> str:
@@ -58,6 +83,8 @@ def markdown(dataset: str, budgets: dict[str, str]) -> str:
 def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--dataset', required=True, help='name of the data set, for the table titles')
+    p.add_argument('--absolute', action='store_true',
+                   help='cost in each row\'s own units (images, TFLOPs, seconds, MiB) instead of ratios to MRNet')
     p.add_argument('budgets', nargs='+', metavar='BUDGET=FOLDER', help='comparison folders <results>/compare_TAG')
     args = p.parse_args(argv)
     budgets = {}
@@ -67,7 +94,7 @@ def main(argv: list[str] | None = None) -> str:
             raise ValueError(f'{item}: expected BUDGET=FOLDER with FOLDER a compare.py result folder '
                              f'(holding shared_options.json)')
         budgets[label] = folder
-    text = markdown(args.dataset, budgets)
+    text = (absolute_markdown if args.absolute else markdown)(args.dataset, budgets)
     print(text)
     return text
 

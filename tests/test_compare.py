@@ -1,5 +1,6 @@
 """scripts/compare.py end to end at CI size (tiny networks, tiny demo volumes, one or two iterations): a comparison
-of MRNet, pix2pix and CycleGAN, an ablation with a run resumed from a half-finished training, reuse of finished
+of the paper's eight rows (--models paper: MRNet, pix2pix, CycleGAN and the five baselines as generators of pix2pix's
+cGAN), an ablation with a run resumed from a half-finished training, reuse of finished
 runs, outside results appended with scripts/evaluate.py, and the errors for bad input."""
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from PIL import Image
 
 import data.demo_data as demo
 from conftest import ROOT, run_script
+from generator_fixtures import SWIN_FLAGS, VIT_FLAGS
 from options import comparison_options
 from scripts import compare
 from evaluation.comparison.results import (Result, csv_row, markdown_tables, option_differences, rank_marks,
@@ -29,12 +31,15 @@ COMPARE = str(ROOT / 'scripts' / 'compare.py')
 EVALUATE = str(ROOT / 'scripts' / 'evaluate.py')
 TRAIN = str(ROOT / 'train.py')
 TAG = 'ci'
-MODELS = ['mrnet', 'pix2pix', 'cycle_gan']
+MODELS = ['mrnet', 'pix2pix', 'cycle_gan', 'tcgan', 'transunet', 'swin_unet', 'resvit', 'ppt']    # --models paper
 # shared by every run: tiny networks, one or two iterations, CPU; the --sam_* flags reach MRNet only
 # (axial slices only, so each model tests 10 slices at 256 x 256)
 TINY = ['--ngf', '4', '--ndf', '4', '--n_epochs', '1', '--max_dataset_size', '1', '--batch_size', '1',
         '--planes', 'z', '--gpu_ids', '-1', '--num_threads', '0', '--print_freq', '1', '--sam_input_size', '64',
         '--sam_embed_dim', '32', '--sam_depth', '2', '--sam_num_heads', '2', '--sam_global_attn_indexes', '1']
+# the baselines' hidden size flags reach only the runs whose generator knows them
+TINY_BASELINES = [*VIT_FLAGS, *SWIN_FLAGS, '--tcgan_dim', '64', '--tcgan_depths', '1,1,1']
+SHARED = [*TINY, *TINY_BASELINES]           # the shared flags of the module's comparison
 
 
 def make_data(root: Path) -> Path:
@@ -57,11 +62,17 @@ def base(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope='module')
 def comparison(base: Path) -> Path:
-    """A finished comparison of MRNet, pix2pix and CycleGAN in <base>/results/compare_ci; returns <base>."""
+    """A finished comparison of the paper's eight rows in <base>/results/compare_ci; returns <base>."""
     data = base / 'data'
-    run_script(COMPARE, '--dataroot', str(data), '--name', TAG, '--models', ','.join(MODELS), '--quiet',
-               '--time_slices', '1', *TINY, cwd=base)
+    run_script(COMPARE, '--dataroot', str(data), '--name', TAG, '--models', 'paper', '--quiet',
+               '--time_slices', '1', *SHARED, cwd=base, timeout=1800)
     return base
+
+
+def option_table(path: Path) -> dict[str, str]:
+    """{option: value} of an options dump (train_opt.txt)."""
+    rows = (line.split(':', 1) for line in path.read_text().splitlines() if ':' in line)
+    return {k.strip(): v.split()[0] if v.split() else '' for k, v in rows}
 
 
 def html_references(page: Path) -> list[Path]:
@@ -106,6 +117,9 @@ def test_comparison_writes_every_file(comparison: Path):
     params = {r['model']: (float(r['params_total']), float(r['params_frozen'])) for r in table}
     assert 0 < params['mrnet'][1] < params['mrnet'][0]            # the frozen SAM counts, and is named
     assert params['pix2pix'][1] == params['cycle_gan'][1] == 0
+    for key in MODELS[3:]:      # each baseline trained as --model pix2pix --netG <key> with the shared D
+        saved = option_table(comparison / 'checkpoints' / f'compare_{TAG}_{key}' / 'train_opt.txt')
+        assert (saved['model'], saved['netG'], saved['netD'], saved['gan_mode']) == ('pix2pix', key, 'basic', 'lsgan')
 
     md = (folder / 'table.md').read_text()
     for title in ('Per-slice PSNR and SSIM', 'SynthRAD2023 volume metrics', 'Cost'):
@@ -154,6 +168,15 @@ def test_training_log_for_programs_says_what_the_text_log_says(comparison: Path)
         record = read_json(str(comparison / 'results' / f'compare_{TAG}' / 'runs' / f'{model}.json'))
         assert iterations and record['iteration_seconds'] == \
             pytest.approx(sum(r['time'] for r in iterations) / len(iterations))
+        # the cost columns: the first step's FLOPs and the session's peak as train.py logged them, test.py's own
+        # model time per volume and peak from its cost.json
+        (flops,) = [r['step_flops'] for r in records if r['kind'] == 'flops']
+        (end,) = [r for r in records if r['kind'] == 'end']
+        cost = read_json(str(comparison / 'results' / f'compare_{TAG}_{model}' / 'test_best' / 'cost.json'))
+        assert (record['step_flops'], record['train_images'], record['train_flops']) == (flops, 1, flops)
+        assert (record['train_peak_rss_mib'], record['test_peak_rss_mib']) == (end['peak_rss_mib'],
+                                                                               cost['peak_rss_mib'])
+        assert cost['volumes'] == 1 and record['volume_seconds'] == cost['predict_seconds'] > 0
 
 
 def test_strip_captions_are_the_psnr_of_the_shown_slices(comparison: Path):
@@ -180,8 +203,8 @@ def test_second_call_reuses_finished_runs(comparison: Path):
     folder = comparison / 'results' / f'compare_{TAG}'
     logs = {p.name: p.stat().st_size for p in (folder / 'logs').iterdir()}
     proc = run_script(COMPARE, '--dataroot', str(comparison / 'data'), '--name', TAG, '--models', ','.join(MODELS),
-                      '--quiet', *TINY, cwd=comparison)
-    assert proc.stdout.count('reusing the trained') == 3 and proc.stdout.count('reusing the test results') == 3
+                      '--quiet', *SHARED, cwd=comparison)
+    assert proc.stdout.count('reusing the trained') == 8 and proc.stdout.count('reusing the test results') == 8
     assert 'training compare_' not in proc.stdout and 'testing compare_' not in proc.stdout
     assert {p.name: p.stat().st_size for p in (folder / 'logs').iterdir()} == logs
     assert all(read_json(str(folder / 'runs' / f'{m}.json'))['train_sessions'] == 1 for m in MODELS)
@@ -197,7 +220,7 @@ def test_outside_volumes_join_the_table(comparison: Path, tmp_path: Path):
     folder = base / 'results' / f'compare_{TAG}'
     table = read_table(folder / 'table.csv')
     assert [r['model'] for r in table] == MODELS + ['pix2pix outside']
-    ours, outside = table[1], table[3]
+    ours, outside = table[1], table[-1]
     for metric in ('mae', 'psnr', 'ssim'):
         column = f'volume_{metric}_fused_mean'
         assert float(outside[column]) == pytest.approx(float(ours[column]), rel=1e-9)
@@ -211,7 +234,7 @@ def test_outside_volumes_join_the_table(comparison: Path, tmp_path: Path):
 
 def test_other_shared_options_are_refused(comparison: Path, monkeypatch):
     monkeypatch.chdir(comparison)
-    args = ['--dataroot', str(comparison / 'data'), '--name', TAG, '--models', ','.join(MODELS), *TINY]
+    args = ['--dataroot', str(comparison / 'data'), '--name', TAG, '--models', ','.join(MODELS), *SHARED]
     with pytest.raises(ValueError) as err:
         compare.main(args + ['--lr', '0.0002', '--n_epochs', '2'])
     message = str(err.value)
@@ -219,7 +242,7 @@ def test_other_shared_options_are_refused(comparison: Path, monkeypatch):
     assert '--ngf' not in message and 'shared_options.json' in message
     # the same options spelt differently, or options that change nothing learnt, are not a difference
     assert comparison_options.plan(compare.build_parser().parse_known_args(args + ['--lr', '1e-4'])[0],
-                        TINY + ['--lr', '1e-4', '--print_freq', '7'])[1]['shared'] == \
+                        SHARED + ['--lr', '1e-4', '--print_freq', '7'])[1]['shared'] == \
         read_json(str(comparison / 'results' / f'compare_{TAG}' / 'shared_options.json'))['shared']
 
 
@@ -300,7 +323,8 @@ def test_tables_summarise_per_plane_and_fused():
                   volumes=[_volume('x', 100.0), _volume('z', 80.0), _volume('fused', 60.0),
                            _volume('fused', 100.0, 's2')],
                   params_total=2.5e6, params_frozen=0.5e6, train_seconds=300.0, inference_ms=3.5,
-                  train_flops=1.25e12)
+                  train_flops=1.25e12, volume_seconds=90.0,
+                  peaks={'train_peak_rss_mib': 800.0, 'test_peak_rss_mib': 1200.0})
     outside = Result('outside', 'outside', volumes=[_volume('fused', 50.0), _volume('fused', 70.0, 's2')])
     slice_table, volume_table, cost = table_sections([ours, outside], device='cpu')
     assert slice_table.header == ['model', 'PSNR', 'SSIM', 'PSNR x', 'SSIM x', 'PSNR z', 'SSIM z']
@@ -312,14 +336,16 @@ def test_tables_summarise_per_plane_and_fused():
     mae_fused = volume_table.header.index('MAE (HU) fused')
     assert [(r[mae_fused].text, r[mae_fused].mark) for r in volume_table.rows] == \
         [('80.00 ± 20.00', 'second'), ('60.00 ± 10.00', 'best')]
-    assert [c.text for c in cost.rows[0]] == ['ours', '2.50 M (0.50 M frozen)', '5.0 min', '1.25 T', '3.50 ms']
-    assert [c.text for c in cost.rows[1]] == ['outside', '-', '-', '-', '-'] and 'cpu' in cost.note
+    assert [c.text for c in cost.rows[0]] == ['ours', '2.50 M (0.50 M frozen)', '5.0 min', '1.25 T', '3.50 ms',
+                                              '90.0 s', '800 / 1200 MiB']
+    assert [c.text for c in cost.rows[1]] == ['outside'] + ['-'] * 6 and 'cpu' in cost.note
     md = markdown_tables([slice_table, volume_table, cost])
     assert '| ours | **30.00** ± 8.16 |' in md and '| outside | - | - |' in md
     assert '<u>80.00</u> ± 20.00' in md and '**60.00** ± 10.00' in md
     row = csv_row(ours, ['x', 'z'])
     assert (row['slice_psnr_x_mean'], row['slice_psnr_x_std'], row['volume_mae_fused_mean']) == (25.0, 5.0, 80.0)
     assert csv_row(outside, ['x', 'z'])['slice_psnr_mean'] == '' and row['params_frozen'] == 0.5e6
+    assert (row['volume_seconds'], row['test_peak_rss_mib'], row['train_peak_gpu_mib']) == (90.0, 1200.0, '')
 
 
 def test_region_of_interest_is_the_largest_error():

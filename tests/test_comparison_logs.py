@@ -78,10 +78,10 @@ def test_ingredients_table_reads_training_times_from_the_jsonl_logs(tmp_path: Pa
     (tmp_path / 'checkpoints' / 'compare_t_e_fold1').mkdir()
     (tmp_path / 'checkpoints' / 'compare_t_e_fold1' / 'loss_log.txt').write_text(
         '(epoch: 1, iters: 1, time: 0.050, data: 0.000) G_L1: 1.000\n')
-    assert math.isnan(ingredients.training_seconds(str(folder), run, record))
+    assert math.isnan(ingredients.training_seconds(ingredients.member_logs(str(folder), run, record)))
     write_log(tmp_path / 'checkpoints' / 'compare_t_e_fold1' / 'loss_log.jsonl', iteration(1, 1, 0.1))
-    assert ingredients.training_seconds(str(folder), run, record) == pytest.approx(0.06 + 0.1)
-    assert math.isnan(ingredients.training_seconds(str(folder), run, {}))
+    assert ingredients.training_seconds(ingredients.member_logs(str(folder), run, record)) == pytest.approx(0.06 + 0.1)
+    assert math.isnan(ingredients.training_seconds(ingredients.member_logs(str(folder), run, {})))
     assert (ingredients_table.ratio(1.234), ingredients_table.ratio(math.nan)) == ('1.23', '-')
 
 

@@ -433,3 +433,22 @@ def test_mrnet_refuses_a_crop_size_before_any_work(tmp_path):
         TrainOptions().parse(['--model', 'mrnet', '--crop_size', '128', '--gpu_ids', '-1', '--checkpoints_dir',
                               str(tmp_path / 'ck'), '--name', 'm'], setup_device=False)
     assert not (tmp_path / 'ck').exists()                   # no run folder, no data, no SAM cache
+
+
+def test_the_toolkits_warnings_are_one_line_and_others_keep_pythons_form():
+    """Under run_cli a UserWarning raised in the toolkit's code reads 'predict.py: warning: <message>' (no file,
+    line or category); one raised in a library keeps Python's 'file:line: Category: message'."""
+    code = ('import sys, warnings\nsys.argv = ["predict.py"]\nfrom util.cli import run_cli\n'
+            'def main():\n'
+            '    warnings.warn_explicit("Laterality left empty", UserWarning, '
+            f'{str(ROOT / "inference" / "x.py")!r}, 7)\n'
+            '    warnings.warn_explicit("old API", UserWarning, "/usr/lib/python3/site-packages/lib/y.py", 9)\n'
+            '    warnings.warn_explicit("going away", DeprecationWarning, '
+            f'{str(ROOT / "util" / "z.py")!r}, 3)\n'
+            'warnings.simplefilter("always")\nrun_cli(main)\n')
+    err = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env={**os.environ, 'PYTHONPATH': str(ROOT)}).stderr
+    lines = err.splitlines()
+    assert lines[0] == 'predict.py: warning: Laterality left empty'
+    assert lines[1] == '/usr/lib/python3/site-packages/lib/y.py:9: UserWarning: old API'
+    assert any(line == f'{ROOT / "util" / "z.py"}:3: DeprecationWarning: going away' for line in lines[2:])

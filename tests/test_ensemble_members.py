@@ -46,6 +46,21 @@ def test_fuse_median_is_not_the_mean():
     assert fuse(odd, 'median')[1].item() == pytest.approx(np.std([9, 1, 2]))
 
 
+def test_test_py_reads_each_member_file_twice_at_most(members, tmp_path, monkeypatch):
+    """test.py of an ensemble loads each member's generator file once for its stored options (asked for by many
+    checks) and once for its weights, not once per question."""
+    loads: dict[str, int] = {}
+    real_load = torch.load
+
+    def counting_load(f, *args, **kwargs):
+        loads[str(f)] = loads.get(str(f), 0) + 1
+        return real_load(f, *args, **kwargs)
+    monkeypatch.setattr(torch, 'load', counting_load)
+    test_script.main([*MODEL, '--dataroot', str(members['data']), '--checkpoints_dir', str(members['checkpoints']),
+                      '--results_dir', str(tmp_path), '--name', 'm0,m1', '--planes', 'z', '--input_nc', '1'])
+    assert {Path(k).parent.name: v for k, v in loads.items() if k.endswith('_net_G.pth')} == {'m0': 2, 'm1': 2}
+
+
 def test_test_py_fuses_every_member_with_the_median(members, tmp_path):
     """test.py --name m0,m1,m2 --ensemble_fuse median: the fused volume is the median member (183.2 HU; the mean
     would be 652.7, leaving out the first or last member 1088.6 or -18 HU), the disagreement the members' std."""

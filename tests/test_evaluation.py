@@ -209,3 +209,12 @@ def test_page_slices_picks_evenly_spaced_body_slices_per_plane(root, n, expected
             if page.shows(data, k):
                 shown[data['plane'][k]].add(int(data['slice_index'][k]))
     assert shown == expected
+
+
+def test_the_result_pages_summary_cells():
+    """mean ± std of the finite values (population std, by hand: 2 ± 1), one value alone (no spread of one), '-'
+    without any."""
+    from evaluation.result_page import mean_std
+    assert mean_std([1.0, 3.0, float('inf')]) == '2.0000 ± 1.0000'
+    assert mean_std([0.5, float('nan')]) == '0.5000'
+    assert mean_std([float('inf')]) == mean_std([]) == '-'

@@ -4,6 +4,8 @@ of --netG unet3d (by hand, and refused at parse time with the nearest valid size
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import math
 from pathlib import Path
 
@@ -16,12 +18,15 @@ import data
 import train
 from data.patch3d_dataset import Patch3dDataset
 from data.splits import write_splits
+from evaluation.comparison.flops import training_step_flops
+from evaluation.validation import Validator
 from models.generators import define_generator
 from models.generators.unet3d import Unet3d, nearest_valid, plan
 from options.train_options import TrainOptions
 from test_checkpoint_unit import assert_same, timeless
 from util.checkpoint import read_network_file, safe_load
 from util.cli import run_cli
+from util.training_log import LOG_NAME, read_training_log
 from volume_fixtures import phantom, synthrad_root, write_subject
 
 BASE = ['--model', 'unet3d', '--gpu_ids', '-1', '--num_threads', '0', '--ngf', '4', '--cache_dtype', 'float32']
@@ -205,6 +210,15 @@ def test_resume_is_bit_identical_and_every_3d_flag_is_stored(tmp_path, monkeypat
         assert_same(a[key], b[key], key)
     assert_same(timeless(a['counters']), timeless(b['counters']), 'counters')
     assert a['counters']['total_iters'] == 8
+    # loss_log.jsonl: the first step's FLOPs once (not again on resume: the same step as a fresh model's first one
+    # on the first batch), an end record per finished session (the crashed one has none) with the loop's seconds
+    logs = {d.name: read_training_log(str(d / LOG_NAME)) for d in (ref, cut)}
+    flops = {k: [r['step_flops'] for r in v if r['kind'] == 'flops'] for k, v in logs.items()}
+    opt = TrainOptions().parse([*args, '--name', 'fresh'], setup_device=False)
+    assert flops['ref'] == flops['cut'] == [training_step_flops(opt)] and flops['ref'][0] > 1e6
+    ends = {k: [r for r in v if r['kind'] == 'end'] for k, v in logs.items()}
+    assert [(e['total_iters'], e['train_seconds']) for e in ends['cut']] == [(8, b['counters']['train_seconds'])]
+    assert len(ends['ref']) == 1 and ends['ref'][0]['peak_rss_mib'] > 100 and ends['ref'][0]['peak_gpu_mib'] is None
     # the checkpoint keeps every 3D flag as given, and rebuilds the same network from them alone
     state, _, stored = read_network_file(str(cut / 'latest_net_G.pth'))
     assert {k: stored[k] for k in flags} == flags
@@ -217,3 +231,33 @@ def test_resume_is_bit_identical_and_every_3d_flag_is_stored(tmp_path, monkeypat
     for label in ('real_A', 'fake_B', 'real_B'):
         with Image.open(ref / 'web' / 'images' / f'epoch002_{label}.png') as picture:
             assert picture.size == (16, 16)
+
+
+def test_validation_scores_whole_val_volumes_as_test_py_does(tmp_path):
+    """--val_freq 1 for two epochs: each epoch's val subject is translated whole by sliding windows; the best
+    epoch's score is what test.py --phase val --epoch best then measures on the same subject."""
+    import test as test_script
+    root = tmp_path / 'data'
+    write_subject(root, 'ras')
+    write_subject(root, 'other', volumes=phantom((26, 20, 18), seed=5), spacing=(1.0, 1.0, 2.5), axcodes='LPS')
+    write_splits(str(root), {'train': ['ras'], 'val': ['other']})
+    common = [*BASE, '--dataroot', str(root), '--checkpoints_dir', str(tmp_path / 'ck'), '--name', 'v',
+              '--patch_size', '16']       # the 26 x 20 x 18 val volume: 3 x 2 x 2 windows
+    train.main([*common, '--n_epochs', '2', '--n_epochs_decay', '0', '--val_freq', '1', '--patches_per_subject', '2',
+                '--display_id', '0', '--print_freq', '100', '--lr', '0.01', '--seed', '1'])
+    record = json.loads((tmp_path / 'ck' / 'v' / 'validation.json').read_text())
+    assert record['metric'] == 'mae' and [h['epoch'] for h in record['history']] == [1, 2]
+    scores = [h['score'] for h in record['history']]
+    assert scores[0] != scores[1] and record['best'] == min(scores)
+    page = test_script.main([*common, '--phase', 'val', '--epoch', 'best', '--results_dir', str(tmp_path / 'res')])
+    with open(Path(page).parent / 'metrics.csv') as f:
+        fused = [r for r in csv.DictReader(f) if r['level'] == 'volume' and r['plane'] == 'fused']
+    assert [r['subject'] for r in fused] == ['other']
+    assert float(fused[0]['mae']) == pytest.approx(record['best'], rel=1e-5)
+    # a fused metric the --metrics set does not score is refused by name; its multi-scale SSIM can pick
+    opt = TrainOptions().parse([*common, '--val_freq', '1', '--metrics', 'synthrad2025', '--val_metric', 'ms_ssim'])
+    assert Validator(opt).metric == 'ms_ssim'
+    opt.val_metric = 'ssim'
+    with pytest.raises(ValueError, match=r'--val_metric ssim: --metrics synthrad2025 scores mae, psnr, ms_ssim of '
+                                         r'the fused volume, not ssim'):
+        Validator(opt)

@@ -4,7 +4,10 @@ file under the final name, and the subject's error names the file), nothing writ
 from __future__ import annotations
 
 import errno
+import json
 import os
+import resource
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -58,6 +61,7 @@ def test_test_py_writes_nothing_into_the_checkpoint_folder(setup, tmp_path):
     before = snapshot()
     mode = folder.stat().st_mode
     folder.chmod(0o555)
+    start = time.perf_counter()
     try:
         page = test_script.main([*setup['args'], '--results_dir', str(tmp_path / 'results')])
     finally:
@@ -65,6 +69,11 @@ def test_test_py_writes_nothing_into_the_checkpoint_folder(setup, tmp_path):
     assert snapshot() == before
     table = Path(page).parent / 'test_opt.txt'
     assert f'results_dir: {tmp_path / "results"}' in table.read_text()
+    # cost.json beside it: one volume (subject b) from its 12 x and 10 z slices, the model's time, the peak memory
+    cost = json.loads((Path(page).parent / 'cost.json').read_text())
+    assert (cost['items'], cost['volumes'], cost['peak_gpu_mib']) == (22, 1, None)
+    assert 0 < cost['predict_seconds'] < time.perf_counter() - start
+    assert 100 < cost['peak_rss_mib'] <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def test_a_read_only_results_dir_is_refused_before_any_work(setup, tmp_path, monkeypatch):
@@ -100,3 +109,27 @@ def test_a_read_only_bind_mount_is_named_not_the_root(tmp_path, monkeypatch):
     assert disk.mount_point(str(tmp_path / 'other' / 'x')) == str(tmp_path.parent)     # the deepest above it
     monkeypatch.setattr(disk, 'mounts', lambda: [])                                     # no mount table: ismount
     assert os.path.ismount(disk.mount_point(str(target)))
+
+
+@pytest.mark.parametrize('kind', ['png', 'raw'])
+def test_a_full_disk_leaves_no_truncated_result_image(tmp_path, monkeypatch, kind):
+    """A result image (PNG, or --save_raw's .npy) whose write fills the disk half-way: the error names the file,
+    and neither a truncated file under its name nor a temporary file is left; an earlier complete file stays."""
+    import numpy as np
+    from PIL import Image
+    from util import util
+    path = tmp_path / ('a_fake_B.png' if kind == 'png' else 'a_fake_B.npy')
+    util.save_image(np.full((4, 4), 7, np.uint8), str(path)) if kind == 'png' else np.save(path, np.ones(3))
+    before = path.read_bytes()
+
+    def full_disk(*args, **kwargs):
+        target = args[1] if kind == 'png' else args[0]       # Image.save(self, fp, ...), np.save(file, ...)
+        target.write(b'\x89PNG' + b'\0' * 50)                # part of the file, then the disk is full
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(*((Image.Image, 'save') if kind == 'png' else (np, 'save')), full_disk)
+    with pytest.raises(disk.WriteError, match=f'no space left on .* while writing {path}'):
+        if kind == 'png':
+            util.save_image(np.zeros((4, 4), np.uint8), str(path))
+        else:
+            util.save_raw(np.zeros((4, 4)), str(path.with_suffix('')))
+    assert os.listdir(tmp_path) == [path.name] and path.read_bytes() == before

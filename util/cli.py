@@ -1,5 +1,5 @@
-"""Entry points report bad input as one clear line, not a traceback from deep inside; a program run with its output
-kept in a log."""
+"""Entry points report bad input as one clear line, not a traceback from deep inside, and the toolkit's own warnings
+as ``<program>: warning: <message>``; a program run with its output kept in a log."""
 from __future__ import annotations
 
 import errno
@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import traceback
+import warnings
 from typing import Callable
 
 from util.disk import cannot_write, describe, no_space
@@ -18,6 +19,16 @@ USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, RuntimeError)
 
 
 EXIT_USER_ERROR = 2     # as argparse uses for a bad command line: every user error exits with this status
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHON_FORMAT = warnings.formatwarning
+
+
+def warning_line(message, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
+    """A UserWarning raised by the toolkit's code as ``<program>: warning: <message>`` (the user needs the message,
+    not the file and line that raised it); any other warning as Python formats it."""
+    if issubclass(category, UserWarning) and os.path.abspath(filename).startswith(ROOT + os.sep):
+        return f'{os.path.basename(sys.argv[0])}: warning: {message}\n'
+    return PYTHON_FORMAT(message, category, filename, lineno, line)
 
 
 def run_cli(main: Callable[[], object]) -> None:
@@ -27,6 +38,7 @@ def run_cli(main: Callable[[], object]) -> None:
 
     ``--verbose`` on the command line prints the full traceback before that line (the status stays 2).
     """
+    warnings.formatwarning = warning_line
     try:
         main()
     except (*USER_ERRORS, OSError) as exc:

@@ -17,6 +17,14 @@ only rank 0 writes). Every record has a ``kind``:
   long validation took; metric and score: what ``--val_metric`` chose and its value; scores: every metric
   computed (evaluation.validation.METRICS: the fused volume's MAE in HU, PSNR, SSIM, and the per-slice ones).
 
+- ``{"kind": "flops", "step_flops": 2.31e9}``: floating-point operations of the run's first training step
+  (torch's ``FlopCounterMode``: forward and backward of every network the step runs; one process's share under
+  torchrun), written once, after that step of a new run (not under ``--compile``).
+- ``{"kind": "end", "train_seconds": 61.2, "total_iters": 57, "peak_rss_mib": 812.5, "peak_gpu_mib": null}``: a
+  session ended (all epochs, the time budget, early stopping): the training loop's seconds so far (resumed sessions
+  included, what ``--time_budget_min`` counts), images seen, and the session's peak memory in MiB (util/peak_memory.py:
+  host resident set; GPU: torch's allocator, null on a CPU).
+
 Numbers are plain JSON numbers at full precision (the text log rounds them); a non-finite one (NaN, inf) is
 ``null``, so every line is valid JSON. A run killed while writing can leave an unfinished last line: the reader
 skips it and the next session's writer removes it before appending.
@@ -76,6 +84,14 @@ class TrainingLog:
                      'score': entry['score'], 'scores': entry['scores']})
 
 
+    def flops(self, step_flops: float) -> None:
+        self.append({'kind': 'flops', 'step_flops': step_flops})
+
+    def end(self, train_seconds: float, total_iters: int, memory: dict) -> None:
+        """``memory``: :func:`util.peak_memory.peak_memory` of the session."""
+        self.append({'kind': 'end', 'train_seconds': train_seconds, 'total_iters': total_iters, **memory})
+
+
 def drop_unfinished_line(path: str) -> None:
     """Cut a last line that has no newline (the rest of a killed write) off the file at ``path``, if any."""
     if not os.path.isfile(path):
@@ -125,3 +141,23 @@ def iteration_seconds(path: str) -> float:
         return math.nan
     times = [r['time'] for r in read_training_log(path) if r['kind'] == 'iteration' and r.get('time') is not None]
     return sum(times) / len(times) if times else math.nan
+
+
+def logged_step_flops(path: str) -> float:
+    """FLOPs of one training step from the loss_log.jsonl at ``path`` (its ``flops`` record); NaN when the file is
+    missing or has none (a run trained before the record existed, or under --compile)."""
+    if not os.path.isfile(path):
+        return math.nan
+    flops = [r['step_flops'] for r in read_training_log(path) if r['kind'] == 'flops' and r.get('step_flops')]
+    return float(flops[0]) if flops else math.nan
+
+
+def training_summary(path: str) -> dict[str, float]:
+    """From the sessions' ``end`` records of the loss_log.jsonl at ``path``: {'train_seconds': the training loop's
+    seconds at the last end (all sessions), 'peak_rss_mib', 'peak_gpu_mib': the largest over the sessions (MiB)};
+    NaN where no session recorded it (a missing file, a killed session, a CPU run's GPU)."""
+    records = [r for r in read_training_log(path) if r['kind'] == 'end'] if os.path.isfile(path) else []
+    summary = {key: max((float(r[key]) for r in records if r.get(key) is not None), default=math.nan)
+               for key in ('peak_rss_mib', 'peak_gpu_mib')}
+    summary['train_seconds'] = float(records[-1]['train_seconds']) if records else math.nan
+    return summary

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import tifffile
 import torch
 from PIL import Image
 
-from util.disk import writing
+from util.checkpoint import atomic_write
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.npy')
 
@@ -133,18 +134,17 @@ def save_image(image_numpy: np.ndarray, path: str, aspect_ratio: float = 1.0) ->
         image = image.resize((int(w * aspect_ratio), h), Image.BICUBIC)
     elif aspect_ratio < 1.0:
         image = image.resize((w, int(h / aspect_ratio)), Image.BICUBIC)
-    with writing(path):
-        image.save(path)
+    file_format = Image.registered_extensions().get(os.path.splitext(path)[1].lower())
+    atomic_write(lambda f: image.save(f, format=file_format), path)
 
 
 def save_raw(array: np.ndarray, path_without_ext: str) -> None:
-    """Save float data without loss as ``<path>.npy`` and ``<path>.tif`` (float32)."""
+    """Save float data without loss as ``<path>.npy`` and ``<path>.tif`` (float32), each written atomically."""
     data = np.asarray(array, dtype=np.float32)
-    with writing(path_without_ext + '.npy'):
-        np.save(path_without_ext + '.npy', data)
-    with writing(path_without_ext + '.tif'):
-        tifffile.imwrite(path_without_ext + '.tif', data,
-                         photometric='rgb' if data.ndim == 3 and data.shape[-1] == 3 else 'minisblack')
+    atomic_write(lambda f: np.save(f, data), path_without_ext + '.npy')
+    tiff = io.BytesIO()             # tifffile needs a named file or a buffer, not the temporary file's descriptor
+    tifffile.imwrite(tiff, data, photometric='rgb' if data.ndim == 3 and data.shape[-1] == 3 else 'minisblack')
+    atomic_write(lambda f: f.write(tiff.getvalue()), path_without_ext + '.tif')
 
 
 def mkdir(path: str) -> None:

@@ -10,9 +10,8 @@ import contextlib
 import io
 import os
 
-from torch.utils.flop_counter import FlopCounterMode
-
 from util.checkpoint import safe_load
+from util.flop_count import count_flops
 
 
 def training_step_flops(opt: argparse.Namespace) -> float:
@@ -28,9 +27,7 @@ def training_step_flops(opt: argparse.Namespace) -> float:
         dataset.set_epoch(1, 0)
         batch = next(iter(dataset))
     model.set_input(batch)
-    with FlopCounterMode(display=False) as counter:
-        model.optimize_parameters()
-    return float(counter.get_total_flops())
+    return count_flops(model.optimize_parameters)
 
 
 def trained_images(checkpoint_dir: str) -> int:

@@ -16,7 +16,7 @@ from evaluation.external import score_subject
 from evaluation.metrics import metric_window, volume_metrics
 from util.image_io import read_image
 from util.json_file import read_json
-from util.training_log import LOG_NAME, iteration_seconds
+from util.training_log import LOG_NAME, iteration_seconds, training_summary
 
 REFERENCE = 'mrnet'
 
@@ -52,14 +52,29 @@ def fused_scores(folder: str, run: dict, dataroot: str) -> dict[str, float] | No
     return scores
 
 
-def training_seconds(folder: str, run: dict, record: dict) -> float:
-    """Mean computation time per training image (s) of a comparison row, summed over its members (the folds of
-    an ensemble), from their loss_log.jsonl beside the loss_log.txt that shared_options.json names; NaN when the
-    row did not run or a member has no such log (trained before it existed)."""
+def member_logs(folder: str, run: dict, record: dict) -> list[str]:
+    """The loss_log.jsonl of each member of a comparison row (the folds of an ensemble), beside the loss_log.txt
+    that shared_options.json names; none when the row did not run."""
     checkpoints_dir = os.path.dirname(os.path.dirname(os.path.normpath(os.path.join(folder, run['loss_log']))))
-    members = record.get('members', [])
-    return sum(iteration_seconds(os.path.join(checkpoints_dir, m, LOG_NAME)) for m in members) if members \
-        else math.nan
+    return [os.path.join(checkpoints_dir, m, LOG_NAME) for m in record.get('members', [])]
+
+
+def training_seconds(logs: list[str]) -> float:
+    """Mean computation time per training image (s) of a comparison row, summed over its members' ``logs``; NaN
+    when the row did not run or a member has no such log (trained before it existed)."""
+    return sum(iteration_seconds(log) for log in logs) if logs else math.nan
+
+
+def absolute_cost(logs: list[str], record: dict) -> dict[str, float]:
+    """A row's cost in its own units: images trained (slices or patches, all members), training TFLOPs, the
+    training loop's seconds (what --time_budget_min counts, summed over members), test.py's
+    seconds per volume, and the peak memory of training and of test.py (MiB; NaN where not recorded)."""
+    ends = [training_summary(log) for log in logs]
+    return {'images': record.get('train_images', math.nan), 'tflops': record.get('train_flops', math.nan) / 1e12,
+            'loop_seconds': sum(e['train_seconds'] for e in ends) if ends else math.nan,
+            'volume_seconds': record.get('volume_seconds', math.nan),
+            'train_peak_mib': record.get('train_peak_rss_mib', math.nan),
+            'test_peak_mib': record.get('test_peak_rss_mib', math.nan)}
 
 
 def budget_rows(folder: str) -> tuple[list[dict], dict]:
@@ -68,12 +83,14 @@ def budget_rows(folder: str) -> tuple[list[dict], dict]:
     records = {r['key']: read_json(run_record_path(folder, r['key'])) for r in options['runs']
                if os.path.isfile(run_record_path(folder, r['key']))}
     ref = records.get(REFERENCE, {})
-    train = {run['key']: training_seconds(folder, run, records.get(run['key'], {})) for run in options['runs']}
+    logs = {run['key']: member_logs(folder, run, records.get(run['key'], {})) for run in options['runs']}
+    train = {key: training_seconds(paths) for key, paths in logs.items()}
     rows = []
     for run in options['runs']:
         record = records.get(run['key'], {})
         scores = fused_scores(folder, run, options['data']['dataroot'])
         rows.append({'key': run['key'], 'label': run['label'], 'scores': scores,
                      'train': train[run['key']] / train.get(REFERENCE, math.nan),
-                     'predict': record.get('inference_ms', math.nan) / ref.get('inference_ms', math.nan)})
+                     'predict': record.get('inference_ms', math.nan) / ref.get('inference_ms', math.nan),
+                     'cost': absolute_cost(logs[run['key']], record)})
     return rows, options

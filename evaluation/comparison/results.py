@@ -133,6 +133,8 @@ class Result:
     loss_log: str = ''
     dose: dict = field(default_factory=dict)   # the dose columns' settings and notes (evaluation/dose/), if any
     train_flops: float = math.nan # training FLOPs: one step's (FlopCounterMode) x the steps trained
+    volume_seconds: float = math.nan    # test.py's model time per test volume (its cost.json)
+    peaks: dict = field(default_factory=dict)   # {train,test}_peak_{rss,gpu}_mib: peak memory (MiB)
 
     def slice_stat(self, metric: str, plane: str | None = None) -> Stat:
         return Stat.of(r[metric] for r in self.slices if plane is None or r['plane'] == plane)
@@ -168,7 +170,8 @@ def load_results(folder: str) -> list[Result]:
                               run['name'], os.path.join(folder, run['loss_log']),
                               read_json(os.path.join(test_dir, DOSE_RECORD))
                               if os.path.isfile(os.path.join(test_dir, DOSE_RECORD)) else {},
-                              record.get('train_flops', math.nan)))
+                              record.get('train_flops', math.nan), record.get('volume_seconds', math.nan),
+                              {k: record[k] for k in PEAK_KEYS if k in record}))
     for key in options.get('external', []):
         meta_path, csv_path = external_paths(folder, key)
         meta = read_json(meta_path)
@@ -302,15 +305,31 @@ def table_sections(results: list[Result], device: str = '') -> list[Section]:
         infer = f'{r.inference_ms:.2f} ms' if math.isfinite(r.inference_ms) else '-'
         flops = f'{r.train_flops / 1e12:.3g} T' if math.isfinite(r.train_flops) else '-'
         cost_rows.append([Cell(r.label), Cell(params), Cell(format_seconds(r.train_seconds)), Cell(flops),
-                          Cell(infer)])
+                          Cell(infer), Cell(format_seconds(r.volume_seconds)), Cell(peak_memory_text(r.peaks))])
     sections.append(Section('Cost', 'Parameters of the A -> B generator used at test time (trainable + frozen; the '
                             'frozen part in brackets), training wall time (all sessions), training FLOPs (one step '
                             'counted with torch\'s FlopCounterMode, times the steps trained), inference time per '
                             f'slice (generator forward, batch 1{", " + device if device else ""}; a 3D row: its '
-                            'sliding-window pass over a test volume per slice of that volume).',
-                            ['model', 'parameters', 'training time', 'training FLOPs', 'inference / slice'],
-                            cost_rows))
+                            'sliding-window pass over a test volume per slice of that volume), test.py\'s model time '
+                            'per test volume (TTA and ensemble members included), and the peak memory of training '
+                            'and of test.py (host resident set; on a GPU also its allocator\'s peak), MiB.',
+                            ['model', 'parameters', 'training time', 'training FLOPs', 'inference / slice',
+                             'prediction / volume', 'peak memory train / test'], cost_rows))
     return sections
+
+
+PEAK_KEYS = tuple(f'{stage}_peak_{kind}_mib' for stage in ('train', 'test') for kind in ('rss', 'gpu'))
+
+
+def peak_memory_text(peaks: dict) -> str:
+    """'812 / 1503 MiB' (host peaks of training / test.py), '+ GPU 2048 / 1024 MiB' on a GPU, '-' where unknown."""
+    def pair(kind: str) -> str:
+        values = [peaks.get(f'{stage}_peak_{kind}_mib', math.nan) for stage in ('train', 'test')]
+        return ' / '.join(f'{v:.0f}' if math.isfinite(v) else '-' for v in values)
+    text = pair('rss')
+    if text == '- / -':
+        return '-'
+    return f'{text} MiB' + (f' + GPU {pair("gpu")} MiB' if pair('gpu') != '- / -' else '')
 
 
 def markdown_cell(cell: Cell) -> str:
@@ -354,7 +373,8 @@ def csv_row(result: Result, planes: list[str]) -> dict:
             put(c, result.volume_stat(c, 'fused'))
     for key, value in (('params_total', result.params_total), ('params_frozen', result.params_frozen),
                        ('train_seconds', result.train_seconds), ('train_flops', result.train_flops),
-                       ('inference_ms_per_slice', result.inference_ms)):
+                       ('inference_ms_per_slice', result.inference_ms), ('volume_seconds', result.volume_seconds),
+                       *((key, result.peaks.get(key, math.nan)) for key in PEAK_KEYS)):
         row[key] = value if math.isfinite(value) else ''
     return row
 
