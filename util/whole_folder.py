@@ -6,11 +6,16 @@ folder that was there before.
         ...
 
 The temporary folder is ``.<name>.<host>-<pid>.<random>.partial``; what a killed run left (this host, its process
-gone) is removed by the next write of the same folder.
+gone) is removed by the next write of the same folder. An existing folder is replaced by one atomic exchange of the
+two (Linux ``renameat2(RENAME_EXCHANGE)``), so a kill at any moment leaves the old folder or the new one under its
+name, never neither; where the system cannot exchange (another OS, a file system without it) two renames do it, and
+a kill between them leaves the old folder in a ``.partial`` one.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import shutil
 import socket
@@ -50,6 +55,23 @@ def leftovers(folder: str) -> list[str]:
     return found
 
 
+AT_FDCWD, RENAME_EXCHANGE = -100, 2        # <fcntl.h>, <linux/fs.h>
+
+
+def exchange(a: str, b: str) -> bool:
+    """Swap the paths ``a`` and ``b`` (both existing) in one atomic step; False, with nothing changed, where the
+    system cannot (no ``renameat2``, or a file system that refuses the exchange); OSError naming ``b`` otherwise."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), 'renameat2', None)
+    if renameat2 is None:
+        return False
+    if renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), b)
+
+
 @contextlib.contextmanager
 def whole_folder(folder: str) -> Iterator[str]:
     """Yield a temporary folder to fill; when the block ends without error it replaces ``folder`` (an existing one
@@ -66,12 +88,12 @@ def whole_folder(folder: str) -> Iterator[str]:
         yield tmp
         with writing(folder):
             os.chmod(tmp, file_mode(folder=True))
-            if os.path.exists(folder):
+            if not os.path.exists(folder):
+                os.replace(tmp, folder)
+            elif not exchange(tmp, folder):         # else: tmp now holds the old folder, removed below
                 old = tempfile.mkdtemp(prefix=f'{_owner(folder)}{os.getpid()}.', suffix=PARTIAL, dir=parent)
                 os.replace(folder, os.path.join(old, 'old'))
                 os.replace(tmp, folder)
                 shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
