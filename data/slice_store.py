@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +24,7 @@ from util.intensity import IntensityMap, intensity_map, modality_kind
 from util.mapped import check_whole
 from util.mask_file import read_mask_on_grid
 from util.slicing import PLANES
+from util.whole_folder import whole_folder
 
 STORE_VERSION = 4                   # 4: body masks join tissue parts closer than 4 voxels (thin volumes)
 STORE_FILE = 'volumes.npy'
@@ -118,23 +117,14 @@ def build_subject(root: str, name: str, settings: StoreSettings, store: str) -> 
     foreground = {p: mask.mean(axis=tuple(a for a in range(3) if a != ax)).round(6).tolist()
                   for p, ax in PLANES.items()}
     subject = Subject(name, paths, mask_path, geometry, maps, foreground, store)
-    parent = os.path.dirname(store)
-    with writing(os.path.join(store, STORE_FILE)):      # a full or read-only disk: one line, nothing left behind
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f'.{name}-', dir=parent)
-        try:
-            channels = [maps[m].normalise(canonical[m]) for m in settings.modalities]
-            np.save(os.path.join(tmp, STORE_FILE), np.stack([*channels, mask], axis=-1).astype(settings.dtype))
-            with open(os.path.join(tmp, 'meta.json'), 'w') as f:
-                json.dump(subject.to_json(), f)
-            shutil.rmtree(store, ignore_errors=True)
-            try:
-                os.replace(tmp, store)
-            except OSError:
-                if not os.path.isfile(os.path.join(store, 'meta.json')):  # not stored meanwhile by another process
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    # written whole (util/whole_folder.py): a full or read-only disk is one line, a kill leaves the old store or
+    # none, and a killed build's temporary folder is removed by the next build; another process that stored the
+    # subject meanwhile (torchrun ranks) is replaced by the same content
+    with writing(os.path.join(store, STORE_FILE)), whole_folder(store) as tmp:
+        channels = [maps[m].normalise(canonical[m]) for m in settings.modalities]
+        np.save(os.path.join(tmp, STORE_FILE), np.stack([*channels, mask], axis=-1).astype(settings.dtype))
+        with open(os.path.join(tmp, 'meta.json'), 'w') as f:
+            json.dump(subject.to_json(), f)
     return subject
 
 

@@ -3,6 +3,9 @@ kill at any moment leaves the old folder or the new one under its name."""
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,3 +59,33 @@ def test_without_an_exchange_two_renames_replace_the_folder(tmp_path, monkeypatc
     with wf.whole_folder(str(target)) as tmp:
         fill(Path(tmp), page='new')
     assert os.listdir(tmp_path) == ['p_qa'] and contents(target) == {'page': 'new'}
+
+
+def dead_pid() -> int:
+    gone = subprocess.Popen([sys.executable, '-c', 'pass'])
+    gone.wait()
+    return gone.pid
+
+
+def test_a_killed_writes_leftovers_go_with_the_next_write_of_the_same_file(tmp_path):
+    """A synthetic CT file and a subject's slice store each leave a hidden .partial folder when killed mid-write;
+    the next write of the same file or store removes it (a live writer's is kept) and leaves no other."""
+    import nibabel as nib
+    import numpy as np
+    from data.slice_store import StoreSettings, build_subject
+    from inference.export.volume_file import write_image
+    from volume_fixtures import write_subject
+    host, pid = socket.gethostname(), dead_pid()
+    killed = [tmp_path / 'out' / f'.p_sct.nii.gz.{host}-{pid}.k1.partial',
+              tmp_path / 'store' / f'.s1.{host}-{pid}.k2.partial']
+    live = tmp_path / 'out' / f'.p_sct.nii.gz.{host}-{os.getpid()}.k3.partial'
+    for folder in (*killed, live):
+        fill(folder, half='x')
+    reference = nib.Nifti1Image(np.zeros((4, 5, 6), np.float32), np.eye(4))
+    write_image(np.ones((4, 5, 6), np.float32), reference, str(tmp_path / 'out' / 'p_sct.nii.gz'))
+    assert sorted(os.listdir(tmp_path / 'out')) == sorted([live.name, 'p_sct.nii.gz'])
+    write_subject(tmp_path / 'data', 's1')
+    settings = StoreSettings(('mr', 'ct'), (-1024.0, 3000.0), (0.5, 99.5), 'float32', 1e-3)
+    build_subject(str(tmp_path / 'data'), 's1', settings, str(tmp_path / 'store' / 's1'))
+    assert os.listdir(tmp_path / 'store') == ['s1'] and sorted(os.listdir(tmp_path / 'store' / 's1')) == \
+        ['meta.json', 'volumes.npy']

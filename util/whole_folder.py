@@ -73,27 +73,38 @@ def exchange(a: str, b: str) -> bool:
 
 
 @contextlib.contextmanager
-def whole_folder(folder: str) -> Iterator[str]:
-    """Yield a temporary folder to fill; when the block ends without error it replaces ``folder`` (an existing one
-    is replaced whole), otherwise it is removed and ``folder`` stays as it was. A full or read-only disk while
-    making or renaming it is a util.disk.WriteError naming ``folder``; the writer names the files it writes."""
-    folder = os.path.abspath(folder)
-    parent = os.path.dirname(folder)
-    with writing(folder):
-        os.makedirs(parent, exist_ok=True)
-        for stale in leftovers(folder):
+def scratch_folder(path: str) -> Iterator[str]:
+    """Yield a hidden temporary folder beside ``path`` (``.<name>.<host>-<pid>.<random>.partial``) to write what
+    becomes ``path`` in; it is removed when the block ends, and what killed runs left for the same ``path`` is
+    removed before. A full or read-only disk while making it is a util.disk.WriteError naming ``path``."""
+    path = os.path.abspath(path)
+    with writing(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        for stale in leftovers(path):
             shutil.rmtree(stale, ignore_errors=True)
-        tmp = tempfile.mkdtemp(prefix=f'{_owner(folder)}{os.getpid()}.', suffix=PARTIAL, dir=parent)
+        tmp = tempfile.mkdtemp(prefix=f'{_owner(path)}{os.getpid()}.', suffix=PARTIAL, dir=os.path.dirname(path))
     try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def whole_folder(folder: str) -> Iterator[str]:
+    """Yield a temporary folder (:func:`scratch_folder`) to fill; when the block ends without error it replaces
+    ``folder`` (an existing one is replaced whole), otherwise it is removed and ``folder`` stays as it was. A full or
+    read-only disk while making or renaming it is a util.disk.WriteError naming ``folder``; the writer names the
+    files it writes."""
+    folder = os.path.abspath(folder)
+    with scratch_folder(folder) as tmp:
         yield tmp
         with writing(folder):
             os.chmod(tmp, file_mode(folder=True))
             if not os.path.exists(folder):
                 os.replace(tmp, folder)
-            elif not exchange(tmp, folder):         # else: tmp now holds the old folder, removed below
-                old = tempfile.mkdtemp(prefix=f'{_owner(folder)}{os.getpid()}.', suffix=PARTIAL, dir=parent)
+            elif not exchange(tmp, folder):         # else: tmp now holds the old folder, removed by scratch_folder
+                old = tempfile.mkdtemp(prefix=f'{_owner(folder)}{os.getpid()}.', suffix=PARTIAL,
+                                       dir=os.path.dirname(folder))
                 os.replace(folder, os.path.join(old, 'old'))
                 os.replace(tmp, folder)
                 shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -7,8 +7,6 @@ the old file or the new one, never half a file (a ``.mhd``'s data file is rename
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
 import nibabel as nib
 import numpy as np
@@ -16,6 +14,7 @@ import numpy as np
 from util.disk import writing
 from util.image_io import NIFTI_EXTENSIONS, simpleitk, affine_to_itk, image_extension
 from util.nifti import save_nifti
+from util.whole_folder import scratch_folder
 
 WRITABLE_EXTENSIONS = NIFTI_EXTENSIONS + ('.mha', '.mhd', '.nrrd')
 
@@ -29,19 +28,16 @@ def write_image(data: np.ndarray, reference: nib.Nifti1Image, path: str) -> None
     if tuple(data.shape) != tuple(reference.shape[:3]):
         raise ValueError(f'{path}: data shape {data.shape} differs from the reference shape {reference.shape[:3]}')
     folder = os.path.dirname(os.path.abspath(path))
-    with writing(path):                 # a full or read-only disk: util.disk.WriteError, no temporary file left
-        os.makedirs(folder, exist_ok=True)
-        tmp_dir = tempfile.mkdtemp(prefix='.' + os.path.basename(path) + '.', dir=folder)
-        try:
-            tmp = os.path.join(tmp_dir, os.path.basename(path))
-            if ext in NIFTI_EXTENSIONS:
-                save_nifti(data, reference, tmp)
-            else:
-                _write_itk(data, reference.affine, tmp)
-            for name in sorted(os.listdir(tmp_dir), key=lambda n: n == os.path.basename(path)):
-                os.replace(os.path.join(tmp_dir, name), os.path.join(folder, name))   # a .mhd's data file first
-        finally:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
+    # a full or read-only disk: util.disk.WriteError, no temporary file left; a killed write's folder is removed by
+    # the next write of the same file (util/whole_folder.py)
+    with writing(path), scratch_folder(path) as tmp_dir:
+        tmp = os.path.join(tmp_dir, os.path.basename(path))
+        if ext in NIFTI_EXTENSIONS:
+            save_nifti(data, reference, tmp)
+        else:
+            _write_itk(data, reference.affine, tmp)
+        for name in sorted(os.listdir(tmp_dir), key=lambda n: n == os.path.basename(path)):
+            os.replace(os.path.join(tmp_dir, name), os.path.join(folder, name))   # a .mhd's data file first
 
 
 def _write_itk(data: np.ndarray, affine: np.ndarray, path: str) -> None:
