@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from evaluation.dose.settings import DoseSettings
 from util.json_file import read_json
 
 DOSE_FLAGS = ('--dose', '--dose_grid', '--dose_target_radius', '--dose_prescription', '--dose_fractions',
@@ -13,20 +14,21 @@ DOSE_FLAGS = ('--dose', '--dose_grid', '--dose_target_radius', '--dose_prescript
 
 def add_dose_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The dose flags; ``--dose`` empty (the default) is off. A value left out is evaluation/dose/settings.py's
-    DoseSettings default (read only when --dose is given, so that parsing never needs the dose modules)."""
+    DoseSettings default, which the help names (that module is plain data: pyRadPlan is imported only to plan)."""
     parser.add_argument('--dose', default='', metavar='photon,proton',
                         help='also score dose: plan each subject on its CT and recompute the plan on the synthetic '
                              'CT, for these modalities (comma-separated: photon, proton); columns dose_mae_*, '
                              'dose_dvh_*, dose_gamma_* (docs/dose.md). Needs pyRadPlan and pymedphys')
     parser.add_argument('--dose_grid', type=float, default=None, metavar='MM',
-                        help='voxel size of the dose grid in mm (default 3)')
+                        help=f'voxel size of the dose grid in mm (default {DoseSettings.grid_mm:g})')
     parser.add_argument('--dose_target_radius', type=float, default=None, metavar='MM',
                         help='radius of the automatic spherical target, for a subject without a target mask '
-                             '(default 20)')
+                             f'(default {DoseSettings.target_radius_mm:g})')
     parser.add_argument('--dose_prescription', type=float, default=None, metavar='GY',
-                        help='prescribed dose to the target in Gy, all fractions together (default 60)')
+                        help=f'prescribed dose to the target in Gy, all fractions together '
+                             f'(default {DoseSettings.prescription_gy:g})')
     parser.add_argument('--dose_fractions', type=int, default=None, metavar='N',
-                        help='number of fractions of the prescription (default 30; recorded)')
+                        help=f'number of fractions of the prescription (default {DoseSettings.fractions}; recorded)')
     parser.add_argument('--dose_cache', default='', metavar='DIR',
                         help='where the plans and CT doses are kept, keyed by the CT file and the plan settings '
                              '(default: <data folder>/.cache/dose, beside the SAM cache)')

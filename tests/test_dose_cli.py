@@ -187,3 +187,16 @@ def test_the_result_page_shows_the_dose_table_notes_and_pictures(tmp_path: Path)
     assert re.search(r'>photon</td>\s*<td[^>]*>2</td>', html)       # the fused rows' subjects only
     assert (tmp_path / 'web' / 'images' / 's1_fake_B_fused_dose_dvh.png').read_bytes() == b'png'
     assert 'images/s1_fake_B_fused_dose_photon.png' in html
+
+
+def test_the_dose_flags_help_names_the_settings_defaults(monkeypatch):
+    """The help's defaults are DoseSettings' own (here changed), not copies of them."""
+    import argparse
+    from evaluation.dose.settings import DoseSettings
+    from options import dose_options
+    for name, value in (('grid_mm', 2.5), ('target_radius_mm', 17.0), ('prescription_gy', 54.0), ('fractions', 27)):
+        monkeypatch.setattr(DoseSettings, name, value)
+    text = ' '.join(dose_options.add_dose_arguments(argparse.ArgumentParser()).format_help().split())
+    for words in ('dose grid in mm (default 2.5)', 'target mask (default 17)', 'together (default 54)',
+                  'prescription (default 27; recorded)'):
+        assert words in text, words
