@@ -187,8 +187,9 @@ def predict_file(generator: TrainedGenerator, item: VolumeInput, plan: OutputPla
     result = predict_volume(generator, data, reference, mask, item.name, planes, fusion, batch_size, progress,
                             outside_body, overlap)
     notes = ''
+    composited = result.composite.describe() if result.composite else ''
     if plan.fmt == DICOM_FORMAT:
-        notes = write_series(handoff, plan.fused, item.name, reference, result.fused)
+        notes = write_series(handoff, plan.fused, item.name, reference, result.fused, composited)
     else:
         write_image(result.fused, reference, plan.fused)
     for plane, path in plan.planes.items():
@@ -200,10 +201,10 @@ def predict_file(generator: TrainedGenerator, item: VolumeInput, plan: OutputPla
                       tta=generator.settings.tta)
     if plan.qa:                           # last: the page and its summary row only for outputs that are complete
         notes += write_qa(handoff, plan.qa, item.name, data, reference, result.fused, result.disagreement,
-                          result.mask)
+                          result.mask, composited)
     seconds = time.perf_counter() - start
-    if result.composite:
-        notes += f'; {result.composite.describe()}'
+    if composited:
+        notes += f'; {composited}'
     shape = 'x'.join(str(n) for n in data.shape)
     patch = generator.settings.patch
     done = (f'{result.n_slices} slices ({"".join(result.planes)})' if patch is None else

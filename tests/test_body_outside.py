@@ -6,6 +6,7 @@ ingredients table."""
 from __future__ import annotations
 
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -99,14 +100,20 @@ def test_the_dicom_series_is_air_outside_the_grown_body(hazy, tmp_path):
     mask, grown, translated = regions(hazy['data'])
     out = tmp_path / 'dicom'
     predict.main(['--name', 'body', '--checkpoints_dir', str(hazy['checkpoints']), '--gpu_ids', '-1',
-                  '--no_progress', '--no_qa', '--planes', 'z', '--format', 'dicom',
+                  '--no_progress', '--planes', 'z', '--format', 'dicom',
                   '--input', str(hazy['data'] / 'b'), '--output', str(out)])
-    [series] = [p for p in out.iterdir() if p.is_dir()]
+    [series] = [p for p in out.iterdir() if p.is_dir() and not p.name.endswith('_qa')]
+    [qa_page] = out.glob('*_qa/index.html')                         # the QA page names it among its facts
+    assert re.search(r'>outside the body</td>\s*<td[^>]*>air outside the body mask grown by 1 voxel\(s\)',
+                     qa_page.read_text())
     nifti = run_predict(hazy, tmp_path / 'nifti', 'body')
     values = []
     for path in series.iterdir():
         ds = pydicom.dcmread(str(path))
         values.append(ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept))
+        # the series says so: a planning system's user reads how its air outside the body was made
+        assert ds.DerivationDescription.endswith(' Not an acquired image. Post-processed: air outside the body mask '
+                                                 'grown by 1 voxel(s) (--outside_body keep turns it off).')
     values = np.concatenate([v.ravel() for v in values])
     # the series holds the same voxels as the NIfTI output: as many at -1024 HU (air), the rest the haze
     kept = grown & translated

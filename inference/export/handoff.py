@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -145,10 +145,16 @@ def _identity_text(identity: SeriesIdentity) -> str:
             f'{identity.kept["FrameOfReferenceUID"]} (new series and instance UIDs)')
 
 
-def write_series(handoff: HandOff, folder: str, name: str, reference, sct: np.ndarray) -> str:
+def write_series(handoff: HandOff, folder: str, name: str, reference, sct: np.ndarray,
+                 composited: str = '') -> str:
     """Write the DICOM CT series of ``sct`` (HU, file voxel order of ``reference``) into ``folder``; returns the text
-    added to the volume's summary line (the file count, and a line saying where the series belongs)."""
-    files = write_ct_series(sct, reference.affine, folder, handoff.identity, handoff.provenance, handoff.overwrite)
+    added to the volume's summary line (the file count, and a line saying where the series belongs). ``composited``:
+    what was set to air outside the body (inference/body_composite.py), recorded in its Derivation Description."""
+    provenance = handoff.provenance
+    if composited:
+        derivation = f'{provenance.derivation} Post-processed: {composited}.'
+        provenance = replace(provenance, derivation=derivation[:DERIVATION_LENGTH])
+    files = write_ct_series(sct, reference.affine, folder, handoff.identity, provenance, handoff.overwrite)
     normal = np.abs(np.asarray(affine_to_itk(reference.affine)[2]).reshape(3, 3)[:, 2])
     kind = ('sagittal', 'coronal', 'axial')[int(normal.argmax())]
     plane = ('' if kind == 'axial' else f'\n{name}: the slices are {kind}, as the MR\'s; a planning system that '
@@ -157,13 +163,15 @@ def write_series(handoff: HandOff, folder: str, name: str, reference, sct: np.nd
 
 
 def write_qa(handoff: HandOff, folder: str, name: str, data: np.ndarray, reference, sct: np.ndarray,
-             disagreement: np.ndarray | None, mask: np.ndarray) -> str:
+             disagreement: np.ndarray | None, mask: np.ndarray, composited: str = '') -> str:
     """Write the QA page into ``folder`` and its row of ``predict_summary.csv`` beside it; returns the text added to
-    the volume's summary line (the page and the checks flagged). A full disk is a util.disk.WriteError naming the
-    page's file and saying that the output itself is written."""
+    the volume's summary line (the page and the checks flagged). ``composited``: as for :func:`write_series`, one
+    more fact on the page. A full disk is a util.disk.WriteError naming the page's file and saying that the output
+    itself is written."""
+    facts = [*handoff.facts, *([('outside the body', composited)] if composited else [])]
     try:
         page, checks = write_qa_page(folder, name, data, sct, disagreement, mask, reference, handoff.window,
-                                     handoff.facts, source=handoff.source_modality)
+                                     facts, source=handoff.source_modality)
     except WriteError as exc:             # the page absent (or the old one whole); the synthetic CT is written
         raise WriteError(f'{exc} ({handoff.extra["output"]} is written; its QA page is not)') from exc
     extra = {**handoff.extra, 'registered': '' if handoff.identity is None else
