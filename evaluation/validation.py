@@ -107,6 +107,8 @@ class Validator:
             raise ValueError(f'--val_freq {opt.val_freq} needs a val split, which cannot be read: {e}. Add one '
                              f'(e.g. <dataroot>/splits/val.txt) or pass --val_freq 0') from None
         self.save_dir = os.path.join(opt.checkpoints_dir, opt.name)
+        self.volume = is_volume_generator(getattr(opt, 'netG', ''))    # a 3D network: whole volumes, sliding windows
+        self.patch = parse_patch_size(opt.patch_size) if self.volume else None
         self.truths: dict = {}
         evaluator = self.evaluator()          # a volume evaluator names the subjects some metric cannot score
         volumetric = self.loader.dataset.volumetric
@@ -144,11 +146,10 @@ class Validator:
         evaluator's summary and the seconds it took."""
         start = time.perf_counter()
         evaluator = self.evaluator()
-        volume = is_volume_generator(getattr(self.opt, 'netG', ''))
         with model.unwrapped_eval():                        # without DDP: only this process validates
             model.prepare_data(self.loader, self.val_opt)   # MRNet: SAM features from the cache, as in training
             for data in self.loader:
-                if volume:
+                if self.volume:
                     evaluator.add(data, self.whole_volumes(model, data))
                     continue
                 model.set_input(data)
@@ -159,8 +160,7 @@ class Validator:
     def whole_volumes(self, model, data: dict) -> dict:
         """A 3D network's visuals for val items ``data`` of whole volumes ``A`` (N, C, X, Y, Z) in [-1, 1]: its
         sliding-window output ``fake_B`` (same shape), as test.py makes it."""
-        patch = parse_patch_size(self.opt.patch_size)
-        fake = [sliding_window(model.netG, a.to(model.device), patch, DEFAULT_OVERLAP, self.opt.tta)[0]
+        fake = [sliding_window(model.netG, a.to(model.device), self.patch, DEFAULT_OVERLAP, self.opt.tta)[0]
                 for a in data['A']]
         return {'real_A': data['A'], 'fake_B': torch.stack(fake), 'real_B': data['B']}
 

@@ -20,7 +20,7 @@ from models.networks import define_G, load_network_state
 from util.checkpoint import read_network_file
 from util.direction import source_target
 from util.intensity import CT_WINDOW, MR_PERCENTILES, IntensityMap, modality_kind
-from util.util import file_sha256
+from util.util import file_sha256, file_version
 
 MR_TARGET_MAP = IntensityMap(-1.0, 1.0)   # an MR target has no absolute unit: written in the network's [-1, 1]
 
@@ -138,14 +138,13 @@ _STORED_OPTIONS: dict[tuple[str, int, int], dict] = {}
 
 def stored_training_options(checkpoints_dir: str, name: str, epoch: str) -> dict:
     """The options stored in the generator checkpoint of :func:`generator_path`; {} when there is no such file
-    (test.py then reports the missing checkpoint itself). Read once per file version (path, size, modification
-    time): test.py and compare.py ask for them many times, and each read loads the whole network."""
+    (test.py then reports the missing checkpoint itself). Read once per :func:`util.util.file_version`: test.py
+    and compare.py ask for them many times, and each read loads the whole network."""
     try:
         path = generator_path(checkpoints_dir, name, epoch)
-        stat = os.stat(path)
+        key = file_version(path)
     except FileNotFoundError:
         return {}
-    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
     if key not in _STORED_OPTIONS:
         _STORED_OPTIONS[key] = read_network_file(path)[2] or {}
     return dict(_STORED_OPTIONS[key])

@@ -83,7 +83,6 @@ class TrainingLog:
         self.append({'kind': 'validation', 'epoch': entry['epoch'], 'seconds': entry['seconds'], 'metric': metric,
                      'score': entry['score'], 'scores': entry['scores']})
 
-
     def flops(self, step_flops: float) -> None:
         self.append({'kind': 'flops', 'step_flops': step_flops})
 

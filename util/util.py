@@ -159,10 +159,16 @@ def mkdirs(paths: str | list[str]) -> None:
 _SHA256_CACHE: dict[tuple[str, int, int], str] = {}
 
 
-def file_sha256(path: str) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks; computed once per (path, size, mtime)."""
+def file_version(path: str) -> tuple[str, int, int]:
+    """(real path, size, modification time in ns) of a file: what a cache of something read from it is keyed by
+    (a rewritten file, atomically renamed into place, has another). FileNotFoundError when there is none."""
     stat = os.stat(path)
-    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    return os.path.realpath(path), stat.st_size, stat.st_mtime_ns
+
+
+def file_sha256(path: str) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks; computed once per :func:`file_version`."""
+    key = file_version(path)
     if key not in _SHA256_CACHE:
         digest = hashlib.sha256()
         with open(path, 'rb') as f:

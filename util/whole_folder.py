@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import os
 import shutil
 import socket
@@ -58,10 +59,19 @@ def leftovers(folder: str) -> list[str]:
 AT_FDCWD, RENAME_EXCHANGE = -100, 2        # <fcntl.h>, <linux/fs.h>
 
 
+@functools.cache
+def _renameat2():
+    """The C library's ``renameat2``, or None where it has none (or cannot be opened: Windows)."""
+    try:
+        return getattr(ctypes.CDLL(None, use_errno=True), 'renameat2', None)
+    except (OSError, TypeError):
+        return None
+
+
 def exchange(a: str, b: str) -> bool:
     """Swap the paths ``a`` and ``b`` (both existing) in one atomic step; False, with nothing changed, where the
     system cannot (no ``renameat2``, or a file system that refuses the exchange); OSError naming ``b`` otherwise."""
-    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), 'renameat2', None)
+    renameat2 = _renameat2()
     if renameat2 is None:
         return False
     if renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
@@ -103,8 +113,6 @@ def whole_folder(folder: str) -> Iterator[str]:
             if not os.path.exists(folder):
                 os.replace(tmp, folder)
             elif not exchange(tmp, folder):         # else: tmp now holds the old folder, removed by scratch_folder
-                old = tempfile.mkdtemp(prefix=f'{_owner(folder)}{os.getpid()}.', suffix=PARTIAL,
-                                       dir=os.path.dirname(folder))
-                os.replace(folder, os.path.join(old, 'old'))
-                os.replace(tmp, folder)
-                shutil.rmtree(old, ignore_errors=True)
+                with scratch_folder(folder) as old:
+                    os.replace(folder, os.path.join(old, 'old'))
+                    os.replace(tmp, folder)
